@@ -1,0 +1,14 @@
+"""jepactl: pretrain, probe, fine-tune and export JEPA models on every published domain."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_encoder"]
+
+
+def load_encoder(path):
+    """Return the encoder exported to ``path`` (``model.safetensors`` + ``config.json``)."""
+    from jepactl.export import load_encoder as _load
+
+    return _load(path)

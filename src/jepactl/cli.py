@@ -1,0 +1,337 @@
+"""The ``jepactl`` command line: thin commands that parse, build a recipe and call one function.
+
+Results go to stdout (a rich table, or JSON with ``--json``); logs and progress go to stderr.
+A user error prints one line and exits 2 (``--debug`` shows the traceback); anything else
+exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jepactl import __version__
+from jepactl.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  pretty_exceptions_enable=False,
+                  help="Pretrain, probe, fine-tune, embed and export JEPA models.")
+recipes_app = typer.Typer(no_args_is_help=True, help="List and show packaged recipes.")
+app.add_typer(recipes_app, name="recipes")
+
+stdout = Console()
+stderr = Console(stderr=True)
+STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"jepactl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except UserError as err:
+        if STATE["debug"]:
+            raise
+        stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _emit(title: str, rows: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    stdout.print(table)
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name} must be a positive integer, got {value}")
+
+
+# ------------------------------------------------------------------------------- pretrain
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def pretrain(
+    recipe: str = typer.Argument(..., help="Recipe: a domain (`image`), `domain/name`, a YAML "
+                                 "path, or a run folder to resume."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
+                                                    show_default=False),
+    data: Optional[str] = typer.Option(None, "--data", help="Training data (sets data.path)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Pretrain a JEPA model.
+
+    Example: `jepactl pretrain image/tiny --data ./images --max-steps 300 train.batch_size=64`
+
+    Resume after preemption: `jepactl pretrain image/tiny --out runs/tiny --resume`
+    """
+
+    def run() -> None:
+        from jepactl.methods import method_module
+        from jepactl.recipe import load_recipe, recipe_from_dict, read_yaml
+        from jepactl.runs import default_run_dir, is_run_dir
+        from jepactl.train import pretrain as train
+
+        _positive("--max-steps", max_steps)
+        extra = list(overrides or [])
+        run_dir = out
+        if is_run_dir(Path(recipe)):  # `jepactl pretrain RUN --resume`
+            run_dir = run_dir or Path(recipe)
+        if resume:
+            if run_dir is None:
+                raise UserError("--resume needs the run folder: pass --out RUN (or RUN itself)")
+            if not (run_dir / "recipe.yaml").is_file():
+                raise UserError(f"cannot resume: '{run_dir}' is not a run folder")
+            from jepactl.recipe import apply_override, parse_override
+
+            raw = read_yaml(run_dir / "recipe.yaml")
+            for text in extra:
+                apply_override(raw, *parse_override(text))
+            config = recipe_from_dict(raw)
+        else:
+            config = load_recipe(recipe, extra)
+        if data is not None:
+            config.data.path = data
+        if max_steps is not None:
+            config.train.max_steps = max_steps
+        _positive("train.max_steps", config.train.max_steps)
+        _positive("train.batch_size", config.train.batch_size)
+        _positive("train.grad_accum", config.train.grad_accum)
+        _positive("train.log_every", config.train.log_every)
+        _positive("train.checkpoint_every", config.train.checkpoint_every)
+        run_dir = run_dir or default_run_dir(config)
+        module = method_module(config.method)
+        if hasattr(module, "run_pretrain"):  # analyses that are not SGD over a data loader
+            _emit("pretrain", module.run_pretrain(config, run_dir, resume=resume, quiet=quiet),
+                  as_json)
+            return
+        result = train(config, run_dir, resume=resume, quiet=quiet)
+        _emit("pretrain", {"run": str(result.run_dir), "step": result.step,
+                           "finished": result.finished, "last_loss": result.last_loss}, as_json)
+
+    _guard(run)
+
+
+# ------------------------------------------------------------------------------- probe
+
+
+@app.command()
+def probe(
+    run: Path = typer.Argument(..., help="Run folder (or exported model folder)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="`probe.key=value` overrides.",
+                                                    show_default=False),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled data to train the probe "
+                                       "(default: the run's data)."),
+    test: Optional[str] = typer.Option(None, "--test", help="Labelled test data (default: the "
+                                       "data's test split, else a seeded split)."),
+    labels_fraction: float = typer.Option(1.0, "--labels-fraction",
+                                          help="Use this fraction of the training labels."),
+    random_init: bool = typer.Option(False, "--random-init",
+                                     help="Probe an untrained encoder of the same shape."),
+    which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
+    seeds: int = typer.Option(1, "--seeds", help="Repeat with N seeds; report mean and std."),
+    shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot: K labels per class."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target column (tabular)."),
+    task: Optional[str] = typer.Option(None, "--task",
+                                       help="classification, regression or multilabel."),
+    head: Optional[str] = typer.Option(None, "--head", help="Probe head, where a method has "
+                                       "several (e.g. linear, attentive)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
+
+    Example: `jepactl probe runs/tiny --data ../shared/data/images/mnist/train --test
+    ../shared/data/images/mnist/test --labels-fraction 0.1`
+    """
+
+    def go() -> None:
+        from jepactl.evaluate.probe import run_probe
+        from jepactl.evaluate.request import ProbeRequest
+
+        if not 0.0 < labels_fraction <= 1.0:
+            raise UserError(f"--labels-fraction must be in (0, 1], got {labels_fraction}")
+        _positive("--seeds", seeds)
+        _positive("--shots", shots)
+        request = ProbeRequest(run, data, test, labels_fraction, random_init, which, seeds, shots,
+                               target, task, head, list(overrides or []))
+        _emit(f"probe {run}", run_probe(request), as_json)
+
+    _guard(go)
+
+
+# ------------------------------------------------------------------------------- finetune
+
+
+@app.command()
+def finetune(
+    run: Path = typer.Argument(..., help="Run folder."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="`finetune.key=value` overrides.",
+                                                    show_default=False),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled training data."),
+    test: Optional[str] = typer.Option(None, "--test", help="Labelled test data."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/finetune-TIME)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Train from scratch instead."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fine-tune encoder + linear head end to end (layer-wise lr decay, warmup, cosine).
+
+    Example: `jepactl finetune runs/tiny finetune.epochs=5 finetune.lr=5e-4`
+    """
+
+    def go() -> None:
+        from jepactl.evaluate.finetune import run_finetune
+
+        result = run_finetune(run, list(overrides or []), data, test, out, random_init, quiet)
+        _emit(f"finetune {run}", result, as_json)
+
+    _guard(go)
+
+
+# ------------------------------------------------------------------------------- embed
+
+
+@app.command()
+def embed(
+    run: Path = typer.Argument(..., help="Run folder or exported model folder."),
+    data: str = typer.Option(..., "--data", help="Data to embed."),
+    out: Path = typer.Option(..., "--out", help="Output file: .npy or .parquet."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to embed (train/test)."),
+    which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write one pooled embedding per sample, for pipelines.
+
+    Example: `jepactl embed runs/tiny --data ./images --out emb.parquet`
+    (.parquet has columns index, label, embedding; .npy holds an N x D float32 array)
+    """
+
+    def go() -> None:
+        from jepactl.evaluate.embed import run_embed
+
+        result = run_embed(run, data, out, split, which)
+        _emit("embed", result, as_json)
+
+    _guard(go)
+
+
+# ------------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/export)."),
+    which: str = typer.Option("target", "--which", help="target, context or predictor."),
+    fmt: str = typer.Option("safetensors", "--format", help="safetensors or onnx."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export a trained module to model.safetensors + config.json (or model.onnx).
+
+    Example: `jepactl export runs/tiny --out exported/` then in Python:
+    `jepactl.load_encoder("exported/")`
+    """
+
+    def go() -> None:
+        from jepactl.export import run_export
+
+        result = run_export(run, out, which, fmt)
+        _emit("export", result, as_json)
+
+    _guard(go)
+
+
+# ------------------------------------------------------------------------------- recipes
+
+
+@recipes_app.command("list")
+def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List packaged recipes.
+
+    Example: `jepactl recipes list`
+    """
+
+    def go() -> None:
+        from jepactl.recipe import list_recipes, load_recipe
+
+        rows = []
+        for name in list_recipes():
+            recipe = load_recipe(name)
+            rows.append({"name": name, "method": recipe.method, "domain": recipe.domain,
+                         "description": recipe.description})
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table(title="recipes")
+        for column in ("name", "method", "domain", "description"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row.values())
+        stdout.print(table)
+
+    _guard(go)
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name, domain or YAML path."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
+                                                    show_default=False),
+) -> None:
+    """Print a recipe fully resolved: every default, after overrides.
+
+    Example: `jepactl recipes show image/ijepa train.batch_size=32`
+    """
+
+    def go() -> None:
+        from jepactl.recipe import dump_recipe, load_recipe
+
+        print(dump_recipe(load_recipe(name, list(overrides or []))), end="")
+
+    _guard(go)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

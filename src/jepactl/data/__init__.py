@@ -1,0 +1,1 @@
+"""Readers: one per file format. They yield samples and labels and know nothing about models."""

@@ -1,0 +1,251 @@
+"""Image readers: class folders, Hugging Face parquet/arrow, and the built-in shapes set.
+
+Every reader produces an :class:`ImageSource`: ``len``, ``load(i) -> PIL.Image``, a label per
+item (or -1) and class names. Sources know nothing about models. Splits: a folder with
+``train/`` and ``test/`` (or ``val/``) sub-folders, parquet files named ``train-*.parquet`` /
+``test-*.parquet``, or a ``datasets`` DatasetDict saved with ``save_to_disk``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from jepactl.data.shapes import SHAPES_CLASSES, render_shape
+from jepactl.errors import DataError
+
+log = logging.getLogger("jepactl")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm"}
+SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "testing", "val", "validation")}
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class ImageSource:
+    """A random-access list of images with optional integer labels."""
+
+    name: str
+    size: int
+    loader: Callable[[int], Image.Image]
+    labels: np.ndarray  # int64, -1 where unlabelled
+    classes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files that could not be read
+
+    def __len__(self) -> int:
+        return self.size
+
+    def load(self, index: int) -> Image.Image:
+        return self.loader(index)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.classes) and bool((self.labels >= 0).all())
+
+
+# ------------------------------------------------------------------------------ folders
+
+
+def _split_dir(root: Path, split: str) -> Path | None:
+    for alias in SPLIT_ALIASES.get(split, (split,)):
+        if (root / alias).is_dir():
+            return root / alias
+    return None
+
+
+def _has_split_dirs(root: Path) -> bool:
+    return _split_dir(root, "train") is not None
+
+
+def _readable_image(path: Path) -> bool:
+    """Return True when PIL recognises the file's header (cheap: no pixel decode)."""
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - forces header parsing
+        return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def folder_source(root: Path) -> ImageSource:
+    """Return the images under ``root``; immediate sub-folders that hold images are classes."""
+    if not root.is_dir():
+        raise DataError(f"data path '{root}' is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"data folder '{root}' is empty")
+    images, skipped = [], []
+    for path in files:
+        (images if path.suffix.lower() in IMAGE_SUFFIXES and _readable_image(path)
+         else skipped).append(path)
+    if not images:
+        raise DataError(f"data folder '{root}' has no readable images "
+                        f"({len(skipped)} files skipped, e.g. '{skipped[0].name}')")
+    class_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
+                for p in images]
+    classes = sorted({c for c in class_of if c is not None})
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] if c is not None else -1 for c in class_of], dtype=np.int64)
+    if skipped:
+        log.warning("skipped %d unreadable or non-image files under %s (first: %s)",
+                    len(skipped), root, skipped[0])
+    paths = [str(p) for p in images]
+    return ImageSource(str(root), len(paths), lambda i: _open_rgb_or_l(paths[i]), labels,
+                       classes if len(classes) > 0 and (labels >= 0).all() else [],
+                       [str(p) for p in skipped])
+
+
+def _open_rgb_or_l(path: str) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+# ------------------------------------------------------------------------------ HF datasets
+
+
+def _hf_source(dataset, name: str, image_column: str | None, label_column: str | None
+               ) -> ImageSource:
+    from datasets import ClassLabel
+    from datasets import Image as HFImage
+
+    features = dataset.features
+    if image_column is None:
+        image_column = next((k for k, v in features.items() if isinstance(v, HFImage)), None)
+        image_column = image_column or next((k for k in ("image", "img") if k in features), None)
+    if image_column not in features:
+        raise DataError(f"dataset '{name}' has no image column (columns: {', '.join(features)}); "
+                        "set data.image_column")
+    if label_column is None:
+        label_column = next((k for k, v in features.items() if isinstance(v, ClassLabel)), None)
+        label_column = label_column or ("label" if "label" in features else None)
+    classes: list[str] = []
+    if label_column is not None and label_column in features:
+        labels = np.asarray(dataset[label_column], dtype=np.int64)
+        feature = features[label_column]
+        classes = (list(feature.names) if isinstance(feature, ClassLabel)
+                   else [str(i) for i in range(int(labels.max()) + 1)])
+    else:
+        labels = np.full(len(dataset), -1, dtype=np.int64)
+    # Decode lazily: the arrow table stays memory-mapped, only one image is in memory at once.
+    images = dataset.cast_column(image_column, HFImage(decode=False))[image_column] \
+        if isinstance(features[image_column], HFImage) else dataset[image_column]
+
+    def load(i: int) -> Image.Image:
+        item = images[i]
+        if isinstance(item, dict):
+            if item.get("bytes") is not None:
+                return Image.open(io.BytesIO(item["bytes"]))
+            return _open_rgb_or_l(item["path"])
+        return item
+
+    return ImageSource(name, len(dataset), load, labels, classes)
+
+
+def _parquet_files(root: Path, split: str | None) -> list[Path]:
+    if root.is_file():
+        return [root]
+    files = sorted(root.glob("*.parquet")) + sorted(root.glob("data/*.parquet"))
+    if split is None:
+        return files
+    for alias in SPLIT_ALIASES.get(split, (split,)):
+        chosen = [p for p in files if p.name.startswith(alias + "-") or p.name.startswith(alias + ".")
+                  or p.name.startswith(alias + "_")]
+        if chosen:
+            return chosen
+    return []
+
+
+def parquet_source(root: Path, split: str | None, image_column: str | None,
+                   label_column: str | None) -> ImageSource:
+    from datasets import load_dataset
+
+    files = _parquet_files(root, split)
+    if not files:
+        raise DataError(f"no parquet files for split '{split}' in '{root}'")
+    try:
+        dataset = load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    except Exception as err:  # datasets raises many types for unreadable files
+        raise DataError(f"cannot read parquet data '{root}': {err}".splitlines()[0]) from None
+    return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
+
+
+def arrow_source(root: Path, split: str | None, image_column: str | None,
+                 label_column: str | None) -> ImageSource:
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(root))
+    if isinstance(dataset, DatasetDict):
+        names = [a for a in SPLIT_ALIASES.get(split or "train", (split,)) if a in dataset]
+        if not names:
+            raise DataError(f"dataset '{root}' has no split '{split}' (has: {', '.join(dataset)})")
+        dataset = dataset[names[0]]
+    return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
+
+
+# ------------------------------------------------------------------------------ entry point
+
+
+def builtin_source(name: str, split: str | None) -> ImageSource:
+    """Return a built-in data set (``builtin:shapes``) generated deterministically in memory."""
+    if name != "shapes":
+        raise DataError(f"unknown built-in data set 'builtin:{name}' (known: builtin:shapes)")
+    size = 2000 if split in (None, "train") else 500
+    offset = 0 if split in (None, "train") else 1_000_000
+    labels = np.arange(size, dtype=np.int64) % len(SHAPES_CLASSES)
+    return ImageSource(f"builtin:shapes[{split or 'train'}]", size,
+                       lambda i: render_shape(int(labels[i]), seed=offset + i), labels,
+                       list(SHAPES_CLASSES))
+
+
+def has_split(path: str, split: str) -> bool:
+    """Return True when ``path`` holds the named split (e.g. a ``test/`` folder)."""
+    if path.startswith(BUILTIN_PREFIX):
+        return True
+    root = Path(path)
+    if root.is_dir() and (root / "dataset_dict.json").exists():
+        import json
+        return any(a in json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
+                   for a in SPLIT_ALIASES.get(split, (split,)))
+    if root.is_dir() and any(root.glob("*.parquet")):
+        return bool(_parquet_files(root, split))
+    return root.is_dir() and _split_dir(root, split) is not None
+
+
+def open_images(path: str, split: str | None = None, image_column: str | None = None,
+                label_column: str | None = None) -> ImageSource:
+    """Return the image source at ``path`` (folder, parquet, arrow dir, or ``builtin:NAME``).
+
+    ``split`` picks ``train``/``test`` where the data has splits; ``None`` means the training
+    split if there is one, otherwise everything.
+    """
+    if path.startswith(BUILTIN_PREFIX):
+        return builtin_source(path[len(BUILTIN_PREFIX):], split)
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"data path '{path}' does not exist")
+    if root.is_file():
+        if root.suffix == ".parquet":
+            return parquet_source(root, None, image_column, label_column)
+        raise DataError(f"data path '{path}' is a file; give a folder of images or a parquet file")
+    if (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists():
+        return arrow_source(root, split, image_column, label_column)
+    if any(root.glob("*.parquet")) or any(root.glob("data/*.parquet")):
+        has_splits = bool(_parquet_files(root, "train"))
+        return parquet_source(root, (split or "train") if has_splits else None, image_column,
+                              label_column)
+    if _has_split_dirs(root):
+        chosen = _split_dir(root, split or "train")
+        if chosen is None:
+            raise DataError(f"data folder '{path}' has no '{split}' split")
+        return folder_source(chosen)
+    if split not in (None, "train"):
+        raise DataError(f"data folder '{path}' has no '{split}' split")
+    return folder_source(root)

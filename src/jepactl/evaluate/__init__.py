@@ -1,0 +1,1 @@
+"""Evaluation: the only place that trains probes and heads (probe, finetune, embed)."""

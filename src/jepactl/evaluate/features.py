@@ -1,0 +1,50 @@
+"""Frozen-encoder features: computed once per (weights, data), cached in the run folder."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, num_workers: int = 2,
+                     precision: str = "bf16") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (pooled features (N, D) float32, labels (N,)) in dataset order."""
+    device = default_device()
+    encoder = encoder.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    feats, labels = [], []
+    for images, target in loader:
+        with autocast:
+            feats.append(encoder.pooled(images.to(device)).float().cpu())
+        labels.append(torch.as_tensor(target))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def cached_features(encoder: nn.Module, dataset, cache_dir: Path | None, key: str,
+                    batch_size: int = 256, precision: str = "bf16"):
+    """Return ``extract_features`` results, reusing ``cache_dir/features-<hash>.pt`` if present."""
+    if cache_dir is None:
+        return extract_features(encoder, dataset, batch_size, precision=precision)
+    digest = hashlib.sha1(f"{key}|{len(dataset)}|{precision}".encode()).hexdigest()[:16]
+    path = cache_dir / f"features-{digest}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return saved["features"], saved["labels"]
+    feats, labels = extract_features(encoder, dataset, batch_size, precision=precision)
+    from jepactl.checkpoint import atomic_save
+
+    atomic_save({"features": feats, "labels": labels, "key": key}, path)
+    return feats, labels

@@ -1,0 +1,135 @@
+"""Linear (logistic-regression) and kNN probes on frozen, pooled encoder features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from jepactl.evaluate.features import cached_features
+from jepactl.evaluate.metrics import accuracy, balanced_accuracy
+from jepactl.errors import UserError
+from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
+from jepactl.methods import method_module
+from jepactl.recipe import Recipe
+
+
+def stratified_fraction(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Return indices keeping ``fraction`` of each class (at least one per class), seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        keep.append(idx[: max(1, int(round(len(idx) * fraction)))])
+    return torch.cat(keep).sort().values
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float,
+                 max_iter: int = 200) -> torch.nn.Linear:
+    """Return a multinomial logistic regression fitted by full-batch L-BFGS with L2 penalty."""
+    head = torch.nn.Linear(x.shape[1], classes)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y) + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def linear_probe(train_x, train_y, test_x, test_y, classes: int, seed: int = 0
+                 ) -> tuple[torch.Tensor, float]:
+    """Return (test predictions, chosen L2 strength): strength picked on a 10% validation split."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, len(order) // 10)
+    val, fit = order[:cut], order[cut:]
+    best, best_acc = 1e-4, -1.0
+    for wd in (1e-5, 1e-4, 1e-3, 1e-2):
+        head = fit_logistic(train_x[fit], train_y[fit], classes, wd)
+        with torch.no_grad():
+            acc = accuracy(head(train_x[val]).argmax(1), train_y[val])
+        if acc > best_acc:
+            best, best_acc = wd, acc
+    head = fit_logistic(train_x, train_y, classes, best)
+    with torch.no_grad():
+        return head(test_x).argmax(1), best
+
+
+def knn_predict(train_x, train_y, test_x, classes: int, k: int = 20, temperature: float = 0.07,
+                chunk: int = 1024) -> torch.Tensor:
+    """Return kNN predictions: cosine neighbours vote with weight exp(sim / T) (DINO's protocol)."""
+    train_n = F.normalize(train_x, dim=1)
+    preds = []
+    for start in range(0, len(test_x), chunk):
+        sims = F.normalize(test_x[start:start + chunk], dim=1) @ train_n.T
+        top, idx = sims.topk(min(k, len(train_x)), dim=1)
+        votes = torch.zeros(len(top), classes)
+        votes.scatter_add_(1, train_y[idx], (top / temperature).exp())
+        preds.append(votes.argmax(1))
+    return torch.cat(preds)
+
+
+def run_probe(request: ProbeRequest) -> dict:
+    """Return the probe results; methods with their own protocol provide ``run_probe``."""
+    recipe = probe_recipe(request)
+    module = method_module(recipe.method)
+    if hasattr(module, "run_probe"):
+        return module.run_probe(request, recipe)
+    return classification_probe(request, recipe)
+
+
+def probe_recipe(request: ProbeRequest) -> Recipe:
+    """Return the run's recipe (or an export's) with ``probe.key=value`` overrides applied."""
+    from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_dict
+
+    recipe = open_recipe(request.run)
+    raw = to_dict(recipe)
+    for text in request.overrides:
+        path, value = parse_override(text)
+        if path[0] not in ("probe", "finetune"):
+            raise UserError(f"override '{text}': probe accepts probe.* and finetune.* keys only")
+        apply_override(raw, path, value)
+    return recipe_from_dict(raw)
+
+
+def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
+    """Return linear and kNN accuracy and balanced accuracy on the held-out split."""
+    run, data, test = request.run, request.data, request.test
+    labels_fraction, random_init = request.labels_fraction, request.random_init
+    source = open_encoder(run, request.which, random_init, recipe=recipe)
+    cfg = recipe.probe
+    train_set, test_set, described = labelled_splits(source.recipe, data, test, cfg.test_fraction,
+                                                     cfg.seed)
+    tag = f"{source.tag}|{described}"
+    train_x, train_y = cached_features(source.encoder, train_set, source.cache_dir,
+                                       tag + "|train", cfg.batch_size)
+    test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
+                                     tag + "|test", cfg.batch_size)
+    if labels_fraction < 1.0:
+        keep = stratified_fraction(train_y, labels_fraction, cfg.seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    classes = len(train_set.classes)
+    linear_pred, strength = linear_probe(train_x, train_y, test_x, test_y, classes, cfg.seed)
+    knn_pred = knn_predict(train_x, train_y, test_x, classes, cfg.knn_k, cfg.knn_temperature)
+    return {
+        "data": described,
+        "encoder": "random-init" if random_init else source.tag,
+        "train_samples": len(train_y),
+        "test_samples": len(test_y),
+        "linear_accuracy": accuracy(linear_pred, test_y),
+        "linear_balanced_accuracy": balanced_accuracy(linear_pred, test_y),
+        "linear_l2": strength,
+        "knn_accuracy": accuracy(knn_pred, test_y),
+        "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
+    }

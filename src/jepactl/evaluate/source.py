@@ -1,0 +1,121 @@
+"""Where evaluation gets its encoder and labelled data: a run folder or an exported model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jepactl.errors import UserError
+from jepactl.methods import method_module
+from jepactl.recipe import Recipe, recipe_from_dict
+from jepactl.runs import is_run_dir, load_trained_method, read_run_recipe
+
+
+@dataclass
+class EncoderSource:
+    recipe: Recipe
+    encoder: nn.Module
+    tag: str  # identifies the weights, for feature caches
+    cache_dir: Path | None
+
+
+def is_export_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and not is_run_dir(path)
+
+
+def open_recipe(path: Path) -> Recipe:
+    """Return the recipe of a run folder, or the one stored in an export's config.json."""
+    if is_export_dir(path):
+        return recipe_from_dict(json.loads((path / "config.json").read_text())["recipe"])
+    return read_run_recipe(path)
+
+
+def open_encoder(path: Path, which: str | None = None, random_init: bool = False,
+                 seed: int = 0, recipe: Recipe | None = None) -> EncoderSource:
+    """Return the encoder to evaluate from a run folder or an export folder."""
+    recipe = recipe or open_recipe(path)
+    if is_export_dir(path):
+        from jepactl.export import load_encoder
+
+        encoder = load_encoder(path)
+        if random_init:
+            torch.manual_seed(seed)
+            encoder = type(encoder)(encoder.tokenizer_config, encoder.config)
+        return EncoderSource(recipe, encoder.eval(), f"export-{random_init}", None)
+    which = which or recipe.probe.which
+    if which not in ("target", "context"):
+        raise UserError(f"--which must be 'target' or 'context', got '{which}'")
+    if random_init:
+        torch.manual_seed(seed)
+        method = method_module(recipe.method).build(recipe)
+        return EncoderSource(recipe, method.encoder(which).eval(), f"random{seed}-{which}",
+                             path / "cache")
+    recipe, method, step = load_trained_method(path, recipe)
+    return EncoderSource(recipe, method.encoder(which).eval(), f"step{step}-{which}",
+                         path / "cache")
+
+
+def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fraction: float,
+                    seed: int, augment_train: bool = False):
+    """Return (train dataset, test dataset, description) with labels, choosing splits sensibly.
+
+    ``data`` defaults to the run's training data. With no ``test``, the data's own test split is
+    used when it has one, otherwise a seeded ``test_fraction`` of the training data.
+    """
+    module = method_module(recipe.method)
+    data = data or recipe.data.path
+    if data is None:
+        raise UserError("no labelled data: pass --data PATH")
+    if test is not None:
+        train_set = module.eval_data(recipe, data, None if not module.has_split(recipe, data, "train")
+                                     else "train", augment=augment_train, seed=seed)
+        test_set = module.eval_data(recipe, test, None if not module.has_split(recipe, test, "test")
+                                    else "test")
+        described = f"train={data} test={test}"
+    elif module.has_split(recipe, data, "test"):
+        train_set = module.eval_data(recipe, data, "train", augment=augment_train, seed=seed)
+        test_set = module.eval_data(recipe, data, "test")
+        described = f"{data} train/test splits"
+    else:
+        full = module.eval_data(recipe, data, None)
+        plain = full
+        if augment_train:
+            full = module.eval_data(recipe, data, None, augment=True, seed=seed)
+        order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(seed))
+        cut = int(round(len(plain) * (1 - test_fraction)))
+        train_set = Subset(full, order[:cut])
+        test_set = Subset(plain, order[cut:])
+        described = f"{data} seeded {1 - test_fraction:.0%}/{test_fraction:.0%} split (seed {seed})"
+    for name, ds in (("training", train_set), ("test", test_set)):
+        if len(getattr(ds, "classes", [])) == 0 or bool((ds.labels < 0).any()):
+            raise UserError(f"the {name} data has no labels (use class sub-folders, or a label "
+                            "column in parquet/arrow data)")
+    return train_set, test_set, described
+
+
+class Subset(torch.utils.data.Dataset):
+    """A labelled subset that keeps ``labels`` and ``classes`` visible."""
+
+    def __init__(self, dataset, indices: torch.Tensor) -> None:
+        self.dataset, self.indices = dataset, indices
+        self.labels = dataset.labels[indices]
+        self.classes = dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+    @property
+    def epoch(self) -> int:
+        return getattr(self.dataset, "epoch", 0)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        if hasattr(self.dataset, "epoch"):
+            self.dataset.epoch = value

@@ -1,0 +1,60 @@
+"""Training progress on stderr: a live rich bar on a terminal, plain lines in cluster logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _fmt(metrics: dict) -> str:
+    parts = [f"loss {metrics['loss']:.4f}", f"lr {metrics['lr']:.2e}"]
+    if "momentum" in metrics:
+        parts.append(f"ema {metrics['momentum']:.4f}")
+    parts.append(f"{metrics['samples_per_s']:.1f} samples/s")
+    return "  ".join(parts)
+
+
+class TrainProgress:
+    """Shows step, loss, lr, EMA momentum, samples/s and ETA; silent when ``quiet``."""
+
+    def __init__(self, total: int, start: int, quiet: bool = False, title: str = "pretrain") -> None:
+        self.total, self.start, self.quiet, self.title = total, start, quiet, title
+        self.console = Console(stderr=True)
+        self.live = (not quiet) and sys.stderr.isatty()
+        self.bar: Progress | None = None
+        self.started = time.perf_counter()
+        if self.live:
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                TextColumn("step {task.completed}/{task.total}"),
+                                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                                TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
+            self.task = self.bar.add_task(title, total=total, completed=start, stats="")
+            self.bar.start()
+
+    def advance(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step)
+
+    def log(self, step: int, metrics: dict) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=_fmt(metrics))
+            return
+        done = step - self.start
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / max(done, 1) * (self.total - step)
+        print(f"[{self.title}] step {step}/{self.total}  {_fmt(metrics)}  eta {eta:.0f}s",
+              file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

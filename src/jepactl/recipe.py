@@ -1,0 +1,347 @@
+"""Recipes: YAML files turned into typed, validated dataclass configs.
+
+A recipe names a ``method`` (``ijepa``, ``ecg-jepa``, ...). The method registry maps that name
+to one dataclass tree (a subclass of :class:`Recipe`) whose field defaults are *every* default
+the run uses, so ``jepactl recipes show NAME`` prints all of them in one place. YAML values and
+``section.key=value`` overrides are checked against the field types: an unknown key is an error
+that names the closest valid key, a wrong type names the key and the type it expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from jepactl.errors import RecipeError
+
+# --------------------------------------------------------------------------------------------
+# Sections shared by every method. Method recipes subclass Recipe and narrow data/model/mask.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup + cosine learning rate and a cosine weight-decay schedule (per step)."""
+
+    lr: float = 1e-3
+    start_lr: float = 2e-4
+    final_lr: float = 1e-6
+    warmup_steps: int = 100
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 0.0  # max global grad norm; 0 disables clipping
+
+
+@dataclass
+class EmaConfig:
+    """Target-encoder momentum, linear from ``start`` to ``end`` over the run (per step)."""
+
+    start: float = 0.996
+    end: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    kind: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    # How targets are normalised before the loss: I-JEPA applies a parameter-free LayerNorm.
+    target_norm: Literal["layer_norm", "none"] = "layer_norm"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # per process, per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000  # optimizer steps
+    precision: Literal["fp32", "bf16"] = "bf16"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    num_workers: int = 2
+    compile: bool = False
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class ProbeConfig:
+    """Frozen-encoder probes: logistic regression and kNN on pooled features."""
+
+    which: Literal["target", "context"] = "target"
+    batch_size: int = 256
+    linear_epochs: int = 100
+    linear_lr: float = 1e-2
+    linear_weight_decay: float = 1e-4
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    test_fraction: float = 0.2  # used only when no test split exists
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning of encoder + linear head."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    final_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75  # layer-wise lr decay: block i gets lr * decay**(depth - i)
+    label_smoothing: float = 0.1
+    which: Literal["target", "context"] = "target"
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    """Base of every method's recipe. Subclasses add ``data``, ``model``, ``mask`` and so on."""
+
+    name: str = ""
+    domain: str = ""
+    method: str = ""
+    description: str = ""
+    source: str = ""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed construction from plain dicts
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+        return f"a list of {_type_name(args[0]) if args else 'values'}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp``; raise RecipeError naming ``key`` otherwise."""
+    origin = get_origin(tp)
+    bad = RecipeError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise bad
+    if origin in (typing.Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except RecipeError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise bad
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key '{key}': expected a section (a mapping), got {value!r}")
+        return build_dataclass(tp, value, prefix=key + ".")
+    raise bad
+
+
+def _unknown_key(key: str, valid: list[str], prefix: str) -> RecipeError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    return RecipeError(f"unknown recipe key '{prefix}{key}'{hint}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Return an instance of dataclass ``cls`` with ``values`` validated over its defaults."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise _unknown_key(key, valid, prefix)
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Return a dataclass tree as plain YAML-safe dicts and lists."""
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides and lookup
+# --------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Return (key path, YAML-parsed value) for ``section.key=value``."""
+    if "=" not in text:
+        raise RecipeError(f"override '{text}' is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"override '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def recipes_root() -> Path:
+    """Return the folder of packaged recipes (installed wheel, or the repository checkout)."""
+    packaged = resources.files("jepactl") / "recipes"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def list_recipes() -> list[str]:
+    """Return every packaged recipe name (``domain/name``)."""
+    root = recipes_root()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def resolve_recipe_path(name: str) -> Path:
+    """Return the YAML file for a recipe name, a domain name (its default) or a path."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        if candidate.is_file():
+            return candidate
+        raise RecipeError(f"recipe file '{name}' does not exist")
+    root = recipes_root()
+    for path in (root / f"{name}.yaml", root / name / "default.yaml"):
+        if path.is_file():
+            return path
+    names = list_recipes() + sorted({n.split("/")[0] for n in list_recipes()})
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise RecipeError(f"unknown recipe '{name}'{hint} (see `jepactl recipes list`)")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe file '{path}': {err.strerror}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file '{path}' must be a mapping of sections")
+    return data
+
+
+def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Return the validated recipe ``name`` (name, domain or path) with overrides applied."""
+    path = resolve_recipe_path(name)
+    raw = read_yaml(path)
+    if not raw.get("name"):
+        root = recipes_root()
+        try:
+            raw["name"] = str(path.resolve().relative_to(root.resolve()).with_suffix(""))
+        except ValueError:
+            raw["name"] = path.stem
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(raw, key, value)
+    return recipe_from_dict(raw)
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    """Return the typed recipe for a plain dict (as read from YAML or a run's recipe.yaml)."""
+    from jepactl.methods import recipe_class
+
+    method = raw.get("method")
+    if not isinstance(method, str) or not method:
+        raise RecipeError("recipe key 'method' is missing (e.g. method: ijepa)")
+    return build_dataclass(recipe_class(method), raw)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    return dataclasses.replace(obj, **changes)

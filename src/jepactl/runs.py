@@ -1,0 +1,86 @@
+"""Run folders: where a run's recipe, metrics, checkpoints and environment live.
+
+Layout: ``recipe.yaml`` (fully resolved), ``metrics.jsonl``, ``checkpoints/last.pt``,
+``env.json``, and after ``jepactl export``: ``export/model.safetensors`` + ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jepactl.checkpoint import atomic_write_text, load_checkpoint
+from jepactl.errors import UserError
+from jepactl.recipe import Recipe, dump_recipe, read_yaml, recipe_from_dict
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{recipe.name.replace('/', '-')}-{stamp}"
+
+
+def write_run_files(run_dir: Path, recipe: Recipe, world_size: int, device: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dump_recipe(recipe), run_dir / "recipe.yaml")
+    atomic_write_text(json.dumps(environment(world_size, device), indent=2) + "\n",
+                      run_dir / "env.json")
+
+
+def environment(world_size: int, device: str) -> dict[str, Any]:
+    """Return versions, device and git state, enough to tell two runs' setups apart."""
+    import timm
+
+    from jepactl import __version__
+
+    env = {"jepactl": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "timm": timm.__version__, "platform": platform.platform(), "host": socket.gethostname(),
+           "device": device, "world_size": world_size, "argv": sys.argv,
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    source = Path(__file__).resolve().parent
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source,
+                                           capture_output=True, text=True, timeout=5
+                                           ).stdout.strip() or None
+        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=source,
+                                               capture_output=True, text=True, timeout=5
+                                               ).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "recipe.yaml").is_file()
+
+
+def read_run_recipe(run_dir: Path) -> Recipe:
+    if not run_dir.exists():
+        raise UserError(f"run folder '{run_dir}' does not exist")
+    if not is_run_dir(run_dir):
+        raise UserError(f"'{run_dir}' is not a run folder (no recipe.yaml)")
+    return recipe_from_dict(read_yaml(run_dir / "recipe.yaml"))
+
+
+def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
+    """Return (recipe, method with the last checkpoint's weights, step)."""
+    from jepactl.methods import method_module
+
+    recipe = recipe or read_run_recipe(run_dir)
+    method = method_module(recipe.method).build(recipe)
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"run folder '{run_dir}' has no checkpoint ({CHECKPOINT}); "
+                        "pretrain it first or resume it with --resume")
+    state = load_checkpoint(path)
+    method.load_state_dict(state["model"])
+    return recipe, method.eval(), int(state["step"])

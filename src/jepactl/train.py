@@ -1,0 +1,248 @@
+"""The trainer: the only training loop for pretraining, shared by every method.
+
+Accelerate provides process groups, DDP and device placement (one CPU, one GPU, ``accelerate
+launch`` multi-GPU/multi-node, gloo on CPU). Precision is torch autocast (bf16 on CPU and CUDA).
+Schedules are pure functions of the optimizer step; the data order is a pure function of
+(seed, micro-batch, rank); checkpoints hold model, target, optimizer, step and RNG. Together that
+makes ``--resume`` continue exactly where the run stopped. SIGTERM/SIGUSR1 save and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from jepactl.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from jepactl.data.sampling import BatchPlan
+from jepactl.errors import UserError
+from jepactl.methods import method_module
+from jepactl.monitor import collapse_stats
+from jepactl.nn.ema import ema_update
+from jepactl.progress import TrainProgress
+from jepactl.recipe import Recipe
+from jepactl.runs import CHECKPOINT, write_run_files
+from jepactl.schedules import ema_momentum, learning_rate, weight_decay
+
+log = logging.getLogger("jepactl")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    finished: bool  # False when stopped by a signal (resume with --resume)
+    last_loss: float | None
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; none on biases, norms and learned tokens."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or "token" in name or "registers" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False,
+                                                   "weight_decay": 0.0}]
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1; the loop checks it between steps, saves and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _device_batch(batch: dict, device: torch.device) -> dict:
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (written before a crash, not in the checkpoint)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = False
+             ) -> TrainResult:
+    """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
+    module = method_module(recipe.method)
+    cfg = recipe.train
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+
+    checkpoint_path = run_dir / CHECKPOINT
+    state = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise UserError(f"cannot resume: '{checkpoint_path}' does not exist")
+        state = load_checkpoint(checkpoint_path)
+    elif checkpoint_path.exists():
+        raise UserError(f"run folder '{run_dir}' already has a checkpoint; "
+                        "pass --resume to continue it or choose another --out")
+
+    dataset, collate, source = module.pretrain_data(recipe, recipe.data.path)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    method = module.build(recipe)
+    if cfg.activation_checkpointing:
+        for sub in method.modules():
+            if hasattr(sub, "activation_checkpointing"):
+                sub.activation_checkpointing = True
+    groups = param_groups(method)
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=recipe.optim.lr, betas=recipe.optim.betas,
+                                  eps=recipe.optim.eps, weight_decay=recipe.optim.weight_decay,
+                                  **({"fused": True} if fused else {"foreach": True}))
+    start_step = 0
+    if state is not None:
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = int(state["step"])
+    method.to(device)
+    model, optimizer = accelerator.prepare(method, optimizer)
+    forward = torch.compile(model) if cfg.compile else model
+    if state is not None:
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    else:
+        torch.manual_seed(cfg.seed + 1000 * rank)
+
+    if accelerator.is_main_process:
+        write_run_files(run_dir, recipe, world, str(device))
+        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+    accelerator.wait_for_everyone()
+
+    plan = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, rank, world,
+                     start=start_step * cfg.grad_accum)
+    loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0,
+                        prefetch_factor=4 if cfg.num_workers > 0 else None)
+    batches = iter(loader)
+
+    total = cfg.max_steps
+    progress = TrainProgress(total, start_step, quiet or not accelerator.is_main_process)
+    if source.skipped and accelerator.is_main_process:
+        progress.message(f"[yellow]skipped {len(source.skipped)} unreadable files "
+                         f"(first: {source.skipped[0]})")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                else contextlib.nullcontext())
+    ema_pairs = accelerator.unwrap_model(model).ema_pairs()
+    metrics_file = run_dir / "metrics.jsonl"
+
+    def save(step: int) -> None:
+        rngs = [None] * world
+        if world > 1:
+            torch.distributed.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if accelerator.is_main_process:
+            atomic_save({"model": accelerator.unwrap_model(model).state_dict(),
+                         "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
+                         "world_size": world}, checkpoint_path)
+        accelerator.wait_for_everyone()
+
+    step = start_step
+    last_loss = None
+    window_start, data_wait, window_samples = time.perf_counter(), 0.0, 0
+    finished = True
+    model.train()
+    with StopFlag() as stop:
+        while step < total:
+            lr = learning_rate(step, total, recipe.optim)
+            wd = weight_decay(step, total, recipe.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if group.get("apply_wd"):
+                    group["weight_decay"] = wd
+            step_loss = torch.zeros((), device=device)
+            out = {}
+            for micro in range(cfg.grad_accum):
+                waited = time.perf_counter()
+                batch = _device_batch(next(batches), device)
+                data_wait += time.perf_counter() - waited
+                sync = micro == cfg.grad_accum - 1
+                with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                    with autocast:
+                        out = forward(batch)
+                    accelerator.backward(out["loss"] / cfg.grad_accum)
+                step_loss += out["loss"].detach() / cfg.grad_accum
+                window_samples += batch[next(iter(batch))].shape[0] * world
+            if recipe.optim.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            momentum = ema_momentum(step, total, recipe.ema)
+            for online, target in ema_pairs:
+                ema_update(target, online, momentum)
+            step += 1
+            progress.advance(step)
+
+            if step % cfg.log_every == 0 or step == total:
+                mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+                last_loss = mean_loss
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step, "loss": mean_loss, "lr": lr, "weight_decay": wd,
+                          "momentum": momentum, "samples_per_s": window_samples / elapsed,
+                          "data_wait_fraction": data_wait / elapsed}
+                if "embeddings" in out:
+                    record.update(collapse_stats(out["embeddings"]))
+                for key, value in out.items():
+                    if key not in ("loss", "embeddings") and torch.is_tensor(value) \
+                            and value.numel() == 1:
+                        record[key] = value.item()
+                if accelerator.is_main_process:
+                    with metrics_file.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                progress.log(step, record)
+                window_start, data_wait, window_samples = time.perf_counter(), 0.0, 0
+
+            stopping = stop.raised
+            if world > 1:
+                flag = torch.tensor(float(stopping), device=device)
+                stopping = accelerator.reduce(flag, reduction="sum").item() > 0
+            if stopping or step % cfg.checkpoint_every == 0 or step == total:
+                save(step)
+            if stopping and step < total:
+                finished = False
+                progress.message(f"[yellow]stopped by signal at step {step}; checkpoint saved. "
+                                 f"Continue with: jepactl pretrain {run_dir} --resume")
+                break
+    progress.close()
+    del batches, loader
+    accelerator.end_training() if hasattr(accelerator, "end_training") else None
+    return TrainResult(run_dir, step, finished, last_loss)
