@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from jepactl.errors import RecipeError
+from jepactl.nn.feature_tokenizer import feature_tokenizer
+from jepactl.nn.patch1d import build_patch1d
 from jepactl.nn.pos_embed import sincos_2d
 
 
@@ -47,6 +49,8 @@ def _patch2d(cfg: dict, dim: int, patch_size: int, bias: bool) -> nn.Module:
 
 
 TOKENIZERS: dict[str, Callable[[dict, int, int, bool], nn.Module]] = {"patch2d": _patch2d}
+TOKENIZERS["patch1d"] = build_patch1d  # multi-lead 1-D patches (ECG-JEPA)
+TOKENIZERS["features"] = feature_tokenizer  # tabular feature tokens (T-JEPA)
 
 
 def build_tokenizer(cfg: dict, dim: int, patch_size: int, bias: bool = True) -> nn.Module:

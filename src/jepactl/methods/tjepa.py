@@ -1,0 +1,254 @@
+"""T-JEPA: predict the EMA target encoder's tokens of held-out features from a feature subset.
+
+Reference: Thimonier, De Melo Costa, Popineau, Rimmel, Doan, "T-JEPA: augmentation-free
+self-supervised learning for tabular data" (ICLR 2025, arXiv 2410.05016), code
+jose-melo/t-jepa; defaults in methods.md §9. Tables are read by ``data/tables.py``, turned into
+feature tensors by ``data/table_preprocess.py`` (statistics fitted on the pretraining data),
+tokenised one token per feature (``nn/feature_tokenizer.py``) and masked into feature subsets
+(``masks_tabular.py``). The [REG] tokens are the shared encoder's registers
+(``model.num_registers``): always present, never predicted.
+
+Deviations, recorded in the recipes: the shared encoder is pre-LN timm blocks with a final
+LayerNorm (the paper's is post-LN, ReLU, dropout 0.002), and the fitted preprocessing is stored
+in the run's recipe (``data.fitted``) so that the checkpoint, the export and every evaluation
+apply the same statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from jepactl.data.sampling import SampleKey
+from jepactl.data.table_preprocess import TablePreprocessor, TargetCoding
+from jepactl.data.tables import TableDataConfig, column_roles, has_split as table_has_split, \
+    read_table
+from jepactl.errors import DataError, RecipeError, UserError
+from jepactl.masks_tabular import FeatureMaskConfig, FeatureSubsetMask
+from jepactl.methods.base import JEPAMethod
+from jepactl.methods.losses import regression_loss
+from jepactl.nn.predictor import MaskedPredictor
+from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens, layer_norm_targets
+from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, ProbeConfig, Recipe, TrainConfig
+
+
+@dataclass
+class TabularEncoderConfig(EncoderConfig):
+    """T-JEPA's encoder sizes (methods.md §9: D 64, 16 layers, 2 heads, FFN 64)."""
+
+    embed_dim: int = 64
+    depth: int = 16
+    num_heads: int = 2
+    mlp_ratio: float = 1.0  # FFN width 64 = 1 x D
+    patch_size: int = 1  # unused by the feature tokenizer
+    num_registers: int = 1  # the paper's [REG] tokens (n_cls_tokens); 0 is the ablation
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class TabularPredictorConfig:
+    embed_dim: int = 16  # pred_embed_dim
+    depth: int = 16  # pred_num_layers
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class TabularProbeConfig(ProbeConfig):
+    """Downstream heads on frozen embeddings vs raw features (evaluate/tabular_probe.py)."""
+
+    # tokens: the flattened feature-token matrix (the paper's *_embedded datasets);
+    # pooled: the mean feature token (encoder.pooled, what `jepactl embed` writes).
+    embedding: Literal["tokens", "pooled"] = "tokens"
+    val_fraction: float = 0.1  # held out of the training data for early stopping / L2 choice
+    mlp_hidden: int = 256
+    mlp_layers: int = 2
+    mlp_dropout: float = 0.1
+    mlp_lr: float = 1e-3
+    mlp_weight_decay: float = 1e-5
+    mlp_batch_size: int = 256
+    mlp_max_epochs: int = 100
+    mlp_patience: int = 8  # epochs without validation improvement before stopping
+
+
+@dataclass
+class TJEPARecipe(Recipe):
+    domain: str = "tabular"
+    method: str = "tjepa"
+    data: TableDataConfig = field(default_factory=TableDataConfig)
+    model: TabularEncoderConfig = field(default_factory=TabularEncoderConfig)
+    predictor: TabularPredictorConfig = field(default_factory=TabularPredictorConfig)
+    mask: FeatureMaskConfig = field(default_factory=FeatureMaskConfig)
+    # jannis: lr 3.66e-4, start/final lr 0, warmup 10 epochs, wd 0 (methods.md §9).
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=3.66e-4, start_lr=0.0, final_lr=0.0, warmup_steps=630, weight_decay=0.0,
+        final_weight_decay=0.0))
+    ema: EmaConfig = field(default_factory=lambda: EmaConfig(start=0.996, end=1.0))
+    # nn.MSELoss on the raw target-encoder tokens, no LayerNorm on the targets.
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kind="mse", target_norm="none"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=512,
+                                                                   max_steps=18900))
+    probe: TabularProbeConfig = field(default_factory=TabularProbeConfig)
+
+
+RECIPE = TJEPARecipe
+
+
+def preprocessor(recipe: TJEPARecipe) -> TablePreprocessor:
+    """Return the preprocessing fitted by pretraining (stored in ``data.fitted``)."""
+    if not recipe.data.fitted:
+        raise RecipeError("recipe key 'data.fitted' is empty: the tabular encoder needs the "
+                          "preprocessing fitted by `jepactl pretrain` (use a run folder)")
+    return TablePreprocessor(recipe.data.fitted)
+
+
+def tokenizer_config(recipe: TJEPARecipe) -> dict:
+    pre = preprocessor(recipe)
+    return {"kind": "features", "n_numeric": pre.n_numeric, "cardinalities": pre.cardinalities,
+            "token_names": pre.token_names, "preprocessing": pre.to_dict()}
+
+
+class TJEPA(JEPAMethod):
+    def __init__(self, recipe: TJEPARecipe) -> None:
+        super().__init__()
+        self.context_encoder = TransformerEncoder(tokenizer_config(recipe), recipe.model)
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        pred = recipe.predictor
+        self.predictor = MaskedPredictor(
+            recipe.model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
+            self.context_encoder.tokenizer.position_table(pred.embed_dim),
+            mlp_ratio=pred.mlp_ratio, qkv_bias=recipe.model.qkv_bias, bias=recipe.model.bias,
+            norm_eps=recipe.model.norm_eps)
+        self.loss_config: LossConfig = recipe.loss
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.context_encoder, self.target_encoder)]
+
+    def encoder(self, which: str = "target") -> nn.Module:
+        return self.target_encoder if which == "target" else self.context_encoder
+
+    def export_modules(self) -> dict[str, nn.Module]:
+        return {"target": self.target_encoder, "context": self.context_encoder,
+                "predictor": self.predictor}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features, context_index, targets = batch["features"], batch["context"], batch["targets"]
+        with torch.no_grad():
+            self.target_encoder.eval()
+            full = self.target_encoder(features)  # (B, F, D) feature tokens, [REG] dropped
+            if self.loss_config.target_norm == "layer_norm":
+                full = layer_norm_targets(full)
+            wanted = gather_tokens(full, targets)  # (B, M, T, D)
+        context = self.context_encoder(features, context_index)
+        predicted = self.predictor(context, context_index, None, targets)
+        loss = regression_loss(predicted.float(), wanted.float(), self.loss_config.kind)
+        return {"loss": loss, "embeddings": full.mean(dim=1).detach()}
+
+
+def build(recipe: TJEPARecipe) -> TJEPA:
+    return TJEPA(recipe)
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class TablePretrainDataset(Dataset):
+    """Item ``(index, sample_seed, batch_seed)`` -> {"features": (F,), "batch_seed": int}."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        index, _, batch_seed = key  # no augmentation: T-JEPA is augmentation-free
+        return {"features": self.features[index], "batch_seed": batch_seed}
+
+
+class FeatureMaskingCollate:
+    """Stack rows and sample the batch's feature-subset masks from the batch seed."""
+
+    def __init__(self, num_features: int, config: FeatureMaskConfig) -> None:
+        self.sampler = FeatureSubsetMask(num_features, config)
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
+        masks = self.sampler(len(samples), gen)
+        return {"features": torch.stack([s["features"] for s in samples]),
+                "context": masks.context, "targets": masks.targets}
+
+
+@dataclass
+class TableSource:
+    name: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def pretrain_data(recipe: TJEPARecipe, path: str | None):
+    """Return (dataset indexed by SampleKey, collate, source); fits ``data.fitted`` if empty.
+
+    Fitting here (before the trainer writes recipe.yaml and builds the model) is what stores
+    the statistics in the run; a resumed run reads them back instead of refitting.
+    """
+    if path is None:
+        raise UserError("no data: pass --data PATH (a CSV or parquet file)")
+    table = read_table(path, recipe.data, "train")
+    if recipe.data.fitted is None:
+        roles = column_roles(table, recipe.data)
+        fitted = TablePreprocessor.fit(table, roles, recipe.data.numeric_transform,
+                                       recipe.data.quantiles)
+        recipe.data.fitted = fitted.to_dict()
+    pre = preprocessor(recipe)
+    if pre.num_features < 2:
+        raise DataError(f"table '{table.name}' has {pre.num_features} feature column(s); "
+                        "T-JEPA masks feature subsets and needs at least 2")
+    features = pre.transform(table)
+    return (TablePretrainDataset(features), FeatureMaskingCollate(pre.num_features, recipe.mask),
+            TableSource(table.name))
+
+
+class TabularEvalDataset(Dataset):
+    """Item ``i`` -> (preprocessed features (F,), label), with ``.labels`` and ``.classes``."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
+        self.features, self.labels, self.classes = features, labels, classes
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int):
+        return self.features[index], self.labels[index]
+
+
+def eval_data(recipe: TJEPARecipe, path: str, split: str | None, augment: bool = False,
+              seed: int = 0) -> TabularEvalDataset:
+    """Return the table's rows preprocessed with the fitted statistics and its labels.
+
+    Labels come from ``data.target`` (class indices, or the standardised value for a
+    regression target); without a target column every label is -1 and ``classes`` is empty.
+    """
+    table = read_table(path, recipe.data, split)
+    features = preprocessor(recipe).transform(table)
+    target = recipe.data.target
+    if target is None or target not in table.frame.columns:
+        return TabularEvalDataset(features, torch.full((len(features),), -1), [])
+    coding = TargetCoding.fit(table, target)
+    labels, keep = coding.encode(table, target)
+    return TabularEvalDataset(features[keep], labels, coding.classes)
+
+
+def has_split(recipe: TJEPARecipe, path: str, split: str) -> bool:
+    return table_has_split(path, split)
+
+
+def run_probe(request, recipe: TJEPARecipe) -> dict:
+    """Linear and MLP heads on T-JEPA embeddings vs raw features (evaluate/tabular_probe.py)."""
+    from jepactl.evaluate.tabular_probe import tabular_probe
+
+    return tabular_probe(request, recipe)
