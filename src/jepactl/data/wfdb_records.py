@@ -1,0 +1,196 @@
+"""ECG record discovery and windowed reading: WFDB (``.hea`` + ``.dat``/``.mat``) and numpy arrays.
+
+A folder is searched recursively. Every ``.hea`` header is parsed and checked at discovery:
+its signal files must exist and be long enough for the samples the header announces, so a
+missing ``.dat``, a truncated file or a garbled header is found once, up front, and listed in
+``ECGSource.skipped`` with its reason instead of failing mid-run. ``.npy``/``.npz`` arrays are
+``leads x samples`` at a rate the recipe gives.
+
+Reading is always by window (``read_window``): ``wfdb.rdrecord(sampfrom, sampto)`` seeks to the
+bytes it needs and ``.npy`` files are memory-mapped, so memory stays bounded by the window size
+however long (30-minute Holter files) or numerous the records are. ``.npz`` archives cannot be
+memory-mapped and are read whole, one record at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jepactl.errors import DataError
+
+log = logging.getLogger("jepactl")
+
+# Bytes per sample of each WFDB storage format (wfdb-python reads all of these; the FLAC
+# formats 508/516/524 are compressed, so their size cannot be checked from the header).
+_BYTES_PER_SAMPLE = {"8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5,
+                     "24": 3.0, "32": 4.0, "310": 4 / 3, "311": 4 / 3}
+# MATLAB v4 files written by wfdb2mat: a 20-byte matrix header plus the variable name "val".
+_MAT_HEADER_BYTES = 24
+
+
+@dataclass
+class ECGRecord:
+    """One readable record: where it is, its native rate and length, and its lead names."""
+
+    path: Path  # WFDB record path without extension, or the .npy/.npz file
+    name: str  # path relative to the searched folder, without suffix (e.g. "g1/E07500")
+    kind: str  # "wfdb", "npy" or "npz"
+    fs: float
+    length: int  # samples per lead at ``fs``
+    leads: list[str]
+    comments: list[str] = field(default_factory=list)  # WFDB header comment lines
+
+    @property
+    def seconds(self) -> float:
+        return self.length / self.fs
+
+
+@dataclass
+class ECGSource:
+    """The records found under ``root`` and the files that were skipped (``path: reason``)."""
+
+    root: Path
+    records: list[ECGRecord]
+    skipped: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.root)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _check_signal_files(header, record_path: Path) -> str | None:
+    """Return why the header's signal files cannot be read, or None when they look complete."""
+    folder = record_path.parent
+    per_file: dict[str, list[int]] = {}
+    for channel, name in enumerate(header.file_name or []):
+        per_file.setdefault(name, []).append(channel)
+    if not per_file:
+        return "header lists no signal files"
+    for name, channels in per_file.items():
+        file = folder / name
+        if not file.is_file():
+            return f"signal file '{name}' is missing"
+        fmt = str(header.fmt[channels[0]])
+        if fmt not in _BYTES_PER_SAMPLE:
+            continue
+        frame = sum((header.samps_per_frame[c] or 1) if header.samps_per_frame else 1
+                    for c in channels)
+        offset = header.byte_offset[channels[0]] if header.byte_offset else None
+        if offset is None:
+            offset = _MAT_HEADER_BYTES if name.endswith(".mat") else 0
+        need = int(offset + np.ceil(header.sig_len * frame * _BYTES_PER_SAMPLE[fmt]))
+        have = file.stat().st_size
+        if have < need:
+            return (f"signal file '{name}' is truncated: {have} bytes, the header needs {need} "
+                    f"({header.sig_len} samples x {frame} values in format {fmt})")
+    return None
+
+
+def _wfdb_record(header_file: Path, root: Path) -> ECGRecord:
+    """Return the record described by ``header_file``; raise ValueError saying what is wrong."""
+    import wfdb
+
+    record_path = header_file.with_suffix("")
+    try:
+        header = wfdb.rdheader(str(record_path))
+    except Exception as err:  # wfdb raises HeaderSyntaxError, ValueError, IndexError, ...
+        raise ValueError(f"bad header: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                         ) from None
+    if getattr(header, "n_seg", None):
+        raise ValueError("multi-segment records are not supported")
+    if not header.n_sig or not header.sig_len or not header.fs:
+        raise ValueError("header announces no signals, no samples or no sampling rate")
+    problem = _check_signal_files(header, record_path)
+    if problem:
+        raise ValueError(problem)
+    return ECGRecord(record_path, str(record_path.relative_to(root)), "wfdb", float(header.fs),
+                     int(header.sig_len), [str(n) for n in header.sig_name],
+                     [str(c) for c in (header.comments or [])])
+
+
+def _array_record(file: Path, root: Path, fs: float, lead_names: list[str]) -> ECGRecord:
+    """Return a record for a ``leads x samples`` .npy or .npz array."""
+    if file.suffix == ".npy":
+        array = np.load(file, mmap_mode="r")
+    else:
+        with np.load(file) as archive:
+            if not archive.files:
+                raise ValueError("empty .npz archive")
+            array = archive[archive.files[0]]
+    if array.ndim != 2 or min(array.shape) == 0:
+        raise ValueError(f"expected a 2-D array (leads x samples), got shape {array.shape}")
+    leads, samples = array.shape
+    names = list(lead_names[:leads]) + [f"ch{i}" for i in range(len(lead_names), leads)]
+    return ECGRecord(file, str(file.relative_to(root).with_suffix("")), file.suffix[1:], fs,
+                     int(samples), names)
+
+
+def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[str]
+                 ) -> ECGSource:
+    """Return every readable record under ``path`` (a folder, a ``.hea`` or an array file).
+
+    Unreadable records are listed in ``skipped``; a DataError is raised when nothing readable
+    is left, naming the folder and the first problem.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"data path '{root}' does not exist")
+    if root.is_file():
+        files, base = [root], root.parent
+    else:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".hea", ".npy", ".npz")
+                       and p.is_file())
+        base = root
+    records, skipped = [], []
+    for file in files:
+        try:
+            if file.suffix.lower() == ".hea":
+                records.append(_wfdb_record(file, base))
+            elif file.suffix.lower() in (".npy", ".npz"):
+                records.append(_array_record(file, base, array_rate, array_leads))
+            else:
+                raise ValueError("not a .hea, .npy or .npz file")
+        except (ValueError, OSError) as err:
+            skipped.append(f"{file}: {err}")
+    if skipped:
+        log.warning("skipped %d unreadable record file(s) under %s; first: %s", len(skipped),
+                    root, skipped[0])
+    if not records:
+        if skipped:
+            raise DataError(f"no readable ECG record under '{root}' ({len(skipped)} skipped; "
+                            f"first: {skipped[0]})")
+        raise DataError(f"no ECG records under '{root}' (looked for WFDB .hea files and "
+                        ".npy/.npz arrays, recursively)")
+    return ECGSource(root, records, skipped)
+
+
+def read_window(record: ECGRecord, start: int, stop: int) -> np.ndarray:
+    """Return samples [start, stop) of every lead as a float32 array (leads, stop - start).
+
+    WFDB signals come in physical units (mV as the header's gain gives them). ``start`` and
+    ``stop`` are clamped to the record.
+    """
+    start, stop = max(0, int(start)), min(record.length, int(stop))
+    if stop <= start:
+        return np.zeros((len(record.leads), 0), dtype=np.float32)
+    try:
+        if record.kind == "wfdb":
+            import wfdb
+
+            signal = wfdb.rdrecord(str(record.path), sampfrom=start, sampto=stop,
+                                   physical=True).p_signal
+            return np.ascontiguousarray(signal.T, dtype=np.float32)
+        if record.kind == "npy":
+            return np.asarray(np.load(record.path, mmap_mode="r")[:, start:stop], dtype=np.float32)
+        with np.load(record.path) as archive:
+            return np.asarray(archive[archive.files[0]][:, start:stop], dtype=np.float32)
+    except (ValueError, OSError, IndexError) as err:
+        raise DataError(f"cannot read samples {start}-{stop} of '{record.path}': {err}") from None

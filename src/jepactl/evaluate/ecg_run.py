@@ -1,0 +1,129 @@
+"""What an ECG probe runs on: the encoder (trained or random), the labelled data and its splits.
+
+Data: ``--data`` (default: the run's data, else the embedded MIT-BIH sample) gives the
+training windows, ``--test`` the test windows. Each uses its own ``train``/``test`` split when
+it has one (beats: ``data.train_records``/``data.test_records``; PTB-XL: strat_fold), as the
+generic probe does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jepactl.data.ecg_dataset import open_ecg
+from jepactl.errors import UserError
+from jepactl.evaluate.ecg_windows import class_counts, label_kind, labelled_windows, \
+    split_exists, subsample_per_class
+from jepactl.evaluate.features import default_device
+from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.source import open_encoder
+
+
+@dataclass
+class ProbeSetup:
+    recipe: object
+    encoder: nn.Module  # resized to the probe crop, on the evaluation device
+    tag: str
+    cache_dir: Path | None
+    train_source: object
+    train_split: str | None
+    test_source: object
+    test_split: str | None
+    kind: str
+    heads: list[str]
+    described: str
+    random_init: bool
+
+    @classmethod
+    def open(cls, request: ProbeRequest, recipe) -> "ProbeSetup":
+        from jepactl.evaluate.ecg_probe import HEADS
+        from jepactl.methods.ecg_jepa import encoder_for_length
+
+        cfg, data_cfg = recipe.probe, recipe.data
+        heads = (request.head or ",".join(cfg.heads)).split(",")
+        heads = list(HEADS) if heads == ["all"] else [h.strip() for h in heads if h.strip()]
+        unknown = [h for h in heads if h not in HEADS]
+        if unknown or not heads:
+            raise UserError(f"--head must be a comma list of {', '.join(HEADS)} or 'all', "
+                            f"got '{request.head}'")
+        source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
+        n = data_cfg.samples(cfg.crop_seconds)
+        if n % recipe.model.patch_size:
+            raise UserError(f"probe.crop_seconds={cfg.crop_seconds} gives {n} samples, not a "
+                            f"multiple of model.patch_size={recipe.model.patch_size}")
+        encoder = encoder_for_length(source.encoder, n).to(default_device()).eval()
+        data = request.data or data_cfg.path
+        train_source = open_ecg(data, data_cfg)
+        kind = label_kind(train_source, data_cfg)
+        if kind is None:
+            raise UserError(f"the data '{train_source.root}' has no labels (.atr beat "
+                            "annotations, '# Dx:' header codes, ptbxl_database.csv, or "
+                            "data.labels=csv with data.label_csv)")
+        if request.test is not None:
+            test_source = open_ecg(request.test, data_cfg)
+            train_split = "train" if split_exists(train_source, data_cfg, "train") else None
+            test_split = "test" if split_exists(test_source, data_cfg, "test") else None
+            described = f"train={train_source.root}:{train_split or 'all'} " \
+                        f"test={test_source.root}:{test_split or 'all'}"
+        else:
+            if not split_exists(train_source, data_cfg, "test"):
+                raise UserError(f"'{train_source.root}' has no test split: pass --test PATH")
+            test_source, train_split, test_split = train_source, "train", "test"
+            described = f"{train_source.root} train/test splits"
+        return cls(recipe, encoder, source.tag, source.cache_dir, train_source, train_split,
+                   test_source, test_split, kind, heads, described, request.random_init)
+
+    @property
+    def centre_tokens(self) -> int:
+        """Tokens spanning +-0.1 s around a window's centre (the centre beat's QRS and more)."""
+        data = self.recipe.data
+        return max(2, int(round(0.2 * data.sample_rate / self.recipe.model.patch_size)))
+
+    def datasets(self, seed: int):
+        """Return (train, test) windows, capped per class with the seed's draw."""
+        cfg, data_cfg = self.recipe.probe, self.recipe.data
+        crop, stride = cfg.crop_seconds, cfg.crop_stride_seconds
+        train = labelled_windows(self.train_source, data_cfg, self.train_split, crop, stride)
+        test = labelled_windows(self.test_source, data_cfg, self.test_split, crop, stride)
+        if train.classes != test.classes:
+            raise UserError("the training and test data have different label sets "
+                            f"({len(train.classes)} vs {len(test.classes)} classes)")
+        self.full_counts = (class_counts(train.group_labels, train.classes),
+                            class_counts(test.group_labels, test.classes))
+        train = subsample_per_class(train, cfg.max_train_per_class, seed)
+        test = subsample_per_class(test, cfg.max_test_per_class, seed + 1)
+        self.sizes = (len(train), len(test))
+        return train, test
+
+    def tokens(self, dataset, which: str) -> torch.Tensor:
+        from jepactl.evaluate.ecg_probe import cached_tokens
+
+        key = f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}"
+        return cached_tokens(self.encoder, dataset, self.cache_dir, key, self.recipe.probe)
+
+
+def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
+    """Return the report: what was probed, on what, and each head's metrics (mean over seeds)."""
+    from jepactl.evaluate.ecg_probe import mean_std
+
+    train_counts, test_counts = setup.full_counts
+    task = {"beats": "AAMI beat classes", "dx": "header SNOMED codes (multi-label)",
+            "ptbxl": f"PTB-XL {setup.recipe.data.ptbxl_task}", "csv": "record labels"}
+    report = {
+        "data": setup.described,
+        "task": task.get(setup.kind, setup.kind),
+        "encoder": "random-init" if setup.random_init else setup.tag,
+        "heads": ",".join(setup.heads),
+        "crop_seconds": setup.recipe.probe.crop_seconds,
+        "train_windows": setup.sizes[0],
+        "test_windows": setup.sizes[1],
+    }
+    if setup.kind == "beats":
+        report["train_beats"] = " ".join(f"{k}={v}" for k, v in train_counts.items())
+        report["test_beats"] = " ".join(f"{k}={v}" for k, v in test_counts.items())
+    report.update(mean_std(rows))
+    return report

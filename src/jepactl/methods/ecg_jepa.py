@@ -1,0 +1,176 @@
+"""ECG-JEPA: predict the EMA encoder's tokens of masked stretches of a multi-lead ECG.
+
+Reference: Weimann & Conrad, arXiv 2410.13867, kweimann/ECG-JEPA (methods.md §4). Conv1d
+patches span all leads (kernel = stride = 25 at 500 Hz), fixed 1-D sin-cos positions, one
+register token, no bias terms anywhere. A batch keeps 15-25% of the patches; the rest are
+masked in contiguous blocks of >= 10 patches (``jepactl.masks_1d``). The context encoder sees
+the kept patches only; the target encoder sees the whole crop; the predictor fills every
+masked patch and the loss is the mean L1 distance to the target tokens (the encoder ends in
+LayerNorm, so targets get no extra normalisation). The shared trainer runs AdamW (0.9, 0.99),
+linear warmup + cosine lr, cosine weight decay 0.01 -> 0.1 on Linear/Conv1d weights only, and
+EMA 0.998 -> 0.9995. One difference: the reference updates the EMA at the start of the next
+forward pass, the trainer right after the optimizer step; the sequence of weights is the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from jepactl.data.ecg_dataset import ECGDataConfig, ECGPretrainDataset, open_ecg
+from jepactl.evaluate.ecg_probe import ECGProbeConfig
+from jepactl.masks_1d import MultiBlockMask1D, MultiBlockMask1DConfig
+from jepactl.methods.base import JEPAMethod
+from jepactl.methods.losses import regression_loss
+from jepactl.nn.predictor import MaskedPredictor
+from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens
+from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, Recipe, TrainConfig
+
+
+@dataclass
+class ECGPredictorConfig:
+    embed_dim: int = 96
+    depth: int = 8
+    num_heads: int = 4
+
+
+def _vit_xs() -> EncoderConfig:
+    return EncoderConfig(embed_dim=192, depth=8, num_heads=4, mlp_ratio=4.0, patch_size=25,
+                         qkv_bias=False, bias=False, num_registers=1, norm_eps=1e-6)
+
+
+@dataclass
+class ECGJEPARecipe(Recipe):
+    """Defaults: the paper's ViT-XS pretraining (configs/pretrain/*.yaml of kweimann/ECG-JEPA)."""
+
+    domain: str = "ecg"
+    method: str = "ecg-jepa"
+    data: ECGDataConfig = field(default_factory=ECGDataConfig)
+    model: EncoderConfig = field(default_factory=_vit_xs)
+    predictor: ECGPredictorConfig = field(default_factory=ECGPredictorConfig)
+    mask: MultiBlockMask1DConfig = field(default_factory=MultiBlockMask1DConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=1e-3, start_lr=0.0, final_lr=1e-6, warmup_steps=10_000, weight_decay=0.01,
+        final_weight_decay=0.1, betas=(0.9, 0.99), eps=1e-6, grad_clip=0.0))
+    ema: EmaConfig = field(default_factory=lambda: EmaConfig(start=0.998, end=0.9995))
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kind="l1", target_norm="none"))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        batch_size=2048, max_steps=100_000, precision="bf16", checkpoint_every=1000))
+    probe: ECGProbeConfig = field(default_factory=ECGProbeConfig)
+
+
+RECIPE = ECGJEPARecipe
+
+
+def tokenizer_config(recipe: ECGJEPARecipe, signal_length: int | None = None) -> dict:
+    """Return the patch1d tokenizer config for crops of ``signal_length`` samples."""
+    length = signal_length or recipe.data.samples(recipe.data.crop_seconds)
+    return {"kind": "patch1d", "leads": len(recipe.data.leads), "signal_length": length}
+
+
+def encoder_for_length(encoder: TransformerEncoder, signal_length: int) -> TransformerEncoder:
+    """Return ``encoder``'s weights in an encoder for ``signal_length``-sample inputs.
+
+    Positions are a fixed sin-cos table (not a parameter), so the same weights serve any crop
+    length; ECG-JEPA evaluates 2.5 s crops with an encoder pretrained on 10 s.
+    """
+    if encoder.tokenizer_config.get("signal_length") == signal_length:
+        return encoder
+    config = dict(encoder.tokenizer_config, signal_length=signal_length)
+    resized = TransformerEncoder(config, encoder.config)
+    resized.load_state_dict(encoder.state_dict())
+    return resized.to(next(encoder.parameters()).device).train(encoder.training)
+
+
+class ECGJEPA(JEPAMethod):
+    def __init__(self, recipe: ECGJEPARecipe) -> None:
+        super().__init__()
+        self.context_encoder = TransformerEncoder(tokenizer_config(recipe), recipe.model)
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        pred, model = recipe.predictor, recipe.model
+        self.predictor = MaskedPredictor(
+            model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
+            self.context_encoder.tokenizer.position_table(pred.embed_dim),
+            mlp_ratio=model.mlp_ratio, qkv_bias=model.qkv_bias, bias=model.bias,
+            norm_eps=model.norm_eps)
+        self.loss_kind = recipe.loss.kind
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.context_encoder, self.target_encoder)]
+
+    def encoder(self, which: str = "target") -> nn.Module:
+        return self.target_encoder if which == "target" else self.context_encoder
+
+    def export_modules(self) -> dict[str, nn.Module]:
+        return {"target": self.target_encoder, "context": self.context_encoder,
+                "predictor": self.predictor}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        signals, context, targets = batch["signals"], batch["context"], batch["targets"]
+        with torch.no_grad():
+            self.target_encoder.eval()
+            full = self.target_encoder(signals)
+            wanted = gather_tokens(full, targets)  # (B, 1, M, D)
+        encoded = self.context_encoder(signals, context)
+        predicted = self.predictor(encoded, context, None, targets)
+        loss = regression_loss(predicted.float(), wanted.float(), self.loss_kind)
+        keep = torch.tensor(context.shape[1] / (context.shape[1] + targets.shape[-1]))
+        return {"loss": loss, "embeddings": full.mean(dim=1).detach(), "keep_ratio": keep}
+
+
+def build(recipe: ECGJEPARecipe) -> ECGJEPA:
+    return ECGJEPA(recipe)
+
+
+class ECGMaskingCollate:
+    """Stack crops and draw the batch's 1-D block masks from its batch seed (picklable)."""
+
+    def __init__(self, num_patches: int, config: MultiBlockMask1DConfig) -> None:
+        self.sampler = MultiBlockMask1D(num_patches, config)
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
+        masks = self.sampler(len(samples), gen)
+        return {"signals": torch.stack([s["signals"] for s in samples]),
+                "context": masks.context, "targets": masks.targets}
+
+
+def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
+    """Return (crop dataset indexed by SampleKey, masking collate, source); None: embedded data."""
+    source = open_ecg(path, recipe.data)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    min_length = recipe.data.min_epoch_samples or recipe.train.batch_size * world
+    dataset = ECGPretrainDataset(source, recipe.data, min_length)
+    patches = tokenizer_config(recipe)["signal_length"] // recipe.model.patch_size
+    return dataset, ECGMaskingCollate(patches, recipe.mask), source
+
+
+def eval_data(recipe: ECGJEPARecipe, path: str | None, split: str | None, augment: bool = False,
+              seed: int = 0):
+    """Return labelled crop-long windows (beats centred, or each record's sliding crops).
+
+    Windows have the pretraining crop length, so ``build(recipe)``'s encoders take them as
+    they are; ``augment`` is accepted for the contract and ignored (no ECG augmentation).
+    """
+    from jepactl.evaluate.ecg_windows import labelled_windows
+
+    source = open_ecg(path, recipe.data)
+    crop = recipe.data.crop_seconds
+    return labelled_windows(source, recipe.data, split, crop, crop)
+
+
+def has_split(recipe: ECGJEPARecipe, path: str | None, split: str) -> bool:
+    from jepactl.evaluate.ecg_windows import split_exists
+
+    return split_exists(open_ecg(path, recipe.data), recipe.data, split)
+
+
+def run_probe(request, recipe: ECGJEPARecipe) -> dict:
+    """Return the ECG probe report (linear / attentive / fine-tune heads, ECG metrics)."""
+    from jepactl.evaluate.ecg_probe import run_probe as ecg_probe
+
+    return ecg_probe(request, recipe)
