@@ -293,7 +293,12 @@ def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 
         rows = []
         for name in list_recipes():
-            recipe = load_recipe(name)
+            try:
+                recipe = load_recipe(name)
+            except UserError as err:  # one broken file must not hide the others
+                rows.append({"name": name, "method": "?", "domain": name.split("/")[0],
+                             "description": f"invalid: {err}"})
+                continue
             rows.append({"name": name, "method": recipe.method, "domain": recipe.domain,
                          "description": recipe.description})
         if as_json:

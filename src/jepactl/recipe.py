@@ -195,6 +195,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         if isinstance(value, (int, float)):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         raise bad
     if tp is str:
         if isinstance(value, str):
@@ -313,10 +318,38 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Return the validated recipe ``name`` (name, domain or path) with overrides applied."""
-    path = resolve_recipe_path(name)
+def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``child``, merging nested sections key by key."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_recipe_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Return the raw recipe at ``path`` with its ``base:`` chain merged underneath it."""
     raw = read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = resolve_recipe_path(str(base))
+    if base_path.resolve() in seen:
+        raise RecipeError(f"recipe '{path}' has a circular base: chain")
+    parent = read_recipe_tree(base_path, seen + (path.resolve(),))
+    parent.pop("name", None)
+    return deep_merge(parent, raw)
+
+
+def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Return the validated recipe ``name`` (name, domain or path) with overrides applied.
+
+    A recipe may start from another with ``base: domain/name`` and change only some keys.
+    """
+    path = resolve_recipe_path(name)
+    raw = read_recipe_tree(path)
     if not raw.get("name"):
         root = recipes_root()
         try:
@@ -339,8 +372,25 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     return build_dataclass(recipe_class(method), raw)
 
 
+HEADER_KEYS = ("name", "domain", "method", "description", "source")
+
+
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+    """Return the recipe as YAML: header, then method sections, then the shared ones."""
+    tree = to_dict(recipe)
+    shared = [f.name for f in fields(Recipe) if f.name not in HEADER_KEYS]
+    order = [*HEADER_KEYS, *[k for k in tree if k not in HEADER_KEYS and k not in shared], *shared]
+    return yaml.dump({k: tree[k] for k in order}, Dumper=_RecipeDumper, sort_keys=False,
+                     allow_unicode=True, width=100)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Block-style sections, but short lists inline (``crop_scale: [0.3, 1.0]``)."""
+
+
+_RecipeDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data,
+                                                         flow_style=True))
 
 
 def replace(obj: Any, **changes: Any) -> Any:

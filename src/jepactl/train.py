@@ -96,9 +96,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = False
-             ) -> TrainResult:
-    """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
+def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = False,
+             stop_after: int | None = None) -> TrainResult:
+    """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
+
+    ``stop_after`` stops at that step exactly as a preemption signal would (checkpoint, return
+    unfinished), keeping the schedules of the full run.
+    """
     module = method_module(recipe.method)
     cfg = recipe.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -231,7 +235,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                 progress.log(step, record)
                 window_start, data_wait, window_samples = time.perf_counter(), 0.0, 0
 
-            stopping = stop.raised
+            stopping = stop.raised or step == stop_after
             if world > 1:
                 flag = torch.tensor(float(stopping), device=device)
                 stopping = accelerator.reduce(flag, reduction="sum").item() > 0

@@ -20,6 +20,9 @@ class MaskedPredictor(nn.Module):
                  position_table: torch.Tensor, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  bias: bool = True, norm_eps: float = 1e-6) -> None:
         super().__init__()
+        self.config = {"encoder_dim": encoder_dim, "dim": dim, "depth": depth,
+                       "num_heads": num_heads, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias,
+                       "bias": bias, "norm_eps": norm_eps}
         self.embed = nn.Linear(encoder_dim, dim, bias=bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos_embed", position_table, persistent=False)

@@ -1,0 +1,165 @@
+"""``jepactl finetune``: encoder + linear head trained end to end on labelled data.
+
+AdamW with layer-wise lr decay (BEiT/MAE protocol: the head and last block get the full lr,
+each earlier block ``layer_decay`` times less), linear warmup then cosine per step, label
+smoothing, random-resized-crop + flip augmentation. Writes its own folder with metrics, the
+fine-tuned encoder as a regular export (``load_encoder`` works on it) and the head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from jepactl.checkpoint import atomic_write_text
+from jepactl.evaluate.features import default_device
+from jepactl.evaluate.metrics import accuracy, balanced_accuracy
+from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
+from jepactl.export import FORMAT, clean_state_dict, module_config
+from jepactl.progress import TrainProgress
+from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_dict
+from jepactl.errors import UserError
+
+
+class Classifier(nn.Module):
+    """Pooled encoder features -> LayerNorm-free linear head."""
+
+    def __init__(self, encoder: nn.Module, classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.embed_dim, classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.pooled(x))
+
+
+def layer_decay_groups(model: Classifier, lr: float, weight_decay: float, decay: float
+                       ) -> list[dict]:
+    """Return AdamW groups where block i of L gets lr * decay**(L + 1 - (i + 1))."""
+    depth = len(model.encoder.blocks)
+
+    def layer_of(name: str) -> int:
+        if name.startswith("encoder.blocks."):
+            return int(name.split(".")[2]) + 1
+        if name.startswith("encoder.tokenizer") or name.startswith("encoder.registers"):
+            return 0
+        return depth + 1
+
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        no_wd = param.ndim <= 1 or name.endswith(".bias") or "registers" in name
+        key = (layer_of(name), no_wd)
+        scale = decay ** (depth + 1 - key[0])
+        group = groups.setdefault(key, {"params": [], "lr_scale": scale,
+                                        "weight_decay": 0.0 if no_wd else weight_decay})
+        group["params"].append(param)
+    for group in groups.values():
+        group["lr"] = lr * group["lr_scale"]
+    return list(groups.values())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, batch_size: int, autocast) -> tuple[torch.Tensor, ...]:
+    device = next(model.parameters()).device
+    model.eval()
+    preds, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=2):
+        with autocast:
+            preds.append(model(x.to(device)).float().argmax(1).cpu())
+        labels.append(torch.as_tensor(y))
+    model.train()
+    return torch.cat(preds), torch.cat(labels)
+
+
+def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | None,
+                 out: Path | None, random_init: bool = False, quiet: bool = False) -> dict:
+    """Fine-tune the run's encoder with a linear head; return held-out accuracy metrics."""
+    raw = to_dict(open_recipe(run))
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] != "finetune":
+            raise UserError(f"override '{text}': finetune accepts finetune.* keys only")
+        apply_override(raw, path, value)
+    recipe = recipe_from_dict(raw)
+    cfg = recipe.finetune
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise UserError("finetune.epochs and finetune.batch_size must be positive")
+    torch.manual_seed(cfg.seed)
+    source = open_encoder(run, cfg.which, random_init, seed=cfg.seed, recipe=recipe)
+    train_set, test_set, described = labelled_splits(recipe, data, test,
+                                                     recipe.probe.test_fraction, cfg.seed,
+                                                     augment_train=True)
+    device = default_device()
+    model = Classifier(source.encoder.train(), len(train_set.classes)).to(device)
+    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.lr, cfg.weight_decay,
+                                                     cfg.layer_decay), lr=cfg.lr)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        num_workers=2, generator=loader_gen, persistent_workers=False)
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise UserError(f"fewer training samples ({len(train_set)}) than one batch "
+                        f"({cfg.batch_size}); lower finetune.batch_size")
+    total, warmup = cfg.epochs * per_epoch, int(cfg.warmup_epochs * per_epoch)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if recipe.train.precision == "bf16" else contextlib.nullcontext())
+
+    out = out or run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = (out / "metrics.jsonl").open("w")
+    progress = TrainProgress(total, 0, quiet, title="finetune")
+    step, started = 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        train_set.epoch = epoch
+        for x, y in loader:
+            if step < warmup:
+                factor = (step + 1) / max(1, warmup)
+            else:
+                progress_frac = (step - warmup) / max(1, total - warmup)
+                factor = (cfg.final_lr / cfg.lr) + (1 - cfg.final_lr / cfg.lr) * 0.5 * (
+                    1 + math.cos(math.pi * progress_frac))
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor * group["lr_scale"]
+            with autocast:
+                logits = model(x.to(device))
+            loss = F.cross_entropy(logits.float(), torch.as_tensor(y).to(device),
+                                   label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            progress.advance(step)
+        pred, labels = predict(model, test_set, cfg.batch_size, autocast)
+        record = {"epoch": epoch + 1, "step": step, "loss": loss.item(),
+                  "lr": cfg.lr * factor, "test_accuracy": accuracy(pred, labels),
+                  "test_balanced_accuracy": balanced_accuracy(pred, labels),
+                  "samples_per_s": step * cfg.batch_size / (time.perf_counter() - started)}
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        progress.log(step, record)
+    progress.close()
+    metrics.close()
+
+    encoder = model.encoder.eval()
+    save_file(clean_state_dict(encoder.state_dict()), str(out / "model.safetensors"))
+    save_file(clean_state_dict(model.head.state_dict()), str(out / "head.safetensors"))
+    config = {"format": FORMAT, "which": f"finetuned-{cfg.which}", **module_config(encoder, encoder),
+              "classes": list(train_set.classes), "finetune": asdict(cfg), "data": described,
+              "recipe": to_dict(recipe)}
+    atomic_write_text(json.dumps(config, indent=2) + "\n", out / "config.json")
+    return {"data": described, "out": str(out), "epochs": cfg.epochs,
+            "encoder": "random-init" if random_init else source.tag,
+            "test_accuracy": record["test_accuracy"],
+            "test_balanced_accuracy": record["test_balanced_accuracy"]}

@@ -1,0 +1,146 @@
+"""Export trained modules to ``model.safetensors`` + ``config.json`` (or ONNX), and load them back.
+
+The export is self-contained: ``config.json`` holds the tokenizer description and the encoder
+sizes, so :func:`load_encoder` rebuilds the model without the recipe or jepactl's run folder.
+Weight names are the module's own (``blocks.0.attn.qkv.weight``), never wrapped by ``module.``
+(DDP) or ``_orig_mod.`` (torch.compile). The resolved recipe is stored too, so ``jepactl probe``
+and ``jepactl embed`` accept an export folder in place of a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from jepactl import __version__
+from jepactl.checkpoint import atomic_write_text
+from jepactl.errors import UserError
+from jepactl.nn.predictor import MaskedPredictor
+from jepactl.nn.tokenizers import build_tokenizer
+from jepactl.nn.vit import EncoderConfig, TransformerEncoder
+from jepactl.recipe import build_dataclass, to_dict
+from jepactl.runs import load_trained_method
+
+FORMAT = "jepactl-export"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return ``state`` with wrapper prefixes stripped and tensors made contiguous."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        cleaned[key] = value.detach().contiguous().cpu()
+    return cleaned
+
+
+def module_config(module: nn.Module, encoder: TransformerEncoder) -> dict[str, Any]:
+    """Return what is needed to rebuild ``module`` from config.json alone.
+
+    A predictor's position table comes from the encoder's tokenizer, so that is stored too.
+    """
+    if isinstance(module, TransformerEncoder):
+        return {"kind": "encoder", "tokenizer": module.tokenizer_config,
+                "encoder": asdict(module.config)}
+    if isinstance(module, MaskedPredictor):
+        return {"kind": "predictor",
+                "predictor": {**module.config, "tokenizer": encoder.tokenizer_config,
+                              "patch_size": encoder.config.patch_size}}
+    raise UserError(f"cannot export a {type(module).__name__}")
+
+
+def run_export(run: Path, out: Path | None, which: str = "target", fmt: str = "safetensors"
+               ) -> dict[str, Any]:
+    """Export module ``which`` of ``run``; return the written paths."""
+    if fmt not in ("safetensors", "onnx"):
+        raise UserError(f"--format must be 'safetensors' or 'onnx', got '{fmt}'")
+    recipe, method, step = load_trained_method(run)
+    modules = method.export_modules()
+    if which not in modules:
+        raise UserError(f"--which must be one of {', '.join(modules)}, got '{which}'")
+    module = modules[which]
+    out = out or run / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "jepactl_version": __version__, "which": which, "step": step,
+              **module_config(module, method.encoder("context")), "recipe": to_dict(recipe)}
+    atomic_write_text(json.dumps(config, indent=2) + "\n", out / "config.json")
+    written = {"config": str(out / "config.json")}
+    if fmt == "safetensors":
+        save_file(clean_state_dict(module.state_dict()), str(out / "model.safetensors"),
+                  metadata={"format": FORMAT, "which": which})
+        written["weights"] = str(out / "model.safetensors")
+    else:
+        if not isinstance(module, TransformerEncoder):
+            raise UserError("--format onnx exports encoders only (--which target or context)")
+        written["onnx"] = str(export_onnx(module, out / "model.onnx"))
+        save_file(clean_state_dict(module.state_dict()), str(out / "model.safetensors"))
+        written["weights"] = str(out / "model.safetensors")
+    return {"run": str(run), "which": which, "step": step, **written}
+
+
+class _PooledAndTokens(nn.Module):
+    def __init__(self, encoder: TransformerEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.encoder(x)
+        return tokens, tokens.mean(dim=1)
+
+
+def example_input(encoder: TransformerEncoder, batch: int = 2) -> torch.Tensor:
+    cfg = encoder.tokenizer_config
+    if cfg["kind"] == "patch2d":
+        size = cfg["img_size"]
+        h, w = (size, size) if isinstance(size, int) else size
+        return torch.randn(batch, int(cfg["in_chans"]), h, w)
+    if hasattr(encoder.tokenizer, "example_input"):
+        return encoder.tokenizer.example_input(batch)
+    raise UserError(f"ONNX export does not know the input shape of tokenizer {cfg['kind']!r}")
+
+
+def export_onnx(encoder: TransformerEncoder, path: Path) -> Path:
+    """Write ``encoder`` as ONNX with outputs ``tokens`` (B, N, D) and ``pooled`` (B, D)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install 'jepactl[onnx]'") from None
+    wrapper = _PooledAndTokens(encoder.eval().float())
+    torch.onnx.export(wrapper, (example_input(encoder),), str(path), input_names=["input"],
+                      output_names=["tokens", "pooled"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input": {0: "batch"}, "tokens": {0: "batch"},
+                                    "pooled": {0: "batch"}})
+    return path
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """Return the module exported to ``path``, in eval mode, rebuilt from config.json alone."""
+    path = Path(path)
+    config_path, weights_path = path / "config.json", path / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise UserError(f"'{path}' is not an export folder (needs config.json and "
+                        "model.safetensors; create one with `jepactl export RUN`)")
+    config = json.loads(config_path.read_text())
+    if config.get("kind") == "encoder":
+        module: nn.Module = TransformerEncoder(config["tokenizer"],
+                                               build_dataclass(EncoderConfig, config["encoder"]))
+    elif config.get("kind") == "predictor":
+        args = dict(config["predictor"])
+        tokenizer = build_tokenizer(args.pop("tokenizer"), args["dim"], args.pop("patch_size"),
+                                    bias=args["bias"])
+        module = MaskedPredictor(position_table=tokenizer.position_table(args["dim"]), **args)
+    else:
+        raise UserError(f"'{config_path}' has an unknown kind {config.get('kind')!r}")
+    module.load_state_dict(load_file(str(weights_path)))
+    return module.eval()

@@ -1,0 +1,126 @@
+"""The batched multi-block sampler: shapes, invariants, and no truncation bias."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from jepactl.masks import MultiBlockMask2D, MultiBlockMaskConfig, _block_size, pad_rows
+
+
+def reference_context_counts(grid, cfg, t_size, c_size, samples, seed):
+    """Per-sample Python loop, no truncation: how often each position is in the context."""
+    rng = random.Random(seed)
+    height, width = grid
+    counts = torch.zeros(height * width)
+    for _ in range(samples):
+        covered = set()
+        for _ in range(cfg.num_targets):
+            top, left = rng.randint(0, height - t_size[0]), rng.randint(0, width - t_size[1])
+            covered |= {(top + r) * width + left + c for r in range(t_size[0])
+                        for c in range(t_size[1])}
+        keep = None
+        for _ in range(cfg.tries):
+            top, left = rng.randint(0, height - c_size[0]), rng.randint(0, width - c_size[1])
+            block = {(top + r) * width + left + c for r in range(c_size[0])
+                     for c in range(c_size[1])} - covered
+            if len(block) >= cfg.min_keep:
+                keep = block
+                break
+        if keep is None:
+            keep = set(range(height * width)) - covered
+        for idx in keep:
+            counts[idx] += 1
+    return counts / samples
+
+
+def batched_context_frequency(sampler, batches, batch, seed, truncate=False):
+    gen = torch.Generator().manual_seed(seed)
+    n = sampler.grid[0] * sampler.grid[1]
+    counts = torch.zeros(n)
+    for _ in range(batches):
+        masks = sampler(batch, gen)
+        context, valid = masks.context, masks.context_valid
+        if valid is None:
+            valid = torch.ones_like(context, dtype=torch.bool)
+        if truncate:  # what the reference collator does: cut every row to the batch minimum
+            shortest = int(valid.sum(1).min())
+            context, valid = context[:, :shortest], valid[:, :shortest]
+        counts += torch.zeros(len(context), n).scatter_add_(1, context, valid.float()).sum(0)
+    return counts / (batches * batch)
+
+
+def fixed_size_config(scale_t=0.15, scale_c=0.9):
+    return MultiBlockMaskConfig(target_scale=(scale_t, scale_t), target_aspect=(1.0, 1.0),
+                                context_scale=(scale_c, scale_c), min_keep=10)
+
+
+def test_context_position_frequencies_match_a_non_truncating_reference():
+    grid, cfg = (14, 14), fixed_size_config()
+    sampler = MultiBlockMask2D(grid, cfg)
+    t_size, c_size = _block_size(grid, 0.15, 1.0), _block_size(grid, 0.9, 1.0)
+    n_batched, n_ref = 40 * 128, 5000
+    got = batched_context_frequency(sampler, 40, 128, seed=1)
+    ref = reference_context_counts(grid, cfg, t_size, c_size, n_ref, seed=2)
+    pooled = (got * n_batched + ref * n_ref) / (n_batched + n_ref)
+    se = (pooled * (1 - pooled) * (1 / n_batched + 1 / n_ref)).sqrt().clamp_min(1e-3)
+    z = (got - ref) / se
+    # 196 positions: |z| < 4.5 everywhere holds for a correct sampler with overwhelming odds.
+    assert z.abs().max() < 4.5, f"max |z| = {z.abs().max():.2f}"
+
+
+def test_truncating_to_the_batch_minimum_would_fail_the_same_check():
+    """The check above has teeth: raster-order truncation (ijepa #60) is detected."""
+    grid, cfg = (14, 14), fixed_size_config()
+    sampler = MultiBlockMask2D(grid, cfg)
+    got = batched_context_frequency(sampler, 40, 128, seed=1, truncate=True)
+    ref = reference_context_counts(grid, cfg, _block_size(grid, 0.15, 1.0),
+                                   _block_size(grid, 0.9, 1.0), 5000, seed=2)
+    top_rows, bottom_rows = got.view(14, 14)[:3].mean(), got.view(14, 14)[-3:].mean()
+    assert top_rows - bottom_rows > 0.1  # the truncated sampler favours the top of the image
+    assert (got - ref).abs().max() > 0.2
+
+
+def test_targets_are_blocks_outside_the_context_and_counts_are_respected():
+    grid = (16, 16)
+    sampler = MultiBlockMask2D(grid, MultiBlockMaskConfig())
+    masks = sampler(64, torch.Generator().manual_seed(0))
+    b, m, t = masks.targets.shape
+    assert (b, m) == (64, 4)
+    valid = masks.context_valid if masks.context_valid is not None else \
+        torch.ones_like(masks.context, dtype=torch.bool)
+    for i in range(b):
+        ctx = set(masks.context[i][valid[i]].tolist())
+        tgt = set(masks.targets[i].flatten().tolist())
+        assert not ctx & tgt
+        assert len(ctx) >= 10
+        rows = sorted({x // 16 for x in masks.targets[i, 0].tolist()})
+        cols = sorted({x % 16 for x in masks.targets[i, 0].tolist()})
+        assert len(rows) * len(cols) == t  # a full rectangle
+        assert rows == list(range(rows[0], rows[-1] + 1))
+
+
+def test_small_grid_with_paper_scales_terminates_and_keeps_context():
+    """The reference hangs on 8x8 grids at batch 64 (methods.md quirk 3); this must not."""
+    sampler = MultiBlockMask2D((8, 8), MultiBlockMaskConfig())
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        masks = sampler(64, gen)
+        valid = masks.context_valid
+        counts = valid.sum(1) if valid is not None else torch.full((64,), masks.context.shape[1])
+        assert int(counts.min()) >= 1
+
+
+def test_pad_rows_keeps_every_kept_index_in_raster_order():
+    keep = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)
+    idx, valid = pad_rows(keep)
+    assert idx.tolist()[0] == [0, 2, 3]
+    assert idx[1, 0].item() == 1 and valid.tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_same_generator_seed_gives_the_same_masks():
+    sampler = MultiBlockMask2D((14, 14), MultiBlockMaskConfig())
+    a = sampler(8, torch.Generator().manual_seed(5))
+    b = sampler(8, torch.Generator().manual_seed(5))
+    assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)

@@ -1,0 +1,100 @@
+"""The trainer: exact resume, atomic checkpoints, metrics, and preemption by signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TINY_IMAGE_OVERRIDES
+from jepactl.recipe import load_recipe
+from jepactl.runs import CHECKPOINT
+from jepactl.train import pretrain
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def tiny(max_steps, extra=()):
+    return load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
+                                      "train.checkpoint_every=3", *extra])
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    straight = tmp_path / "straight"
+    pretrain(tiny(8), straight, quiet=True)
+
+    split = tmp_path / "split"
+    first = pretrain(tiny(8, ["train.checkpoint_every=4"]), split, quiet=True, stop_after=4)
+    assert first.step == 4 and not first.finished
+    second = pretrain(tiny(8, ["train.checkpoint_every=4"]), split, resume=True, quiet=True)
+    assert second.step == 8 and second.finished
+    assert losses(split) == pytest.approx(losses(straight), abs=0, rel=0)
+    assert len(losses(split)) == 8
+
+
+def test_grad_accumulation_steps_schedules_per_optimizer_step(tmp_path):
+    run = tmp_path / "accum"
+    pretrain(tiny(4, ["train.grad_accum=2", "train.batch_size=4"]), run, quiet=True)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    # warmup_steps=2: lr reaches the peak at optimizer step 2, whatever the accumulation.
+    assert records[0]["lr"] == pytest.approx(2e-4)
+    assert records[2]["lr"] == pytest.approx(1e-3)
+    assert records[0]["momentum"] == pytest.approx(0.996)
+
+
+def test_metrics_hold_schedules_throughput_and_collapse_monitors(tmp_path):
+    run = tmp_path / "m"
+    pretrain(tiny(3), run, quiet=True)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("loss", "lr", "weight_decay", "momentum", "samples_per_s", "data_wait_fraction",
+                "embed_std", "effective_rank"):
+        assert key in record, key
+    assert 0 <= record["data_wait_fraction"] <= 1
+    assert 1.0 <= record["effective_rank"] <= 32
+    assert (run / "recipe.yaml").is_file() and (run / "env.json").is_file()
+    reproduced = load_recipe(str(run / "recipe.yaml"))
+    assert reproduced.train.max_steps == 3 and reproduced.model.embed_dim == 32
+
+
+def test_existing_run_without_resume_is_refused(tmp_path):
+    from jepactl.errors import UserError
+
+    pretrain(tiny(2), tmp_path / "r", quiet=True)
+    with pytest.raises(UserError, match="--resume"):
+        pretrain(tiny(2), tmp_path / "r", quiet=True)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path):
+    run = tmp_path / "pre"
+    overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=400", "train.checkpoint_every=1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/tiny",
+                             "--out", str(run), "--quiet", *overrides], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    from jepactl.checkpoint import load_checkpoint
+
+    stopped = load_checkpoint(run / CHECKPOINT)["step"]
+    assert 3 <= stopped < 400
+    before = losses(run)
+    assert len(before) == stopped
+    resumed = pretrain(load_recipe(str(run / "recipe.yaml"), ["train.max_steps=" +
+                                                               str(stopped + 3)]),
+                       run, resume=True, quiet=True)
+    assert resumed.step == stopped + 3
+    after = losses(run)
+    assert after[:stopped] == before and len(after) == stopped + 3
