@@ -1,0 +1,119 @@
+"""T-JEPA end to end through the CLI: pretrain, probe, errors (methods/tjepa.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from jepactl.cli import app
+
+TINY = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2", "predictor.embed_dim=8",
+        "predictor.depth=1", "predictor.num_heads=2", "train.batch_size=32",
+        "train.num_workers=0", "train.log_every=2", "train.precision=fp32"]
+
+
+def synthetic(path: Path, rows: int, seed: int) -> Path:
+    """A table whose label depends on a numeric and a categorical column, with missing cells."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=rows), rng.normal(size=rows)
+    colour = rng.choice(["red", "green", "blue"], size=rows)
+    label = np.where(a + (colour == "red") * 1.5 > 0.5, "yes", "no")
+    frame = pd.DataFrame({"a": a.round(3), "b": b.round(3).astype(object), "colour": colour,
+                          "size": rng.integers(1, 5, rows), "label": label})
+    frame.loc[::7, "b"] = "?"
+    frame.to_csv(path, index=False, sep=";")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tjepa")
+    train = synthetic(root / "train.csv", 400, 0)
+    test = synthetic(root / "test.csv", 200, 1)
+    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(train), "--out",
+                                      str(root / "run"), "--max-steps", "6", "--quiet",
+                                      "data.target=label", *TINY])
+    assert result.exit_code == 0, result.output
+    return root, train, test
+
+
+def test_pretraining_stores_fitted_stats_without_the_target(run):
+    root, _, _ = run
+    recipe = yaml.safe_load((root / "run" / "recipe.yaml").read_text())
+    fitted = recipe["data"]["fitted"]
+    names = [c["name"] for c in fitted["numeric"] + fitted["categorical"]]
+    assert names == ["a", "b", "size", "colour"]
+    assert fitted["numeric"][1]["indicator"] is True
+    metrics = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4, 6]
+    assert all(m["embed_std"] > 0 and m["effective_rank"] > 1 for m in metrics)
+
+
+def test_probe_compares_raw_and_tjepa_heads_over_seeds(run):
+    root, train, test = run
+    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train), "--test",
+                                      str(test), "--seeds", "2", "--json",
+                                      "probe.mlp_max_epochs=5"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["task"] == "classification" and out["test_samples"] == 200
+    for head in ("linear", "mlp"):
+        for name in ("raw", "tjepa"):
+            assert 0.5 < out[f"{head}_accuracy_{name}"] <= 1.0
+            assert 0.5 < out[f"{head}_roc_auc_{name}"] <= 1.0
+            assert out[f"{head}_accuracy_{name}_std"] >= 0.0
+    # The label is a simple function of the raw features: a linear model finds it.
+    assert out["linear_roc_auc_raw"] > 0.9
+
+
+def test_probe_regression_hides_a_target_that_was_a_feature(run):
+    root, train, test = run
+    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train), "--test",
+                                      str(test), "--target", "a", "--head", "linear", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["task"] == "regression" and "hidden" in out["note"]
+    # 'a' is hidden, so it cannot be predicted from itself (pure noise b/size, some label info).
+    assert 0.3 < out["linear_rmse_raw"] < 1.2
+
+
+@pytest.mark.parametrize("content,args,message", [
+    ("a,b\n1,2\n3,4\n", ["--target", "income"], "no target column 'income'"),
+    ("a;b;size;colour;label\nabc;1;2;red;yes\n", [], "column 'a' row 1: 'abc' is not a number"),
+])
+def test_probe_data_errors_exit_2_with_one_line(run, content, args, message):
+    root, train, _ = run
+    bad = root / "bad.csv"
+    bad.write_text(content)
+    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train),
+                                      "--test", str(bad), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "is empty"),
+    ("label\nyes\nno\n", "no feature columns"),
+])
+def test_pretrain_on_unusable_files_exits_2(tmp_path, content, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(bad), "--out",
+                                      str(tmp_path / "r"), "data.target=label"])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_pretrain_on_nested_parquet_exits_2(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [["a"], ["b", "c"]]}), tmp_path / "n.parquet")
+    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data",
+                                      str(tmp_path / "n.parquet"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "column 'tags' is nested" in result.output
