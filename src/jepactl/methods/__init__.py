@@ -16,6 +16,7 @@ from jepactl.errors import RecipeError
 
 METHODS: dict[str, str] = {
     "ijepa": "jepactl.methods.ijepa",
+    "linear-jepa-mae": "jepactl.methods.linear_dynamics",
     "ecg-jepa": "jepactl.methods.ecg_jepa",
     "concept-lm": "jepactl.methods.concept_lm", "concept-jepa": "jepactl.methods.concept_jepa",
     "tjepa": "jepactl.methods.tjepa",
