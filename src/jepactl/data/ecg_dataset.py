@@ -63,6 +63,7 @@ class ECGDataConfig:
     ptbxl_task: str = "all"  # all (every SCP statement) or superdiagnostic (5 classes)
     train_records: tuple[str, ...] = MITBIH_DS1  # beat-label splits by record name
     test_records: tuple[str, ...] = MITBIH_DS2
+    pretrain_split: str = "all"  # all, or train: pretrain only on the training split's records
     min_epoch_samples: int = 0  # pad a small data set's epoch to this many crops (0: batch size)
 
     def samples(self, seconds: float) -> int:

@@ -74,6 +74,18 @@ def _rows_in_split(labels: RecordLabels, split: str | None) -> list[int]:
     return sorted(chosen)
 
 
+def records_in_split(source: ECGSource, cfg: ECGDataConfig, split: str) -> list[int]:
+    """Return the indices of the records in ``split``; all records when the data has no labels."""
+    kind = label_kind(source, cfg)
+    if kind is None:
+        return list(range(len(source.records)))
+    if kind == "beats":
+        names = {"train": cfg.train_records, "test": cfg.test_records}.get(split, ())
+        return _records_in(source, names)
+    labels = _record_labels(source, cfg, kind)
+    return sorted(labels.records[r] for r in _rows_in_split(labels, split))
+
+
 def beat_windows(source: ECGSource, cfg: ECGDataConfig, records: list[int], seconds: float
                  ) -> ECGWindowDataset:
     """Return one window of ``seconds`` centred on each AAMI beat of ``records``."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from jepactl.data.ecg_dataset import ECGDataConfig, ECGPretrainDataset, open_ecg
+from jepactl.errors import DataError, RecipeError
 from jepactl.evaluate.ecg_probe import ECGProbeConfig
 from jepactl.masks_1d import MultiBlockMask1D, MultiBlockMask1DConfig
 from jepactl.methods.base import JEPAMethod
@@ -142,6 +143,17 @@ class ECGMaskingCollate:
 def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
     """Return (crop dataset indexed by SampleKey, masking collate, source); None: embedded data."""
     source = open_ecg(path, recipe.data)
+    if recipe.data.pretrain_split not in ("all", "train"):
+        raise RecipeError(f"data.pretrain_split must be all or train, got "
+                          f"'{recipe.data.pretrain_split}'")
+    if recipe.data.pretrain_split == "train":
+        from jepactl.evaluate.ecg_windows import records_in_split
+
+        chosen = records_in_split(source, recipe.data, "train")
+        if not chosen:
+            raise DataError(f"no record of the training split under '{source.root}' "
+                            "(data.pretrain_split=train; see data.train_records)")
+        source.records = [source.records[i] for i in chosen]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     min_length = recipe.data.min_epoch_samples or recipe.train.batch_size * world
     dataset = ECGPretrainDataset(source, recipe.data, min_length)
