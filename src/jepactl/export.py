@@ -10,6 +10,7 @@ and ``jepactl embed`` accept an export folder in place of a run folder.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,12 @@ def export_onnx(encoder: TransformerEncoder, path: Path) -> Path:
     except ImportError:
         raise UserError("ONNX export needs the onnx package: pip install 'jepactl[onnx]'") from None
     wrapper = _PooledAndTokens(encoder.eval().float())
-    torch.onnx.export(wrapper, (example_input(encoder),), str(path), input_names=["input"],
-                      output_names=["tokens", "pooled"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input": {0: "batch"}, "tokens": {0: "batch"},
-                                    "pooled": {0: "batch"}})
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but dependable
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, (example_input(encoder),), str(path), input_names=["input"],
+                          output_names=["tokens", "pooled"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "tokens": {0: "batch"},
+                                        "pooled": {0: "batch"}})
     return path
 
 

@@ -58,6 +58,79 @@ def param_groups(model: nn.Module) -> list[dict]:
                                                    "weight_decay": 0.0}]
 
 
+def build_optimizer(method: nn.Module, recipe: Recipe, device: torch.device
+                    ) -> torch.optim.Optimizer:
+    """AdamW over ``param_groups``: fused kernels on CUDA, foreach (multi-tensor) on CPU."""
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(param_groups(method), lr=recipe.optim.lr, betas=recipe.optim.betas,
+                             eps=recipe.optim.eps, weight_decay=recipe.optim.weight_decay,
+                             **({"fused": True} if fused else {"foreach": True}))
+
+
+def autocast_context(device: torch.device, precision: str):
+    return (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+            else contextlib.nullcontext())
+
+
+class StepRunner:
+    """One optimizer step: micro-batches (forward, backward), clip, AdamW, EMA.
+
+    Shared by the trainer and ``jepactl bench``; ``timer(phase)`` is called after each phase
+    when benchmarking (it may synchronise the device), never during training, so the step has
+    no host syncs.
+    """
+
+    def __init__(self, model: nn.Module, forward, optimizer: torch.optim.Optimizer,
+                 accelerator: Accelerator, recipe: Recipe) -> None:
+        self.model, self.forward, self.optimizer = model, forward, optimizer
+        self.accelerator, self.recipe = accelerator, recipe
+        self.device = accelerator.device
+        self.autocast = autocast_context(self.device, recipe.train.precision)
+        self.ema_pairs = accelerator.unwrap_model(model).ema_pairs()
+        self.data_wait = 0.0
+
+    def set_schedules(self, step: int, total: int) -> dict[str, float]:
+        optim = self.recipe.optim
+        lr, wd = learning_rate(step, total, optim), weight_decay(step, total, optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if group.get("apply_wd"):
+                group["weight_decay"] = wd
+        return {"lr": lr, "weight_decay": wd,
+                "momentum": ema_momentum(step, total, self.recipe.ema)}
+
+    def run(self, batches, step: int, total: int, timer=None
+            ) -> tuple[torch.Tensor, dict, int, dict[str, float]]:
+        """Return (mean loss tensor, last forward output, samples seen, schedule values)."""
+        accum = self.recipe.train.grad_accum
+        schedules = self.set_schedules(step, total)
+        step_loss = torch.zeros((), device=self.device)
+        out, samples = {}, 0
+        for micro in range(accum):
+            waited = time.perf_counter()
+            batch = _device_batch(next(batches), self.device)
+            self.data_wait += time.perf_counter() - waited
+            timer and timer("data")
+            sync = micro == accum - 1
+            with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)):
+                with self.autocast:
+                    out = self.forward(batch)
+                timer and timer("forward")
+                self.accelerator.backward(out["loss"] / accum)
+                timer and timer("backward")
+            step_loss += out["loss"].detach() / accum
+            samples += batch[next(iter(batch))].shape[0]
+        if self.recipe.optim.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        timer and timer("optimizer")
+        for online, target in self.ema_pairs:
+            ema_update(target, online, schedules["momentum"])
+        timer and timer("ema")
+        return step_loss, out, samples, schedules
+
+
 class StopFlag:
     """Set by SIGTERM/SIGUSR1; the loop checks it between steps, saves and exits cleanly."""
 
@@ -127,11 +200,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
         for sub in method.modules():
             if hasattr(sub, "activation_checkpointing"):
                 sub.activation_checkpointing = True
-    groups = param_groups(method)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(groups, lr=recipe.optim.lr, betas=recipe.optim.betas,
-                                  eps=recipe.optim.eps, weight_decay=recipe.optim.weight_decay,
-                                  **({"fused": True} if fused else {"foreach": True}))
+    optimizer = build_optimizer(method, recipe, device)
     start_step = 0
     if state is not None:
         method.load_state_dict(state["model"])
@@ -163,9 +232,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     if source.skipped and accelerator.is_main_process:
         progress.message(f"[yellow]skipped {len(source.skipped)} unreadable files "
                          f"(first: {source.skipped[0]})")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                else contextlib.nullcontext())
-    ema_pairs = accelerator.unwrap_model(model).ema_pairs()
+    runner = StepRunner(model, forward, optimizer, accelerator, recipe)
     metrics_file = run_dir / "metrics.jsonl"
 
     def save(step: int) -> None:
@@ -182,37 +249,13 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
 
     step = start_step
     last_loss = None
-    window_start, data_wait, window_samples = time.perf_counter(), 0.0, 0
+    window_start, window_samples = time.perf_counter(), 0
     finished = True
     model.train()
     with StopFlag() as stop:
         while step < total:
-            lr = learning_rate(step, total, recipe.optim)
-            wd = weight_decay(step, total, recipe.optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if group.get("apply_wd"):
-                    group["weight_decay"] = wd
-            step_loss = torch.zeros((), device=device)
-            out = {}
-            for micro in range(cfg.grad_accum):
-                waited = time.perf_counter()
-                batch = _device_batch(next(batches), device)
-                data_wait += time.perf_counter() - waited
-                sync = micro == cfg.grad_accum - 1
-                with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
-                    with autocast:
-                        out = forward(batch)
-                    accelerator.backward(out["loss"] / cfg.grad_accum)
-                step_loss += out["loss"].detach() / cfg.grad_accum
-                window_samples += batch[next(iter(batch))].shape[0] * world
-            if recipe.optim.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            momentum = ema_momentum(step, total, recipe.ema)
-            for online, target in ema_pairs:
-                ema_update(target, online, momentum)
+            step_loss, out, samples, schedules = runner.run(batches, step, total)
+            window_samples += samples * world
             step += 1
             progress.advance(step)
 
@@ -220,9 +263,9 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                 mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
                 last_loss = mean_loss
                 elapsed = time.perf_counter() - window_start
-                record = {"step": step, "loss": mean_loss, "lr": lr, "weight_decay": wd,
-                          "momentum": momentum, "samples_per_s": window_samples / elapsed,
-                          "data_wait_fraction": data_wait / elapsed}
+                record = {"step": step, "loss": mean_loss, **schedules,
+                          "samples_per_s": window_samples / elapsed,
+                          "data_wait_fraction": runner.data_wait / elapsed}
                 if "embeddings" in out:
                     record.update(collapse_stats(out["embeddings"]))
                 for key, value in out.items():
@@ -233,12 +276,15 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                     with metrics_file.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
                 progress.log(step, record)
-                window_start, data_wait, window_samples = time.perf_counter(), 0.0, 0
+                window_start, window_samples, runner.data_wait = time.perf_counter(), 0, 0.0
 
             stopping = stop.raised or step == stop_after
-            if world > 1:
+            if world > 1 and step % cfg.log_every == 0:
+                # Agree on stopping only at log steps: a per-step reduce would be a host sync.
                 flag = torch.tensor(float(stopping), device=device)
                 stopping = accelerator.reduce(flag, reduction="sum").item() > 0
+            elif world > 1:
+                stopping = step == stop_after
             if stopping or step % cfg.checkpoint_every == 0 or step == total:
                 save(step)
             if stopping and step < total:

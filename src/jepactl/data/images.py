@@ -163,10 +163,19 @@ def _parquet_files(root: Path, split: str | None) -> list[Path]:
     return []
 
 
+def _quiet_datasets() -> None:
+    """Keep `datasets`' own progress bars out of our stderr (we report progress ourselves)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
 def parquet_source(root: Path, split: str | None, image_column: str | None,
                    label_column: str | None) -> ImageSource:
     from datasets import load_dataset
 
+    _quiet_datasets()
     files = _parquet_files(root, split)
     if not files:
         raise DataError(f"no parquet files for split '{split}' in '{root}'")

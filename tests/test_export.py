@@ -1,0 +1,87 @@
+"""Export: clean safetensors + config.json, load_encoder rebuilds the same features."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import jepactl
+from conftest import TINY_IMAGE_OVERRIDES
+from jepactl.export import clean_state_dict, run_export
+from jepactl.recipe import load_recipe
+from jepactl.runs import load_trained_method
+from jepactl.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "r"
+    pretrain(load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3"]), run,
+             quiet=True)
+    return run
+
+
+def test_exported_features_equal_the_runs_features(trained_run, tmp_path):
+    run_export(trained_run, tmp_path / "exp")
+    _, method, _ = load_trained_method(trained_run)
+    images = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = method.encoder("target").pooled(images)
+        got = jepactl.load_encoder(tmp_path / "exp").pooled(images)
+    assert torch.equal(expected, got)
+    keys = load_file(str(tmp_path / "exp" / "model.safetensors")).keys()
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in keys)
+    config = json.loads((tmp_path / "exp" / "config.json").read_text())
+    assert config["kind"] == "encoder" and config["tokenizer"]["kind"] == "patch2d"
+
+
+def test_load_encoder_in_a_fresh_process_gives_the_same_features(trained_run, tmp_path):
+    run_export(trained_run, tmp_path / "exp")
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 16, 16)
+    torch.save(images, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = jepactl.load_encoder(tmp_path / "exp").pooled(images)
+    code = ("import torch, jepactl; x = torch.load(r'%s'); "
+            "e = jepactl.load_encoder(r'%s'); torch.save(e.pooled(x).detach(), r'%s')"
+            % (tmp_path / "x.pt", tmp_path / "exp", tmp_path / "y.pt"))
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+
+
+def test_context_and_predictor_exports_reload(trained_run, tmp_path):
+    _, method, _ = load_trained_method(trained_run)
+    run_export(trained_run, tmp_path / "ctx", which="context")
+    run_export(trained_run, tmp_path / "pred", which="predictor")
+    ctx = jepactl.load_encoder(tmp_path / "ctx")
+    pred = jepactl.load_encoder(tmp_path / "pred")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(ctx(x), method.context_encoder(x))
+        keep = torch.arange(10).repeat(2, 1)
+        target = torch.arange(10, 14).reshape(1, 1, 4).repeat(2, 1, 1)
+        z = method.context_encoder(x, keep)
+        assert torch.equal(pred(z, keep, None, target), method.predictor(z, keep, None, target))
+
+
+def test_onnx_export_matches_torch(trained_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    run_export(trained_run, tmp_path / "onnx", fmt="onnx")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    x = torch.randn(3, 3, 16, 16)
+    tokens, pooled = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected = jepactl.load_encoder(tmp_path / "onnx").pooled(x)
+    assert pooled.shape == (3, 32)
+    assert abs(pooled - expected.numpy()).max() < 1e-4
+
+
+def test_clean_state_dict_strips_wrapper_prefixes():
+    state = {"module._orig_mod.blocks.0.w": torch.ones(1), "norm.bias": torch.zeros(1)}
+    assert set(clean_state_dict(state)) == {"blocks.0.w", "norm.bias"}
