@@ -117,3 +117,20 @@ def test_pretrain_on_nested_parquet_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data",
                                       str(tmp_path / "n.parquet"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "column 'tags' is nested" in result.output
+
+
+def test_export_carries_the_fitted_preprocessing_and_embeds_the_same(run, tmp_path):
+    import jepactl
+
+    root, _, test = run
+    assert CliRunner().invoke(app, ["export", str(root / "run"), "--out",
+                                    str(tmp_path / "exp")]).exit_code == 0
+    encoder = jepactl.load_encoder(tmp_path / "exp")
+    recipe = yaml.safe_load((root / "run" / "recipe.yaml").read_text())
+    assert encoder.tokenizer_config["preprocessing"] == recipe["data"]["fitted"]
+    for source, name in ((root / "run", "a.npy"), (tmp_path / "exp", "b.npy")):
+        result = CliRunner().invoke(app, ["embed", str(source), "--data", str(test), "--out",
+                                          str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert a.shape == (200, 16) and np.allclose(a, b, atol=1e-3)
