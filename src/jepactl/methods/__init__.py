@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "ecg-jepa": "jepactl.methods.ecg_jepa",
     "concept-lm": "jepactl.methods.concept_lm", "concept-jepa": "jepactl.methods.concept_jepa",
     "tjepa": "jepactl.methods.tjepa",
+    "sar-jepa": "jepactl.methods.sar_jepa", "dmt-jepa": "jepactl.methods.dmt_jepa",
 }
 
 
