@@ -134,7 +134,8 @@ class MiniBatchMoments:
 
     Step ``k`` uses batch ``k mod B`` of epoch ``k // B`` (B = N // batch_size; the last partial
     batch is dropped); the epoch's order is a pure function of (seed, epoch), so a resumed run
-    sees the same batches. A whole epoch's covariances are computed in one einsum.
+    sees the same batches. A whole epoch's covariances are computed in one einsum. With
+    batch_size = N every step is full-batch gradient descent on the N pairs.
     """
 
     def __init__(self, samples: TwoViewSamples, batch_size: int, seed: int) -> None:
@@ -160,6 +161,8 @@ class MiniBatchMoments:
     def at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (Σ̂xx, Σ̂yx, Σ̂yy) of the mini-batch used at ``step``."""
         epoch, index = divmod(step, self.per_epoch)
+        if self.batch_size == len(self.samples.x) and self._epoch >= 0:
+            epoch = self._epoch  # full batch: every epoch's covariance is the same
         if epoch != self._epoch:
             self._load_epoch(epoch)
         return self._xx[index], self._yx[index], self._yy[index]
