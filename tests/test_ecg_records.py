@@ -168,3 +168,21 @@ def test_cinc_mat_and_ptb_1khz_records_read_as_twelve_leads_at_500hz():
     assert ptb.records[0].fs == 1000 and len(ptb.records[0].leads) == 15
     window, present = ECGWindowReader(ptb, cfg).read(0, 10.0, 5000)
     assert present.all() and (window.std(axis=1) > 0.5).all()
+
+
+def test_direct_decoding_matches_wfdb_for_formats_16_212_and_24(tmp_path):
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    for fmt in ("16", "212", "24"):
+        signal = rng.normal(size=(1000, 3))
+        signal[5, 1] = np.nan  # stored as WFDB's invalid-sample value, read back as NaN
+        write_record(tmp_path / fmt, "r", signal, 360, ["I", "II", "V1"], fmt)
+        record = open_records(tmp_path / fmt, 500.0, []).records[0]
+        assert record.layout is not None and record.layout.fmt == fmt
+        for start, stop in ((0, 1000), (3, 10), (1, 2), (501, 1000)):
+            fast = read_window(record, start, stop)
+            slow = read_window(replace(record, layout=None), start, stop)
+            np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+            np.testing.assert_allclose(np.nan_to_num(fast), np.nan_to_num(slow), atol=1e-6)
+        assert np.isnan(read_window(record, 5, 6)[1, 0])

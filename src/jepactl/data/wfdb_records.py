@@ -44,10 +44,85 @@ class ECGRecord:
     length: int  # samples per lead at ``fs``
     leads: list[str]
     comments: list[str] = field(default_factory=list)  # WFDB header comment lines
+    layout: "FlatLayout | None" = None  # set when read_window can decode the file itself
 
     @property
     def seconds(self) -> float:
         return self.length / self.fs
+
+
+@dataclass
+class FlatLayout:
+    """One signal file of interleaved samples in a simple format, decoded without wfdb.
+
+    ``wfdb.rdrecord`` re-parses the header (with pandas) on every call, which costs ~40 ms, far
+    more than the read; records in the common formats are decoded here directly from the
+    header parsed once at discovery. Everything else goes through ``wfdb.rdrecord``.
+    """
+
+    file: Path
+    fmt: str  # "16", "212", "80", "24" or "32"
+    offset: int  # bytes before the first frame
+    channels: int
+    gain: list[float]
+    baseline: list[float]
+
+
+_FLAT_FORMATS = {"16": 2, "80": 1, "24": 3, "32": 4}  # bytes per sample; "212" handled apart
+_INVALID = {"16": -32768, "212": -2048, "80": -128, "24": -(2 ** 23), "32": -(2 ** 31)}
+
+
+def _flat_layout(header, record_path: Path) -> FlatLayout | None:
+    """Return the fast-path layout of a single-file record in a plain format, else None."""
+    names, fmts = set(header.file_name), set(str(f) for f in header.fmt)
+    spf = set(header.samps_per_frame or [1]) - {None}
+    skew = set(header.skew or [0]) - {None}
+    if len(names) != 1 or len(fmts) != 1 or spf - {1} or skew - {0}:
+        return None
+    fmt = fmts.pop()
+    if fmt not in _FLAT_FORMATS and fmt != "212":
+        return None
+    offset = (header.byte_offset or [None])[0]
+    name = names.pop()
+    offset = offset if offset is not None else (_MAT_HEADER_BYTES if name.endswith(".mat") else 0)
+    gains = [float(g) if g else 200.0 for g in header.adc_gain]  # WFDB's default gain
+    return FlatLayout(record_path.parent / name, fmt, int(offset), int(header.n_sig), gains,
+                      [float(b or 0) for b in header.baseline])
+
+
+def _decode_flat(layout: FlatLayout, start: int, stop: int) -> np.ndarray:
+    """Return physical samples [start, stop) of a FlatLayout file as (leads, n) float32."""
+    n, c = stop - start, layout.channels
+    with open(layout.file, "rb") as handle:
+        if layout.fmt == "212":  # two 12-bit samples packed in 3 bytes, counted over all leads
+            first = start * c
+            total = n * c
+            byte0 = layout.offset + (first // 2) * 3
+            handle.seek(byte0)
+            raw = np.frombuffer(handle.read(((first % 2 + total + 1) // 2) * 3), dtype=np.uint8)
+            raw = raw[: len(raw) // 3 * 3].reshape(-1, 3).astype(np.int32)
+            pairs = np.empty((len(raw), 2), dtype=np.int32)
+            pairs[:, 0] = raw[:, 0] | ((raw[:, 1] & 0x0F) << 8)
+            pairs[:, 1] = raw[:, 2] | ((raw[:, 1] & 0xF0) << 4)
+            values = pairs.reshape(-1)[first % 2: first % 2 + total]
+            values = np.where(values > 2047, values - 4096, values)
+        else:
+            size = _FLAT_FORMATS[layout.fmt]
+            handle.seek(layout.offset + start * c * size)
+            buf = handle.read(n * c * size)
+            if layout.fmt == "24":
+                b = np.frombuffer(buf, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+                values = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+                values = np.where(values >= 2 ** 23, values - 2 ** 24, values)
+            else:
+                dtype = {"16": "<i2", "32": "<i4"}.get(layout.fmt)
+                values = (np.frombuffer(buf, dtype=dtype).astype(np.int64) if dtype else
+                          np.frombuffer(buf, dtype=np.uint8).astype(np.int64) - 128)
+    digital = values.reshape(-1, c).T
+    physical = (digital - np.array(layout.baseline)[:, None]) / np.array(layout.gain)[:, None]
+    physical = physical.astype(np.float32)
+    physical[digital == _INVALID[layout.fmt]] = np.nan  # WFDB's "no sample" value
+    return physical
 
 
 @dataclass
@@ -113,7 +188,7 @@ def _wfdb_record(header_file: Path, root: Path) -> ECGRecord:
         raise ValueError(problem)
     return ECGRecord(record_path, str(record_path.relative_to(root)), "wfdb", float(header.fs),
                      int(header.sig_len), [str(n) for n in header.sig_name],
-                     [str(c) for c in (header.comments or [])])
+                     [str(c) for c in (header.comments or [])], _flat_layout(header, record_path))
 
 
 def _array_record(file: Path, root: Path, fs: float, lead_names: list[str]) -> ECGRecord:
@@ -182,6 +257,8 @@ def read_window(record: ECGRecord, start: int, stop: int) -> np.ndarray:
     if stop <= start:
         return np.zeros((len(record.leads), 0), dtype=np.float32)
     try:
+        if record.layout is not None:
+            return _decode_flat(record.layout, start, stop)
         if record.kind == "wfdb":
             import wfdb
 
