@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SAR-JEPA vs its pixel-target and EMA-target ablations vs a random-init encoder on MSTAR SOC:
 # pretrain each arm on the 17° train chips (labels unused) at the same budget (recipes/sar/cpu:
-# 200 steps of 64 chips), then 10-shot probes over 3 seeds on the whole 15° test split.
-# Usage: benchmarks/sar/run.sh [DATA] (default ../shared/data/sar/mstar10). ~6 min per arm
+# 100 steps of 64 chips), then 10-shot probes over 3 seeds on the whole 15° test split.
+# Usage: benchmarks/sar/run.sh [DATA] (default ../shared/data/sar/mstar10). ~8 min per arm
 # on a busy 2-core CPU. JSON results go to benchmarks/sar/out/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
