@@ -256,8 +256,9 @@ def print_ratio_table(summary: dict, console: Console) -> None:
 def result_table(summary: dict, run_dir: Path, step: int) -> dict:
     """Return the flat dict the CLI prints: ratios, learning orders, probe R², file paths."""
     a, b = summary["ratio_of"]
-    out: dict = {"run": str(run_dir), "finished": True, "step": step, "time": summary["time"],
-                 "ratio": f"t*{a} / t*{b}"}
+    out: dict = {"run": str(run_dir), "finished": True, "step": step}
+    out.update({f"{objective}_time": t for objective, t in summary["time"].items()})
+    out["ratio"] = f"t*{a} / t*{b}"
     for name, m in summary["models"].items():
         out[f"{name}_ratio"] = m["ratio"]
     for name, m in summary["models"].items():
