@@ -94,3 +94,10 @@ def test_split_folders_and_pretraining_views(tmp_path: Path) -> None:
                                                         intensity="mean_std", mean=0.5, std=0.25))
     raw = SarEvalDataset(source, SarDataConfig(crop_size=16, image_size=16))
     assert torch.allclose(standardised[0][0], (raw[0][0] - 0.5) / 0.25)
+
+
+def test_complex_npy_chips_are_read_as_amplitude(tmp_path: Path) -> None:
+    slc = np.full((10, 10), 3.0 + 4.0j, dtype=np.complex64)
+    np.save(tmp_path / "slc.npy", slc)
+    chip = load_chip(tmp_path / "slc.npy", 6)
+    assert chip.shape == (1, 6, 6) and torch.allclose(chip, torch.full((1, 6, 6), 5.0))

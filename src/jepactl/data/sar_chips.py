@@ -120,9 +120,9 @@ def load_chip(path: Path, crop: int) -> torch.Tensor:
     if path.suffix.lower() == ".npy":
         raw = np.load(path, allow_pickle=False)
         height, width = _single_channel_shape(raw.shape, path)
-        array = np.asarray(raw, dtype=np.float32).reshape(height, width)
-        if np.iscomplexobj(raw):
-            array = np.abs(raw).astype(np.float32).reshape(height, width)
+        # Complex SLC arrays are read as their amplitude.
+        values = np.abs(raw) if np.iscomplexobj(raw) else raw
+        array = np.asarray(values, dtype=np.float32).reshape(height, width)
     else:
         with Image.open(path) as img:
             img.load()
