@@ -134,3 +134,33 @@ def test_export_carries_the_fitted_preprocessing_and_embeds_the_same(run, tmp_pa
         assert result.exit_code == 0, result.output
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (200, 16) and np.allclose(a, b, atol=1e-3)
+
+
+def test_eval_data_keeps_pretraining_class_indices_on_a_one_class_file(run, tmp_path):
+    from jepactl.methods import tjepa
+    from jepactl.recipe import read_yaml, recipe_from_dict
+
+    root, _, _ = run
+    recipe = recipe_from_dict(read_yaml(root / "run" / "recipe.yaml"))
+    only_yes = tmp_path / "yes.csv"
+    only_yes.write_text("a;b;size;colour;label\n1;2;3;red;yes\n0;?;1;blue;yes\n")
+    dataset = tjepa.eval_data(recipe, str(only_yes), None)
+    assert dataset.classes == ["no", "yes"] and dataset.labels.tolist() == [1, 1]
+    x, y = dataset[1]
+    assert x.shape == (5,) and int(y) == 1
+
+
+def test_resume_continues_the_same_loss_curve(run, tmp_path):
+    _, train, _ = run
+    base = ["pretrain", "tabular/cpu", "--data", str(train), "--quiet", "data.target=label",
+            "train.checkpoint_every=2", *TINY]
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-steps",
+                                    "4"]).exit_code == 0
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--max-steps",
+                                    "2"]).exit_code == 0
+    result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "b"), "--resume", "--quiet",
+                                      "--max-steps", "4"])
+    assert result.exit_code == 0, result.output
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text()
+               .splitlines()] for r in ("a", "b")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -17,7 +17,7 @@ apply the same statistics.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -202,8 +202,12 @@ def pretrain_data(recipe: TJEPARecipe, path: str | None):
     if recipe.data.fitted is None:
         roles = column_roles(table, recipe.data)
         fitted = TablePreprocessor.fit(table, roles, recipe.data.numeric_transform,
-                                       recipe.data.quantiles)
-        recipe.data.fitted = fitted.to_dict()
+                                       recipe.data.quantiles).to_dict()
+        if recipe.data.target is not None:
+            # Kept so every later file maps labels to the same class indices / scale.
+            fitted["target"] = {"name": recipe.data.target,
+                                **asdict(TargetCoding.fit(table, recipe.data.target))}
+        recipe.data.fitted = fitted
     pre = preprocessor(recipe)
     if pre.num_features < 2:
         raise DataError(f"table '{table.name}' has {pre.num_features} feature column(s); "
@@ -231,14 +235,18 @@ def eval_data(recipe: TJEPARecipe, path: str, split: str | None, augment: bool =
     """Return the table's rows preprocessed with the fitted statistics and its labels.
 
     Labels come from ``data.target`` (class indices, or the standardised value for a
-    regression target); without a target column every label is -1 and ``classes`` is empty.
+    regression target), coded as fitted at pretraining when it stored the target; without a target column every label is -1 and ``classes`` is empty.
     """
     table = read_table(path, recipe.data, split)
     features = preprocessor(recipe).transform(table)
     target = recipe.data.target
     if target is None or target not in table.frame.columns:
         return TabularEvalDataset(features, torch.full((len(features),), -1), [])
-    coding = TargetCoding.fit(table, target)
+    stored = (recipe.data.fitted or {}).get("target")
+    if stored is not None and stored["name"] == target:
+        coding = TargetCoding(stored["task"], stored["classes"], stored["mean"], stored["std"])
+    else:
+        coding = TargetCoding.fit(table, target)
     labels, keep = coding.encode(table, target)
     return TabularEvalDataset(features[keep], labels, coding.classes)
 
