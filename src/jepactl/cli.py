@@ -278,6 +278,39 @@ def export(
     _guard(go)
 
 
+# ------------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    recipe: str = typer.Argument(..., help="Recipe name, domain or YAML path."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
+                                                    show_default=False),
+    steps: int = typer.Option(20, "--steps", help="Timed steps per repeat."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up steps."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed repeats; the median is reported."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-process batch."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real data instead of synthetic."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Measure a recipe's steady-state training throughput and where the step time goes.
+
+    Example: `jepactl bench image/tiny --steps 20 --batch-size 64 --precision bf16 --json`
+    """
+
+    def go() -> None:
+        from jepactl.bench import run_bench
+        from jepactl.recipe import load_recipe
+
+        _positive("--batch-size", batch_size)
+        result = run_bench(load_recipe(recipe, list(overrides or [])), steps, warmup, batch_size,
+                           precision, data, repeats)
+        _emit(f"bench {recipe}", result, as_json)
+
+    _guard(go)
+
+
 # ------------------------------------------------------------------------------- recipes
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from jepactl.data.image_dataset import (ImageAugmentDataset, ImageDataConfig, ImageEvalDataset,
                                         ImagePretrainDataset)
 from jepactl.data.images import open_images
+from jepactl.data.synthetic import SyntheticImages
 from jepactl.errors import UserError
 from jepactl.masks import MultiBlockMask2D, MultiBlockMaskConfig
 from jepactl.methods.base import JEPAMethod
@@ -115,6 +116,13 @@ def pretrain_data(recipe: IJEPARecipe, path: str):
     source = open_images(path, None, recipe.data.image_column, recipe.data.label_column)
     grid = (recipe.data.image_size // recipe.model.patch_size,) * 2
     return ImagePretrainDataset(source, recipe.data), MaskingCollate(grid, recipe.mask), source
+
+
+def synthetic_data(recipe: IJEPARecipe):
+    """Return (random images of the recipe's shape, collate) for ``jepactl bench``."""
+    grid = (recipe.data.image_size // recipe.model.patch_size,) * 2
+    dataset = SyntheticImages(recipe.data.channels, recipe.data.image_size)
+    return dataset, MaskingCollate(grid, recipe.mask)
 
 
 def eval_data(recipe: IJEPARecipe, path: str, split: str | None, augment: bool = False,

@@ -1,0 +1,188 @@
+"""``jepactl bench``: steady-state throughput of a recipe's pretraining step, and where it goes.
+
+It runs the trainer's own step (``train.StepRunner``) on synthetic inputs of the recipe's
+shape (or ``--data``), after warm-up, and reports samples/s, a step-time breakdown (data wait,
+mask sampling, forward, backward, optimizer, EMA), peak memory, model FLOPs per sample counted
+with ``torch.utils.flop_counter`` and the achieved FLOP/s as a fraction of this machine's dense
+matmul FLOP/s in the same dtype, measured in the same run.
+
+Phase timings synchronise the device after each phase, so they add a little overhead the real
+trainer does not have; the headline samples/s comes from a separate, unsynchronised pass.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from jepactl.data.sampling import BatchPlan
+from jepactl.errors import UserError
+from jepactl.methods import method_module
+from jepactl.recipe import Recipe
+from jepactl.train import StepRunner, build_optimizer
+
+PHASES = ("data", "forward", "backward", "optimizer", "ema")
+
+
+def bench_data(recipe: Recipe, data: str | None):
+    """Return (dataset, collate) for the benchmark: synthetic unless ``data`` is given."""
+    module = method_module(recipe.method)
+    if data is None and hasattr(module, "synthetic_data"):
+        return module.synthetic_data(recipe)
+    dataset, collate, _ = module.pretrain_data(recipe, data if data is not None else
+                                               recipe.data.path)
+    return dataset, collate
+
+
+def matmul_peak_flops(device: torch.device, precision: str, size: int = 2048,
+                      seconds: float = 1.5) -> float:
+    """Return this device's measured dense matmul FLOP/s in ``precision`` (best of runs)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync()
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def count_flops(runner: StepRunner, batch: dict) -> int:
+    """Return the FLOPs of one forward + backward of the method on ``batch`` (matmuls, convs)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with runner.autocast:
+            out = runner.forward(batch)
+        out["loss"].backward()
+    runner.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int | None = None,
+              precision: str | None = None, data: str | None = None, repeats: int = 3) -> dict:
+    """Benchmark ``recipe``'s training step; return throughput, breakdown, memory and MFU."""
+    if steps < 1 or warmup < 0 or repeats < 1:
+        raise UserError("--steps and --repeats must be positive, --warmup non-negative")
+    train = replace(recipe.train, batch_size=batch_size or recipe.train.batch_size,
+                    precision=precision or recipe.train.precision, grad_accum=1)
+    if train.precision not in ("fp32", "bf16"):
+        raise UserError(f"--precision must be fp32 or bf16, got '{train.precision}'")
+    recipe = replace(recipe, train=train)
+    module = method_module(recipe.method)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    torch.manual_seed(recipe.train.seed)
+    method = module.build(recipe)
+    if train.activation_checkpointing:
+        for sub in method.modules():
+            if hasattr(sub, "activation_checkpointing"):
+                sub.activation_checkpointing = True
+    optimizer = build_optimizer(method, recipe, device)
+    model, optimizer = accelerator.prepare(method.to(device), optimizer)
+    forward = torch.compile(model) if train.compile else model
+    runner = StepRunner(model, forward, optimizer, accelerator, recipe)
+    model.train()
+
+    dataset, collate = bench_data(recipe, data)
+    plan = BatchPlan(len(dataset), train.batch_size, train.seed)
+    loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
+                        num_workers=train.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=train.num_workers > 0,
+                        prefetch_factor=4 if train.num_workers > 0 else None)
+    batches = iter(loader)
+    total = warmup + steps * (repeats + 1) + 1
+    step = 0
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    for _ in range(warmup):
+        runner.run(batches, step, total)
+        step += 1
+    sync()
+
+    # Headline: unsynchronised steps exactly as the trainer runs them, median of repeats.
+    rates, waits = [], []
+    for _ in range(repeats):
+        runner.data_wait = 0.0
+        start = time.perf_counter()
+        for _ in range(steps):
+            runner.run(batches, step, total)
+            step += 1
+        sync()
+        elapsed = time.perf_counter() - start
+        rates.append(steps * train.batch_size / elapsed)
+        waits.append(runner.data_wait / elapsed)
+
+    # Breakdown: the same step with a device sync after each phase.
+    phase_time = dict.fromkeys(PHASES, 0.0)
+    mark = [time.perf_counter()]
+
+    def timer(phase: str) -> None:
+        sync()
+        now = time.perf_counter()
+        phase_time[phase] += now - mark[0]
+        mark[0] = now
+
+    for _ in range(steps):
+        mark[0] = time.perf_counter()
+        runner.run(batches, step, total, timer=timer)
+        step += 1
+    step_time = sum(phase_time.values())
+
+    # Mask sampling happens in the collate (DataLoader workers); time it on its own.
+    mask_time = mask_sampling_seconds(collate, dataset, train.batch_size, steps)
+
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+    flops = count_flops(runner, batch) / train.batch_size
+    peak = matmul_peak_flops(device, train.precision)
+    rate = statistics.median(rates)
+    achieved = flops * rate
+    del batches, loader
+    return {
+        "recipe": recipe.name, "device": str(device), "precision": train.precision,
+        "batch_size": train.batch_size, "steps": steps, "repeats": repeats,
+        "samples_per_s": rate, "samples_per_s_runs": [round(r, 2) for r in rates],
+        "step_time_s": train.batch_size / rate,
+        **{f"{p}_fraction": phase_time[p] / step_time for p in PHASES},
+        "data_wait_fraction": statistics.median(waits),
+        "mask_sampling_fraction": (mask_time / steps) / (train.batch_size / rate),
+        "peak_memory_mb": peak_memory_bytes(device) / 2**20,
+        "gflops_per_sample": flops / 1e9,
+        "achieved_tflops": achieved / 1e12,
+        "matmul_peak_tflops": peak / 1e12,
+        "mfu": achieved / peak,
+    }
+
+
+def mask_sampling_seconds(collate, dataset, batch_size: int, batches: int) -> float:
+    """Return the seconds the collate spends on ``batches`` batches (masks + stacking)."""
+    if collate is None:
+        return 0.0
+    samples = [dataset[(i, i, i)] for i in range(batch_size)]
+    start = time.perf_counter()
+    for b in range(batches):
+        for s in samples:
+            if "batch_seed" in s:
+                s["batch_seed"] = b
+        collate(samples)
+    return time.perf_counter() - start
+
