@@ -32,6 +32,9 @@ class PredictorConfig:
     embed_dim: int = 384
     depth: int = 6
     num_heads: int = 12
+    # False: one predictor sequence per target block, as the reference. True: all blocks of a
+    # sample in one sequence (nn/predictor.py says exactly how that differs).
+    shared_context: bool = False
 
 
 @dataclass
@@ -62,7 +65,8 @@ class IJEPA(JEPAMethod):
             recipe.model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
             self.context_encoder.tokenizer.position_table(pred.embed_dim),
             mlp_ratio=recipe.model.mlp_ratio, qkv_bias=recipe.model.qkv_bias,
-            bias=recipe.model.bias, norm_eps=recipe.model.norm_eps)
+            bias=recipe.model.bias, norm_eps=recipe.model.norm_eps,
+            shared_context=recipe.predictor.shared_context)
         self.loss_config: LossConfig = recipe.loss
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
