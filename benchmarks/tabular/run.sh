@@ -31,8 +31,16 @@ california() {
       --test "$OUT/california/test.csv" --target median_house_value --seeds "$SEEDS" --json \
       $PROBE_FAST > "$OUT/california-reg1.probe.json"
 }
+random_init() {  # control: the same probe on an untrained encoder of the same shape
+  $J probe "$OUT/$1-reg1" --data "$2" --test "$3" --target "$4" --seeds "$SEEDS" --json \
+      --random-init $PROBE_FAST > "$OUT/$1-random.probe.json"
+}
 adult 1 > "$OUT/adult-reg1.log" 2>&1 &
 adult 0 > "$OUT/adult-reg0.log" 2>&1 &
 california > "$OUT/california.log" 2>&1 &
+wait
+random_init adult "$DATA/adult/adult.data" "$DATA/adult/adult.test" ltgt50k &
+random_init california "$OUT/california/train.csv" "$OUT/california/test.csv" \
+    median_house_value &
 wait
 .venv/bin/python benchmarks/tabular/summarise.py "$OUT"
