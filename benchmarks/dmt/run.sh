@@ -29,21 +29,35 @@ mkdir -p "$OUT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 JEPACTL=${JEPACTL:-.venv/bin/jepactl}
 
-pretrain_in_chunks() {  # RECIPE RUN
-  local recipe=$1 run=$2 state="$OUT/chunk-$TAG.json"
-  rm -f "$state"
-  if [ ! -f "$run/checkpoints/last.pt" ]; then
-    timeout -s TERM "$CHUNK" "$JEPACTL" pretrain "$recipe" --data "$DATA" --out "$run" --quiet \
-      --json "${EXTRA[@]}" > "$state" || true
-  fi
-  until grep -q '"finished": true' "$state" 2>/dev/null; do
-    timeout -s TERM "$CHUNK" "$JEPACTL" pretrain "$run" --out "$run" --resume --quiet --json \
-      > "$state" || true
-  done
-  rm -f "$state"
+chunk() {  # run one pretraining call for at most CHUNK seconds; fail on anything but a timeout
+  # --foreground: SIGTERM goes to jepactl alone, which saves a checkpoint and exits. Without it
+  # timeout signals the whole process group, the DataLoader workers die first and the run
+  # crashes before it can save.
+  local rc=0
+  timeout --foreground -s TERM "$CHUNK" "$JEPACTL" "$@" > "$STATE" || rc=$?
+  if [ "$rc" != 0 ] && [ "$rc" != 124 ]; then echo "pretrain failed ($rc): $*" >&2; exit "$rc"; fi
 }
 
-pretrain_in_chunks image/tiny "$IJEPA_RUN"
-pretrain_in_chunks image/dmt-tiny "$DMT_RUN"
-"$JEPACTL" probe "$IJEPA_RUN" "${PROBE[@]}" --json > "$OUT/probe-ijepa-$TAG.json"
-"$JEPACTL" probe "$DMT_RUN" "${PROBE[@]}" --json > "$OUT/probe-dmt-$TAG.json"
+pretrain_in_chunks() {  # RECIPE RUN
+  local recipe=$1 run=$2
+  STATE="$OUT/chunk-$TAG-$(basename "$run").json"
+  rm -f "$STATE"
+  if [ ! -f "$run/checkpoints/last.pt" ]; then
+    chunk pretrain "$recipe" --data "$DATA" --out "$run" --quiet --json "${EXTRA[@]}"
+  fi
+  until grep -q '"finished": true' "$STATE" 2>/dev/null; do
+    chunk pretrain "$run" --out "$run" --resume --quiet --json
+  done
+  rm -f "$STATE"
+}
+
+# ARMS="ijepa dmt" (default) runs both arms in turn; one arm per call runs them side by side.
+for arm in ${ARMS:-ijepa dmt}; do
+  case $arm in
+    ijepa) recipe=image/tiny; run=$IJEPA_RUN ;;
+    dmt) recipe=image/dmt-tiny; run=$DMT_RUN ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac
+  pretrain_in_chunks "$recipe" "$run"
+  "$JEPACTL" probe "$run" "${PROBE[@]}" --json > "$OUT/probe-$arm-$TAG.json"
+done
