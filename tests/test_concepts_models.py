@@ -64,7 +64,7 @@ def test_memory_gives_each_entangled_entity_its_own_slot():
     method = build_jepa(recipe(ConceptJEPARecipe, data=data,
                               model={"encoder": "memory", "concept_norm": "layer_norm"}))
     assert method.memory_slot_accuracy() == 1.0
-    assert not method.encoder_module.token_embed.weight.requires_grad  # value-only training
+    assert not method.encoder_module.vocab_embed.weight.requires_grad  # value-only training
 
 
 @pytest.mark.parametrize("model", [{}, {"encoder_depth": 1}, {"encoder": "memory"}])
@@ -82,7 +82,7 @@ def test_concept_loss_starts_at_log_candidates_and_gradients_reach_targets(model
     out["loss"].backward()
     # No stop-gradient: the target concepts themselves are trained (methods.md §8).
     encoder = method.encoder_module
-    trained = encoder.memory.values if encoder.memory is not None else encoder.token_embed.weight
+    trained = encoder.memory.values if encoder.memory is not None else encoder.vocab_embed.weight
     assert trained.grad is not None and trained.grad.abs().sum() > 0
 
 

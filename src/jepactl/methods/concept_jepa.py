@@ -87,8 +87,10 @@ class ConceptEncoder(nn.Module):
         self.register_buffer("patch_lengths", torch.cat(
             [table.entity_lengths, torch.ones(len(relation_rows), dtype=torch.long)]))
         self.num_entities = len(table.entities)
-        self.token_embed = nn.Embedding(table.num_tokens, dim)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        # Named without "token" so that the trainer applies weight decay to it, as the
+        # reference does to GPT-2's wte (its no-decay list is biases and norms only).
+        self.vocab_embed = nn.Embedding(table.num_tokens, dim)
+        nn.init.normal_(self.vocab_embed.weight, std=0.02)
         self.kind, self.depth = cfg.encoder, cfg.encoder_depth
         self.blocks = make_blocks(dim, cfg.encoder_depth if cfg.encoder == "transformer" else 0,
                                   cfg.num_heads, cfg.mlp_ratio, True, True, 0.0, 1e-6)
@@ -105,24 +107,24 @@ class ConceptEncoder(nn.Module):
                                          cfg.memory_train_keys)
             # Keys: each patch's mean token embedding; token embeddings stay frozen so the keys
             # keep addressing the same patches (the reference's memory_block_value_only).
-            self.token_embed.weight.requires_grad_(False)
-            self.memory.set_keys(self.mean_token_embedding(torch.arange(len(self.patch_tokens))))
+            self.vocab_embed.weight.requires_grad_(False)
+            self.memory.set_keys(self.mean_vocab_embedding(torch.arange(len(self.patch_tokens))))
 
-    def mean_token_embedding(self, index: torch.Tensor) -> torch.Tensor:
+    def mean_vocab_embedding(self, index: torch.Tensor) -> torch.Tensor:
         tokens, lengths = self.patch_tokens[index], self.patch_lengths[index]
         valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]
-        embedded = self.token_embed(tokens) * valid.unsqueeze(-1)
+        embedded = self.vocab_embed(tokens) * valid.unsqueeze(-1)
         return embedded.sum(1) / lengths[:, None].to(embedded.dtype)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         """Return the concepts (N, D) of patches ``index`` (N,)."""
         if self.memory is not None:
-            return self.memory(self.mean_token_embedding(index))
+            return self.memory(self.mean_vocab_embedding(index))
         if not len(self.blocks):
-            return self.mean_token_embedding(index)
+            return self.mean_vocab_embedding(index)
         tokens, lengths = self.patch_tokens[index], self.patch_lengths[index]
         valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]
-        x = self.token_embed(tokens) + self.patch_pos.to(self.token_embed.weight.dtype)
+        x = self.vocab_embed(tokens) + self.patch_pos.to(self.vocab_embed.weight.dtype)
         # Causal within the patch, as the reference's GPT-2 layers; the concept is read at the
         # patch's last token, which has seen all of it. Padding sits after it, so never seen.
         for block in self.blocks:
@@ -229,7 +231,7 @@ class ConceptJEPA(JEPAMethod):
         if memory is None:
             return None
         index = torch.arange(self.encoder_module.num_entities)
-        _, slot = memory.select(self.encoder_module.mean_token_embedding(index))
+        _, slot = memory.select(self.encoder_module.mean_vocab_embedding(index))
         return float((slot[:, 0] == index).float().mean())
 
 

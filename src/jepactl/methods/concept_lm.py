@@ -60,13 +60,15 @@ class CausalFactLM(JEPAMethod):
         self.relation_offset = table.num_tokens - 2 - len(table.relations)
         self.pad_token = table.pad_token
         self.seq_len = 2 * table.entity_tokens.shape[1] + 1
-        self.token_embed = nn.Embedding(table.num_tokens, cfg.embed_dim)
+        # Named without "token" so that the trainer applies weight decay to it, as the
+        # reference does to GPT-2's wte (its no-decay list is biases and norms only).
+        self.vocab_embed = nn.Embedding(table.num_tokens, cfg.embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(self.seq_len, cfg.embed_dim))
         self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, True,
                                   True, 0.0, 1e-6)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-5)
         init_transformer_weights(self, self.blocks)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.vocab_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
 
     def encoder(self, which: str = "target") -> nn.Module:
@@ -92,7 +94,7 @@ class CausalFactLM(JEPAMethod):
         return tokens, is_tail
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.token_embed(tokens) + self.pos_embed.to(self.token_embed.weight.dtype)
+        x = self.vocab_embed(tokens) + self.pos_embed.to(self.vocab_embed.weight.dtype)
         for block in self.blocks:  # pads sit after every real token: causal attention skips them
             x = block(x, is_causal=True)
         return self.norm(x)
@@ -102,14 +104,14 @@ class CausalFactLM(JEPAMethod):
         tokens, is_tail = self.sequences(batch_head, relation, tail)
         states = self.hidden(tokens)[:, :-1]  # the state at p predicts the token at p + 1
         wanted = is_tail[:, 1:]
-        logits = states[wanted] @ self.token_embed.weight.T
+        logits = states[wanted] @ self.vocab_embed.weight.T
         return logits, tokens[:, 1:][wanted]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens, is_tail = self.sequences(batch["head"], batch["relation"], batch["tail"])
         states = self.hidden(tokens)
         wanted = is_tail[:, 1:]
-        logits = states[:, :-1][wanted] @ self.token_embed.weight.T
+        logits = states[:, :-1][wanted] @ self.vocab_embed.weight.T
         truth = tokens[:, 1:][wanted]
         loss = F.cross_entropy(logits.float(), truth)
         relation_state = states[torch.arange(len(tokens)), self.entity_lengths[batch["head"]]]
@@ -128,7 +130,7 @@ class CausalFactLM(JEPAMethod):
         return torch.cat(ranks)
 
     def candidate_count(self) -> int:
-        return self.token_embed.num_embeddings
+        return self.vocab_embed.num_embeddings
 
 
 def build(recipe: ConceptLMRecipe) -> CausalFactLM:
