@@ -338,8 +338,9 @@ def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             print(json.dumps(rows, indent=2))
             return
         table = Table(title="recipes")
-        for column in ("name", "method", "domain", "description"):
-            table.add_column(column)
+        for column in ("name", "method", "domain"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("description")
         for row in rows:
             table.add_row(*row.values())
         stdout.print(table)
