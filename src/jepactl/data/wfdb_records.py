@@ -235,7 +235,7 @@ def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[s
                 raise ValueError("not a .hea, .npy or .npz file")
         except (ValueError, OSError) as err:
             skipped.append(f"{file}: {err}")
-    if skipped:
+    if skipped and records:
         log.warning("skipped %d unreadable record file(s) under %s; first: %s", len(skipped),
                     root, skipped[0])
     if not records:

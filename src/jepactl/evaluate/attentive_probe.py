@@ -58,13 +58,19 @@ def classification_loss(multilabel: bool, class_weights: torch.Tensor | None
     return lambda logits, y: F.cross_entropy(logits.float(), y, weight=class_weights)
 
 
-def balanced_class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """Return weights n / (k * n_c) so every class counts equally in the loss (0 if absent)."""
+def balanced_class_weights(labels: torch.Tensor, classes: int, most: float = 10.0
+                           ) -> torch.Tensor:
+    """Return weights n / (k * n_c), at most ``most``, so classes count about equally (0: absent).
+
+    The cap matters for classes of a handful of samples (MIT-BIH DS1 has 8 Q beats): uncapped,
+    their weight (~100x) makes every gradient step about those few windows and training
+    diverges to predicting one class.
+    """
     counts = torch.bincount(labels, minlength=classes).float()
     present = counts > 0
     weights = torch.zeros(classes)
     weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
+    return weights.clamp(max=most)
 
 
 def train_classifier(model: nn.Module, batches: Callable[[torch.Generator], tuple],
