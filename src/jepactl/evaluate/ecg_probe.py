@@ -185,6 +185,18 @@ class FinetuneModel(nn.Module):
         return self.head(self.encoder(signals))
 
 
+def attentive_head(setup, tokens: torch.Tensor, labels: torch.Tensor, classes: int,
+                   multilabel: bool, class_weights: torch.Tensor | None, seed: int
+                   ) -> AttentiveClassifier:
+    """Return the attentive probe trained on frozen ``tokens`` (the paper's "linear" protocol)."""
+    cfg = setup.recipe.probe
+    torch.manual_seed(seed)
+    model = AttentiveClassifier(setup.encoder.embed_dim, setup.encoder.config.num_heads, classes)
+    return train_classifier(model, _token_batches(tokens, labels, cfg.attentive_batch_size),
+                            classification_loss(multilabel, class_weights), cfg.attentive_steps,
+                            cfg.attentive_lr, cfg.attentive_weight_decay, seed=seed)
+
+
 def run_probe(request: ProbeRequest, recipe) -> dict:
     """Return the probe report for an ECG-JEPA run: per head, the task's metrics (flat dict)."""
     from jepactl.evaluate.ecg_run import ProbeSetup, summarise
@@ -211,22 +223,15 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
                                      pooled_features(test_tokens, beats, setup.centre_tokens),
                                      multilabel, classes, class_weights, seed)
             elif head == "attentive":
-                torch.manual_seed(seed)
-                model = AttentiveClassifier(setup.encoder.embed_dim, setup.encoder.config.num_heads,
-                                            len(classes))
-                train_classifier(model, _token_batches(train_tokens, train_set.labels,
-                                                       cfg.attentive_batch_size),
-                                 classification_loss(multilabel, class_weights),
-                                 cfg.attentive_steps, cfg.attentive_lr, cfg.attentive_weight_decay,
-                                 seed=seed)
+                model = attentive_head(setup, train_tokens, train_set.labels, len(classes),
+                                       multilabel, class_weights, seed)
                 with torch.no_grad():
                     logits = torch.cat([model(chunk.float()) for chunk in test_tokens.split(1024)])
             else:
-                torch.manual_seed(seed)
-                model = FinetuneModel(copy.deepcopy(setup.encoder).requires_grad_(True),
-                                      AttentiveClassifier(setup.encoder.embed_dim,
-                                                          setup.encoder.config.num_heads,
-                                                          len(classes)))
+                # ECG-JEPA's finetune_after_linear: start from the trained attentive probe.
+                probe = attentive_head(setup, train_tokens, train_set.labels, len(classes),
+                                       multilabel, class_weights, seed)
+                model = FinetuneModel(copy.deepcopy(setup.encoder).requires_grad_(True), probe)
                 train_classifier(model, _window_batches(train_set, cfg.finetune_batch_size),
                                  classification_loss(multilabel, class_weights),
                                  cfg.finetune_steps, cfg.finetune_lr, cfg.finetune_weight_decay,
