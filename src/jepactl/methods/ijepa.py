@@ -8,11 +8,9 @@ LayerNorm-ed targets.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from jepactl.data.image_dataset import (ImageAugmentDataset, ImageDataConfig, ImageEvalDataset,
                                         ImagePretrainDataset)
@@ -20,10 +18,9 @@ from jepactl.data.images import open_images
 from jepactl.data.synthetic import SyntheticImages
 from jepactl.errors import UserError
 from jepactl.masks import MultiBlockMask2D, MultiBlockMaskConfig
-from jepactl.methods.base import JEPAMethod
+from jepactl.methods.base import ContextTargetPredictor
 from jepactl.methods.losses import regression_loss
-from jepactl.nn.predictor import MaskedPredictor
-from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens, layer_norm_targets
+from jepactl.nn.vit import EncoderConfig, gather_tokens, layer_norm_targets
 from jepactl.recipe import LossConfig, Recipe
 
 
@@ -55,29 +52,12 @@ def tokenizer_config(recipe: IJEPARecipe) -> dict:
             "img_size": recipe.data.image_size}
 
 
-class IJEPA(JEPAMethod):
+class IJEPA(ContextTargetPredictor):
     def __init__(self, recipe: IJEPARecipe) -> None:
-        super().__init__()
-        self.context_encoder = TransformerEncoder(tokenizer_config(recipe), recipe.model)
-        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         pred = recipe.predictor
-        self.predictor = MaskedPredictor(
-            recipe.model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
-            self.context_encoder.tokenizer.position_table(pred.embed_dim),
-            mlp_ratio=recipe.model.mlp_ratio, qkv_bias=recipe.model.qkv_bias,
-            bias=recipe.model.bias, norm_eps=recipe.model.norm_eps,
-            shared_context=recipe.predictor.shared_context)
+        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
+                         pred.num_heads, shared_context=pred.shared_context)
         self.loss_config: LossConfig = recipe.loss
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.context_encoder, self.target_encoder)]
-
-    def encoder(self, which: str = "target") -> nn.Module:
-        return self.target_encoder if which == "target" else self.context_encoder
-
-    def export_modules(self) -> dict[str, nn.Module]:
-        return {"target": self.target_encoder, "context": self.context_encoder,
-                "predictor": self.predictor}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, targets = batch["images"], batch["targets"]

@@ -16,12 +16,10 @@ apply the same statistics.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from jepactl.data.sampling import SampleKey
@@ -30,10 +28,9 @@ from jepactl.data.tables import TableDataConfig, column_roles, has_split as tabl
     read_table
 from jepactl.errors import DataError, RecipeError, UserError
 from jepactl.masks_tabular import FeatureMaskConfig, FeatureSubsetMask
-from jepactl.methods.base import JEPAMethod
+from jepactl.methods.base import ContextTargetPredictor
 from jepactl.methods.losses import regression_loss
-from jepactl.nn.predictor import MaskedPredictor
-from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens, layer_norm_targets
+from jepactl.nn.vit import EncoderConfig, gather_tokens, layer_norm_targets
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, ProbeConfig, Recipe, TrainConfig
 
 
@@ -113,28 +110,12 @@ def tokenizer_config(recipe: TJEPARecipe) -> dict:
             "token_names": pre.token_names, "preprocessing": pre.to_dict()}
 
 
-class TJEPA(JEPAMethod):
+class TJEPA(ContextTargetPredictor):
     def __init__(self, recipe: TJEPARecipe) -> None:
-        super().__init__()
-        self.context_encoder = TransformerEncoder(tokenizer_config(recipe), recipe.model)
-        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         pred = recipe.predictor
-        self.predictor = MaskedPredictor(
-            recipe.model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
-            self.context_encoder.tokenizer.position_table(pred.embed_dim),
-            mlp_ratio=pred.mlp_ratio, qkv_bias=recipe.model.qkv_bias, bias=recipe.model.bias,
-            norm_eps=recipe.model.norm_eps)
+        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
+                         pred.num_heads, predictor_mlp_ratio=pred.mlp_ratio)
         self.loss_config: LossConfig = recipe.loss
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.context_encoder, self.target_encoder)]
-
-    def encoder(self, which: str = "target") -> nn.Module:
-        return self.target_encoder if which == "target" else self.context_encoder
-
-    def export_modules(self) -> dict[str, nn.Module]:
-        return {"target": self.target_encoder, "context": self.context_encoder,
-                "predictor": self.predictor}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features, context_index, targets = batch["features"], batch["context"], batch["targets"]
