@@ -19,6 +19,7 @@ import copy
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ class FewShotProbeConfig(ProbeConfig):
     """Few-shot probe settings; ``jepactl probe --shots K --seeds S --head linear|finetune|all``."""
 
     shots: int = 10  # labelled samples per class when --shots is not given; 0 uses all
-    head: str = "linear"  # linear, finetune or all, when --head is not given
+    head: Literal["linear", "finetune", "all"] = "linear"  # when --head is not given
     epochs: int = 40
     head_batch_size: int = 50
     lr: float = 1e-3

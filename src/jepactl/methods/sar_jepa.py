@@ -36,6 +36,7 @@ from jepactl.data.sar_chips import (SarAugmentDataset, SarDataConfig, SarEvalDat
 from jepactl.data.sar_chips import has_split as _has_split
 from jepactl.errors import RecipeError, UserError
 from jepactl.evaluate.fewshot import FewShotProbeConfig, run_fewshot_probe
+from jepactl.evaluate.request import ProbeRequest
 from jepactl.masks_local import LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks
 from jepactl.methods.base import JEPAMethod
 from jepactl.methods.losses import regression_loss
@@ -255,7 +256,7 @@ def has_split(recipe: SarJEPARecipe, path: str, split: str) -> bool:
     return _has_split(path, split)
 
 
-def run_probe(request, recipe: SarJEPARecipe) -> dict:
+def run_probe(request: ProbeRequest, recipe: SarJEPARecipe) -> dict:
     """Few-shot probe (``--shots K --seeds S --head linear|finetune|all``), SAR-JEPA's protocol."""
     return run_fewshot_probe(request, recipe)
 
