@@ -85,3 +85,23 @@ def test_onnx_export_matches_torch(trained_run, tmp_path):
 def test_clean_state_dict_strips_wrapper_prefixes():
     state = {"module._orig_mod.blocks.0.w": torch.ones(1), "norm.bias": torch.zeros(1)}
     assert set(clean_state_dict(state)) == {"blocks.0.w", "norm.bias"}
+
+
+def test_embed_writes_parquet_with_single_and_multi_label_columns(trained_run, tmp_path,
+                                                                  monkeypatch):
+    import pyarrow.parquet as pq
+
+    from jepactl.evaluate import embed as embed_module
+
+    out = tmp_path / "e.parquet"
+    report = embed_module.run_embed(trained_run, "builtin:shapes", out, split="test")
+    table = pq.read_table(out)
+    assert report["samples"] == 500 and table.num_rows == 500
+    assert table.schema.field("embedding").type.list_size == 32
+
+    multi = torch.tensor([[1, 0, 1]] * 500)
+    monkeypatch.setattr(embed_module, "extract_features",
+                        lambda *a, **k: (torch.zeros(500, 32), multi))
+    embed_module.run_embed(trained_run, "builtin:shapes", tmp_path / "m.parquet", split="test")
+    labels = pq.read_table(tmp_path / "m.parquet").column("label").to_pylist()
+    assert labels[0] == [1, 0, 1]

@@ -28,9 +28,15 @@ def run_embed(run: Path, data: str, out: Path, split: str | None = None,
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        label_array = labels.numpy()
+        if label_array.ndim == 2:  # multi-label data: one fixed-size list of 0/1 per sample
+            label_column = pa.FixedSizeListArray.from_arrays(label_array.reshape(-1),
+                                                             label_array.shape[1])
+        else:
+            label_column = pa.array(label_array)
         table = pa.table({
             "index": np.arange(len(array)),
-            "label": labels.numpy(),
+            "label": label_column,
             "embedding": pa.FixedSizeListArray.from_arrays(array.reshape(-1), array.shape[1]),
         })
         pq.write_table(table, out)

@@ -14,20 +14,17 @@ forward pass, the trainer right after the optimizer step; the sequence of weight
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from jepactl.data.ecg_dataset import ECGDataConfig, ECGPretrainDataset, open_ecg
 from jepactl.errors import DataError, RecipeError
 from jepactl.evaluate.ecg_probe import ECGProbeConfig
 from jepactl.masks_1d import MultiBlockMask1D, MultiBlockMask1DConfig
-from jepactl.methods.base import JEPAMethod
+from jepactl.methods.base import ContextTargetPredictor
 from jepactl.methods.losses import regression_loss
-from jepactl.nn.predictor import MaskedPredictor
 from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, Recipe, TrainConfig
 
@@ -87,28 +84,12 @@ def encoder_for_length(encoder: TransformerEncoder, signal_length: int) -> Trans
     return resized.to(next(encoder.parameters()).device).train(encoder.training)
 
 
-class ECGJEPA(JEPAMethod):
+class ECGJEPA(ContextTargetPredictor):
     def __init__(self, recipe: ECGJEPARecipe) -> None:
-        super().__init__()
-        self.context_encoder = TransformerEncoder(tokenizer_config(recipe), recipe.model)
-        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
-        pred, model = recipe.predictor, recipe.model
-        self.predictor = MaskedPredictor(
-            model.embed_dim, pred.embed_dim, pred.depth, pred.num_heads,
-            self.context_encoder.tokenizer.position_table(pred.embed_dim),
-            mlp_ratio=model.mlp_ratio, qkv_bias=model.qkv_bias, bias=model.bias,
-            norm_eps=model.norm_eps)
+        pred = recipe.predictor
+        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
+                         pred.num_heads)
         self.loss_kind = recipe.loss.kind
-
-    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(self.context_encoder, self.target_encoder)]
-
-    def encoder(self, which: str = "target") -> nn.Module:
-        return self.target_encoder if which == "target" else self.context_encoder
-
-    def export_modules(self) -> dict[str, nn.Module]:
-        return {"target": self.target_encoder, "context": self.context_encoder,
-                "predictor": self.predictor}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         signals, context, targets = batch["signals"], batch["context"], batch["targets"]
