@@ -60,8 +60,8 @@ def test_context_position_frequencies_match_a_non_truncating_reference():
     grid, cfg = (14, 14), fixed_size_config()
     sampler = MultiBlockMask2D(grid, cfg)
     t_size, c_size = _block_size(grid, 0.15, 1.0), _block_size(grid, 0.9, 1.0)
-    n_batched, n_ref = 40 * 128, 5000
-    got = batched_context_frequency(sampler, 40, 128, seed=1)
+    n_batched, n_ref = 24 * 128, 3000
+    got = batched_context_frequency(sampler, 24, 128, seed=1)
     ref = reference_context_counts(grid, cfg, t_size, c_size, n_ref, seed=2)
     pooled = (got * n_batched + ref * n_ref) / (n_batched + n_ref)
     se = (pooled * (1 - pooled) * (1 / n_batched + 1 / n_ref)).sqrt().clamp_min(1e-3)
@@ -74,9 +74,9 @@ def test_truncating_to_the_batch_minimum_would_fail_the_same_check():
     """The check above has teeth: raster-order truncation (ijepa #60) is detected."""
     grid, cfg = (14, 14), fixed_size_config()
     sampler = MultiBlockMask2D(grid, cfg)
-    got = batched_context_frequency(sampler, 40, 128, seed=1, truncate=True)
+    got = batched_context_frequency(sampler, 24, 128, seed=1, truncate=True)
     ref = reference_context_counts(grid, cfg, _block_size(grid, 0.15, 1.0),
-                                   _block_size(grid, 0.9, 1.0), 5000, seed=2)
+                                   _block_size(grid, 0.9, 1.0), 3000, seed=2)
     top_rows, bottom_rows = got.view(14, 14)[:3].mean(), got.view(14, 14)[-3:].mean()
     assert top_rows - bottom_rows > 0.1  # the truncated sampler favours the top of the image
     assert (got - ref).abs().max() > 0.2
