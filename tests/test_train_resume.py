@@ -73,17 +73,20 @@ def test_existing_run_without_resume_is_refused(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path):
+    """The scheduler signals the whole process group, DataLoader workers included."""
     run = tmp_path / "pre"
-    overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=400", "train.checkpoint_every=1000"]
+    overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=400", "train.checkpoint_every=1000",
+                 "train.num_workers=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/tiny",
                              "--out", str(run), "--quiet", *overrides], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     from jepactl.checkpoint import load_checkpoint
@@ -93,7 +96,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path
     before = losses(run)
     assert len(before) == stopped
     resumed = pretrain(load_recipe(str(run / "recipe.yaml"), ["train.max_steps=" +
-                                                               str(stopped + 3)]),
+                                                               str(stopped + 3),
+                                                               "train.num_workers=0"]),
                        run, resume=True, quiet=True)
     assert resumed.step == stopped + 3
     after = losses(run)

@@ -154,6 +154,13 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+def ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
+    """DataLoader workers ignore SIGTERM/SIGUSR1: a scheduler signals the whole process group,
+    and the main process must outlive its workers long enough to save the checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def _device_batch(batch: dict, device: torch.device) -> dict:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
@@ -223,6 +230,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                      start=start_step * cfg.grad_accum)
     loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals,
                         persistent_workers=cfg.num_workers > 0,
                         prefetch_factor=4 if cfg.num_workers > 0 else None)
     batches = iter(loader)
