@@ -1,4 +1,4 @@
-"""Print how much DMT-JEPA's targets vary across patches and images (a collapse check).
+"""Print how much DMT-JEPA's (or I-JEPA's) targets vary across patches and images (a collapse check).
 
 For 32 training images (fixed sample keys) of a dmt-jepa run's last checkpoint: the per-channel
 standard deviation of the LayerNorm-ed target-encoder tokens and of the aggregated targets
@@ -35,8 +35,10 @@ def main(runs: list[str]) -> None:
         batch = collate([dataset[(i, i, 3)] for i in range(32)])
         with torch.no_grad():
             tokens = layer_norm_targets(method.target_encoder(batch["images"]))
-            targets = method.target_head.aggregate_neighbours(tokens)
-        for name, values in (("encoder (LayerNorm-ed)", tokens), ("aggregated targets", targets)):
+            rows = [("encoder (LayerNorm-ed)", tokens)]
+            if hasattr(method, "target_head"):  # an ijepa run has only the encoder's targets
+                rows.append(("aggregated targets", method.target_head.aggregate_neighbours(tokens)))
+        for name, values in rows:
             a, b, c = spread(values)
             print(f"| {run} | {step} | {name} | {a:.4f} | {b:.4f} | {c:.4f} |")
 
