@@ -20,15 +20,15 @@ def to_tensor(img: Image.Image, channels: int, mean: tuple[float, ...], std: tup
     return (tensor - mean_t) / std_t
 
 
-def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
-                        ratio: tuple[float, float], rng: np.random.Generator) -> Image.Image:
-    """Return a crop of random area fraction ``scale`` and aspect ``ratio``, resized to size^2.
+def sample_crop_box(height: int, width: int, scale: tuple[float, float],
+                    ratio: tuple[float, float], rng: np.random.Generator
+                    ) -> tuple[int, int, int, int] | None:
+    """Return (top, left, h, w) of a random crop, or None when 10 tries found none.
 
-    Same sampling as torchvision's RandomResizedCrop (10 tries, then a centre crop), but drawn
-    from ``rng`` instead of the global RNG.
+    Same sampling as torchvision's RandomResizedCrop (area fraction ``scale``, log-uniform
+    aspect ``ratio``), but drawn from ``rng`` instead of the global RNG.
     """
-    width, height = img.size
-    area = width * height
+    area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target = area * rng.uniform(*scale)
@@ -38,8 +38,18 @@ def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
-            return img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
-    return center_resize(img, size)
+            return top, left, h, w
+    return None
+
+
+def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
+                        ratio: tuple[float, float], rng: np.random.Generator) -> Image.Image:
+    """Return a random crop (``sample_crop_box``) resized to size^2; a centre crop if none fits."""
+    box = sample_crop_box(img.size[1], img.size[0], scale, ratio, rng)
+    if box is None:
+        return center_resize(img, size)
+    top, left, h, w = box
+    return img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
 
 
 def center_resize(img: Image.Image, size: int) -> Image.Image:

@@ -17,7 +17,6 @@ are. ``data.intensity: mean_std`` standardises the model input with ``data.mean`
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from jepactl.data.image_transforms import sample_crop_box
 from jepactl.data.sampling import SampleKey
 from jepactl.errors import DataError
 
@@ -210,23 +210,12 @@ def normalise(chip: torch.Tensor, config: SarDataConfig) -> torch.Tensor:
 
 def random_resized_crop(chip: torch.Tensor, size: int, scale: tuple[float, float],
                         ratio: tuple[float, float], rng: np.random.Generator) -> torch.Tensor:
-    """Return a random crop of area fraction ``scale`` and aspect ``ratio``, resized to size^2.
-
-    torchvision's RandomResizedCrop sampling (10 tries, then the whole chip), seeded by ``rng``.
-    """
-    height, width = chip.shape[-2:]
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            return resize(chip[:, top:top + h, left:left + w], size)
-    return resize(chip, size)
+    """Return a random crop (``sample_crop_box``) resized to size^2; the whole chip if none fits."""
+    box = sample_crop_box(chip.shape[-2], chip.shape[-1], scale, ratio, rng)
+    if box is None:
+        return resize(chip, size)
+    top, left, h, w = box
+    return resize(chip[:, top:top + h, left:left + w], size)
 
 
 def augment(chip: torch.Tensor, config: SarDataConfig, rng: np.random.Generator) -> torch.Tensor:
