@@ -354,6 +354,21 @@ def pretrain_facts(cfg: FactsDataConfig, path: str | None):
     return FactsPretrainDataset(table), FactsCollate(table), FactsSource(describe(cfg))
 
 
+def pretrain_data(recipe, path: str | None):
+    """Method hook shared by the fact methods: (train + atomic facts, collate, source)."""
+    return pretrain_facts(recipe.data, path)
+
+
+def eval_data(recipe, path: str | None, split: str | None, augment: bool = False,
+              seed: int = 0) -> "FactsEvalDataset":
+    """Method hook: one split as a labelled dataset, x = (head, relation), y = tail entity."""
+    return FactsEvalDataset(load_facts(recipe.data, path), split)
+
+
+def has_split(recipe, path: str | None, split: str) -> bool:
+    return split in SPLITS and len(load_facts(recipe.data, path).rows(split)) > 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m jepactl.data.facts OUT.jsonl [--group-a N ...]``: write generated facts."""
     import argparse

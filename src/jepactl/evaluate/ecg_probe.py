@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from jepactl.evaluate.attentive_probe import (AttentiveClassifier, balanced_class_weights,
                                               classification_loss, train_classifier)
 from jepactl.evaluate.ecg_metrics import average_by_group, beat_metrics, macro_auc
+from jepactl.evaluate.probe import standardise_and_hold_out
 from jepactl.evaluate.request import ProbeRequest
 from jepactl.recipe import ProbeConfig
 
@@ -145,11 +146,7 @@ def _score(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool, classes
 
 def linear_head(train_x, train_y, test_x, multilabel, classes, class_weights, seed):
     """Return test logits of the linear probe, L2 chosen on a seeded 10% validation split."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-    cut = max(1, len(order) // 10)
-    val, fit = order[:cut], order[cut:]
+    train_x, test_x, val, fit = standardise_and_hold_out(train_x, test_x, seed)
     best, best_score = 1e-3, -1.0
     for l2 in (1e-4, 1e-3, 1e-2, 1e-1):
         head = fit_linear(train_x[fit], train_y[fit], len(classes), multilabel, class_weights, l2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +45,22 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: f
     return head
 
 
+def standardise_and_hold_out(train_x: torch.Tensor, test_x: torch.Tensor, seed: int):
+    """Return (train_x, test_x, validation indices, fitting indices).
+
+    Both feature sets are standardised with the training statistics; a seeded 10% of the
+    training rows is held out for choosing the L2 strength.
+    """
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, len(order) // 10)
+    return (train_x - mean) / std, (test_x - mean) / std, order[:cut], order[cut:]
+
+
 def linear_probe(train_x, train_y, test_x, test_y, classes: int, seed: int = 0
                  ) -> tuple[torch.Tensor, float]:
     """Return (test predictions, chosen L2 strength): strength picked on a 10% validation split."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-    cut = max(1, len(order) // 10)
-    val, fit = order[:cut], order[cut:]
+    train_x, test_x, val, fit = standardise_and_hold_out(train_x, test_x, seed)
     best, best_acc = 1e-4, -1.0
     for wd in (1e-5, 1e-4, 1e-3, 1e-2):
         head = fit_logistic(train_x[fit], train_y[fit], classes, wd)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data.facts import (SPLITS, FactsDataConfig, FactsEvalDataset, FactTable, load_facts,
-                                pretrain_facts)
+from jepactl.data.facts import eval_data, has_split, pretrain_data  # noqa: F401 - method hooks
+from jepactl.data.facts import FactsDataConfig, FactTable, load_facts
 from jepactl.errors import RecipeError
 from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
 from jepactl.methods.base import JEPAMethod
@@ -237,21 +237,6 @@ class ConceptJEPA(JEPAMethod):
 
 def build(recipe: ConceptJEPARecipe) -> ConceptJEPA:
     return ConceptJEPA(recipe)
-
-
-def pretrain_data(recipe: ConceptJEPARecipe, path: str | None):
-    """Return (dataset of train + atomic facts, collate, source); generated when no path."""
-    return pretrain_facts(recipe.data, path)
-
-
-def eval_data(recipe: ConceptJEPARecipe, path: str | None, split: str | None,
-              augment: bool = False, seed: int = 0) -> FactsEvalDataset:
-    """Return one split as a labelled dataset: x = (head, relation), y = tail entity."""
-    return FactsEvalDataset(load_facts(recipe.data, path), split)
-
-
-def has_split(recipe: ConceptJEPARecipe, path: str | None, split: str) -> bool:
-    return split in SPLITS and len(load_facts(recipe.data, path).rows(split)) > 0
 
 
 def run_probe(request, recipe: ConceptJEPARecipe) -> dict:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data.facts import (SPLITS, FactsDataConfig, FactsEvalDataset, load_facts,
-                                pretrain_facts)
+from jepactl.data.facts import eval_data, has_split, pretrain_data  # noqa: F401 - method hooks
+from jepactl.data.facts import FactsDataConfig, load_facts
 from jepactl.errors import RecipeError
 from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
 from jepactl.methods.base import JEPAMethod
@@ -135,21 +135,6 @@ class CausalFactLM(JEPAMethod):
 
 def build(recipe: ConceptLMRecipe) -> CausalFactLM:
     return CausalFactLM(recipe)
-
-
-def pretrain_data(recipe: ConceptLMRecipe, path: str | None):
-    """Return (dataset of train + atomic facts, collate, source); generated when no path."""
-    return pretrain_facts(recipe.data, path)
-
-
-def eval_data(recipe: ConceptLMRecipe, path: str | None, split: str | None,
-              augment: bool = False, seed: int = 0) -> FactsEvalDataset:
-    """Return one split as a labelled dataset: x = (head, relation), y = tail entity."""
-    return FactsEvalDataset(load_facts(recipe.data, path), split)
-
-
-def has_split(recipe: ConceptLMRecipe, path: str | None, split: str) -> bool:
-    return split in SPLITS and len(load_facts(recipe.data, path).rows(split)) > 0
 
 
 def run_probe(request, recipe: ConceptLMRecipe) -> dict:
