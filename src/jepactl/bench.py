@@ -91,6 +91,9 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     module = method_module(recipe.method)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
+    # Data first: a table's preprocessing is fitted by reading it, and the model's tokenizer is
+    # built from that fit.
+    dataset, collate = bench_data(recipe, data)
     torch.manual_seed(recipe.train.seed)
     method = module.build(recipe)
     if train.activation_checkpointing:
@@ -103,7 +106,6 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     runner = StepRunner(model, forward, optimizer, accelerator, recipe)
     model.train()
 
-    dataset, collate = bench_data(recipe, data)
     plan = BatchPlan(len(dataset), train.batch_size, train.seed)
     loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
                         num_workers=train.num_workers, pin_memory=device.type == "cuda",

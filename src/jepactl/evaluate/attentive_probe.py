@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from jepactl.nn.attention import scaled_dot_product_attention
+
 
 class AttentiveClassifier(nn.Module):
     """Tokens (B, N, D) -> logits (B, classes) through one cross-attention query."""
@@ -44,7 +46,7 @@ class AttentiveClassifier(nn.Module):
         kv = self.to_kv(self.norm_tokens(tokens)).reshape(batch, -1, 2, heads, dim // heads)
         k, v = kv.permute(2, 0, 3, 1, 4)
         q = self.to_q(self.query).reshape(1, heads, 1, dim // heads).expand(batch, -1, -1, -1)
-        pooled = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, 1, dim)
+        pooled = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, 1, dim)
         x = self.query + self.proj(pooled)
         x = x + self.mlp(self.norm_mlp(x))
         return self.head(x[:, 0])

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from jepactl.nn.attention import scaled_dot_product_attention
 from jepactl.nn.vit import gather_tokens
 
 
@@ -106,7 +107,7 @@ class ClassAttentionBlock(nn.Module):
         mask = None
         if valid is not None:
             mask = torch.cat([valid.new_ones(s, 1), valid], dim=1)[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(s, 1, dim))
 
     def forward_query(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

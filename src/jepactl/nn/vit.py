@@ -19,6 +19,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from jepactl.nn.attention import Attention
 from jepactl.nn.tokenizers import build_tokenizer
 
 
@@ -42,12 +43,15 @@ def make_blocks(
     dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, bias: bool,
     drop_path: float, norm_eps: float,
 ) -> nn.ModuleList:
-    """Return ``depth`` timm pre-norm blocks (SDPA attention) with a linear drop-path ramp."""
+    """Return ``depth`` timm pre-norm blocks with a linear drop-path ramp.
+
+    Attention is :class:`jepactl.nn.attention.Attention`: timm's, with SDPA run in fp32 on CPU.
+    """
     norm = partial(nn.LayerNorm, eps=norm_eps, bias=bias)
     rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
     return nn.ModuleList(
         Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias and bias, proj_bias=bias,
-              drop_path=rate, norm_layer=norm)
+              drop_path=rate, norm_layer=norm, attn_layer=Attention)
         for rate in rates
     )
 

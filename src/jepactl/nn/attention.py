@@ -1,0 +1,50 @@
+"""Multi-head self-attention whose SDPA call runs in the precision that is fastest on the device.
+
+timm's ``Attention`` (same parameters and names, so checkpoints are unchanged) with one
+difference: on CPU, under bf16/fp16 autocast, q, k and v are upcast to fp32 for
+``scaled_dot_product_attention``, and the output is cast back. PyTorch's CPU flash-attention
+kernel is much slower in bf16 than in fp32, forward and backward (benchmarks/perf/RESULTS.md,
+``sdpa_dtype.py``: 8x at 15 tokens, 1.4x at 196 tokens), while the linear layers around it keep
+bf16's 2.5x matmul speed-up. On CUDA the bf16 kernels are the fast ones, so nothing changes there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers.attention import Attention as TimmAttention
+
+# Devices whose SDPA kernels are faster in fp32 than in the autocast dtype.
+UPCAST_DEVICES = frozenset({"cpu"})
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False) -> torch.Tensor:
+    """SDPA that upcasts half-precision inputs on devices where fp32 attention is faster."""
+    if q.device.type in UPCAST_DEVICES and q.dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast(q.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                 attn_mask=attn_mask, dropout_p=dropout_p,
+                                                 is_causal=is_causal)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                          is_causal=is_causal)
+
+
+class Attention(TimmAttention):
+    """timm's attention block with :func:`scaled_dot_product_attention` as its kernel."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, N, _ = x.shape
+        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = scaled_dot_product_attention(q, k, v, attn_mask,
+                                         self.attn_drop.p if self.training else 0.0, is_causal)
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+        if gate is not None:
+            x = x * gate
+        return self.proj_drop(self.proj(x))

@@ -1,0 +1,57 @@
+"""jepactl's attention block: timm's parameters and results, SDPA in fp32 on CPU under bf16."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers.attention import Attention as TimmAttention
+
+from jepactl.nn import attention
+from jepactl.nn.attention import Attention
+
+
+def pair(dim: int = 32, heads: int = 4) -> tuple[Attention, TimmAttention]:
+    torch.manual_seed(0)
+    ours, theirs = Attention(dim, heads, qkv_bias=True), TimmAttention(dim, heads, qkv_bias=True)
+    ours.load_state_dict(theirs.state_dict())  # same parameter names: checkpoints unchanged
+    return ours, theirs
+
+
+def test_matches_timm_in_fp32_with_padding_mask_and_causal():
+    ours, theirs = pair()
+    x = torch.randn(3, 7, 32)
+    valid = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    valid[1, ..., 5:] = False
+    torch.testing.assert_close(ours(x, attn_mask=valid), theirs(x, attn_mask=valid))
+    torch.testing.assert_close(ours(x, is_causal=True), theirs(x, is_causal=True))
+
+
+def test_bf16_autocast_on_cpu_runs_sdpa_in_fp32(monkeypatch):
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    ours, _ = pair()
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x)
+    assert seen == [torch.float32] and out.dtype == torch.bfloat16  # back in the autocast dtype
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    reference = ours(x.detach())  # fp32 end to end
+    assert (out.float() - reference).abs().max() < 0.05  # bf16 linear layers only
+
+
+def test_half_inputs_keep_their_dtype_off_the_upcast_list(monkeypatch):
+    monkeypatch.setattr(attention, "UPCAST_DEVICES", frozenset())
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.dtype) or real(q, k, v, **kw))
+    q = torch.randn(1, 2, 4, 8, dtype=torch.bfloat16)
+    attention.scaled_dot_product_attention(q, q, q)
+    assert seen == [torch.bfloat16]
