@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -164,3 +165,51 @@ def test_resume_continues_the_same_loss_curve(run, tmp_path):
     losses = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text()
                .splitlines()] for r in ("a", "b")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def regression_table(path: Path, rows: int, seed: int) -> Path:
+    """A numeric target that is a linear function of one numeric and one categorical column."""
+    rng = np.random.default_rng(seed)
+    a, kind = rng.normal(size=rows), rng.choice(["x", "y"], size=rows)
+    frame = pd.DataFrame({"a": a, "noise": rng.normal(size=rows), "kind": kind,
+                          "price": 100 + 20 * a + 10 * (kind == "x") + rng.normal(size=rows)})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
+    from safetensors.torch import load_file
+
+    from jepactl.evaluate.source import open_encoder, open_recipe
+
+    data = regression_table(tmp_path / "houses.csv", 400, 0)
+    assert CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(data), "--out",
+                                    str(tmp_path / "run"), "--max-steps", "4", "--quiet",
+                                    "data.target=price", *TINY]).exit_code == 0
+    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--out",
+                                      str(tmp_path / "ft"), "--quiet", "--json",
+                                      "finetune.epochs=40", "finetune.batch_size=32"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["task"] == "regression"
+    # RMSE is reported on the standardised target and in the target's own units (std ~ 22).
+    assert out["test_rmse_original"] == pytest.approx(out["test_rmse"] * 22.3, rel=0.15)
+    assert out["test_r2"] > 0.8 and out["test_rmse"] < 0.45
+    # Every encoder weight is trained, not only the head (the run's target encoder is frozen).
+    recipe = open_recipe(tmp_path / "run")
+    before = open_encoder(tmp_path / "run", "target", recipe=recipe).encoder.state_dict()
+    after = load_file(str(tmp_path / "ft" / "model.safetensors"))
+    assert not torch.equal(before["blocks.0.mlp.fc1.weight"], after["blocks.0.mlp.fc1.weight"])
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert config["task"] == "regression" and config["target_std"] == pytest.approx(22.3, rel=0.15)
+
+
+def test_finetune_refuses_a_target_that_was_an_input_feature(tmp_path):
+    data = regression_table(tmp_path / "houses.csv", 100, 0)
+    assert CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(data), "--out",
+                                    str(tmp_path / "run"), "--max-steps", "2", "--quiet",
+                                    *TINY]).exit_code == 0
+    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--target", "price",
+                                      "--quiet"])
+    assert result.exit_code == 2
+    assert "'price' was an input feature at pretraining" in result.output

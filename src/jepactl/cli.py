@@ -208,10 +208,16 @@ def finetune(
     test: Optional[str] = typer.Option(None, "--test", help="Labelled test data."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/finetune-TIME)."),
     random_init: bool = typer.Option(False, "--random-init", help="Train from scratch instead."),
+    target: Optional[str] = typer.Option(None, "--target",
+                                         help="Tabular: the label column (classification or "
+                                              "regression, detected from its values)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fine-tune encoder + linear head end to end (layer-wise lr decay, warmup, cosine).
+
+    Classification reports accuracy; a numeric tabular target is regression (MSE on the
+    standardised target) and reports RMSE and R^2.
 
     Example: `jepactl finetune runs/tiny finetune.epochs=5 finetune.lr=5e-4`
     """
@@ -219,7 +225,8 @@ def finetune(
     def go() -> None:
         from jepactl.evaluate.finetune import run_finetune
 
-        result = run_finetune(run, list(overrides or []), data, test, out, random_init, quiet)
+        result = run_finetune(run, list(overrides or []), data, test, out, random_init, quiet,
+                              target)
         _emit(f"finetune {run}", result, as_json)
 
     _guard(go)

@@ -127,7 +127,9 @@ def finetune_few_shot(encoder: nn.Module, train_set, indices: torch.Tensor, test
     """Return test accuracy after fine-tuning a copy of ``encoder`` on ``indices`` of train_set."""
     torch.manual_seed(seed)
     device = default_device()
-    model = EncoderClassifier(copy.deepcopy(encoder).train(), classes).to(device)
+    # A target encoder may come frozen (an EMA copy): fine-tuning must train all of its copy.
+    model = EncoderClassifier(copy.deepcopy(encoder).train().requires_grad_(True),
+                              classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.finetune_lr,
                                   weight_decay=cfg.finetune_weight_decay)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"

@@ -2,7 +2,10 @@
 
 AdamW with layer-wise lr decay (BEiT/MAE protocol: the head and last block get the full lr,
 each earlier block ``layer_decay`` times less), linear warmup then cosine per step, label
-smoothing, random-resized-crop + flip augmentation. Writes its own folder with metrics, the
+smoothing, random-resized-crop + flip augmentation. Classification trains cross-entropy and
+reports accuracy; a regression target (tabular data whose labels are the standardised target)
+trains a one-output head with MSE and reports RMSE, in the standardised units T-JEPA's paper
+uses and in the target's own units, and R^2. Writes its own folder with metrics, the
 fine-tuned encoder as a regular export (``load_encoder`` works on it) and the head.
 """
 
@@ -31,13 +34,13 @@ from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_
 from jepactl.errors import UserError
 
 
-class Classifier(nn.Module):
-    """Pooled encoder features -> LayerNorm-free linear head."""
+class FinetuneModel(nn.Module):
+    """Pooled encoder features -> LayerNorm-free linear head (class logits or one value)."""
 
-    def __init__(self, encoder: nn.Module, classes: int) -> None:
+    def __init__(self, encoder: nn.Module, outputs: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.embed_dim, classes)
+        self.head = nn.Linear(encoder.embed_dim, outputs)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
 
@@ -45,7 +48,7 @@ class Classifier(nn.Module):
         return self.head(self.encoder.pooled(x))
 
 
-def layer_decay_groups(model: Classifier, lr: float, weight_decay: float, decay: float
+def layer_decay_groups(model: FinetuneModel, lr: float, weight_decay: float, decay: float
                        ) -> list[dict]:
     """Return AdamW groups where block i of L gets lr * decay**(L + 1 - (i + 1))."""
     depth = len(model.encoder.blocks)
@@ -70,28 +73,64 @@ def layer_decay_groups(model: Classifier, lr: float, weight_decay: float, decay:
     return list(groups.values())
 
 
+def loader_workers(dataset) -> int:
+    """Worker processes for ``dataset``: none for tables already held as one tensor."""
+    return 0 if getattr(dataset, "in_memory", False) else 2
+
+
 @torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int, autocast) -> tuple[torch.Tensor, ...]:
+def predict(model: nn.Module, dataset, batch_size: int, autocast, regression: bool
+            ) -> tuple[torch.Tensor, ...]:
+    """Return (predictions, labels): class indices, or values for a regression head."""
     device = next(model.parameters()).device
     model.eval()
     preds, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=2):
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers(dataset)):
         with autocast:
-            preds.append(model(x.to(device)).float().argmax(1).cpu())
+            out = model(x.to(device)).float()
+        preds.append((out[:, 0] if regression else out.argmax(1)).cpu())
         labels.append(torch.as_tensor(y))
     model.train()
     return torch.cat(preds), torch.cat(labels)
 
 
+def loss_of(out: torch.Tensor, y: torch.Tensor, regression: bool, smoothing: float
+            ) -> torch.Tensor:
+    if regression:  # labels are the standardised target, so MSE is on a unit scale
+        return F.mse_loss(out.float()[:, 0], y.float())
+    return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
+
+
+def test_scores(pred: torch.Tensor, labels: torch.Tensor, regression: bool, target_std: float
+                ) -> dict[str, float]:
+    if not regression:
+        return {"test_accuracy": accuracy(pred, labels),
+                "test_balanced_accuracy": balanced_accuracy(pred, labels)}
+    labels = labels.float()
+    mse = float((pred - labels).pow(2).mean())
+    return {"test_rmse": math.sqrt(mse), "test_rmse_original": math.sqrt(mse) * target_std,
+            "test_r2": 1.0 - mse / max(float(labels.var(unbiased=False)), 1e-12)}
+
+
 def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | None,
-                 out: Path | None, random_init: bool = False, quiet: bool = False) -> dict:
-    """Fine-tune the run's encoder with a linear head; return held-out accuracy metrics."""
+                 out: Path | None, random_init: bool = False, quiet: bool = False,
+                 target: str | None = None) -> dict:
+    """Fine-tune the run's encoder with a linear head; return held-out metrics.
+
+    ``target`` names the label column of tabular data when the run was pretrained without
+    ``data.target``.
+    """
     raw = to_dict(open_recipe(run))
     for text in overrides:
         path, value = parse_override(text)
         if path[0] != "finetune":
             raise UserError(f"override '{text}': finetune accepts finetune.* keys only")
         apply_override(raw, path, value)
+    if target is not None:
+        if "target" not in raw.get("data", {}):
+            raise UserError(f"--target: recipe method '{raw.get('method')}' has no target "
+                            "column (it applies to tabular data)")
+        raw["data"]["target"] = target
     recipe = recipe_from_dict(raw)
     cfg = recipe.finetune
     if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -102,12 +141,17 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
                                                      recipe.probe.test_fraction, cfg.seed,
                                                      augment_train=True)
     device = default_device()
-    model = Classifier(source.encoder.train(), len(train_set.classes)).to(device)
+    regression = getattr(train_set, "task", "classification") == "regression"
+    target_std = float(getattr(train_set, "target_std", 1.0))
+    outputs = 1 if regression else len(train_set.classes)
+    # The target encoder comes frozen (it is an EMA copy): fine-tuning trains all of it.
+    model = FinetuneModel(source.encoder.train().requires_grad_(True), outputs).to(device)
     optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.lr, cfg.weight_decay,
                                                      cfg.layer_decay), lr=cfg.lr)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=2, generator=loader_gen, persistent_workers=False)
+                        num_workers=loader_workers(train_set), generator=loader_gen,
+                        persistent_workers=False)
     per_epoch = len(loader)
     if per_epoch == 0:
         raise UserError(f"fewer training samples ({len(train_set)}) than one batch "
@@ -134,17 +178,17 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
                 group["lr"] = cfg.lr * factor * group["lr_scale"]
             with autocast:
                 logits = model(x.to(device))
-            loss = F.cross_entropy(logits.float(), torch.as_tensor(y).to(device),
-                                   label_smoothing=cfg.label_smoothing)
+            loss = loss_of(logits, torch.as_tensor(y).to(device), regression,
+                           cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             progress.advance(step)
-        pred, labels = predict(model, test_set, cfg.batch_size, autocast)
+        pred, labels = predict(model, test_set, cfg.batch_size, autocast, regression)
+        scores = test_scores(pred, labels, regression, target_std)
         record = {"epoch": epoch + 1, "step": step, "loss": loss.item(),
-                  "lr": cfg.lr * factor, "test_accuracy": accuracy(pred, labels),
-                  "test_balanced_accuracy": balanced_accuracy(pred, labels),
+                  "lr": cfg.lr * factor, **scores,
                   "samples_per_s": step * cfg.batch_size / (time.perf_counter() - started)}
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
@@ -156,10 +200,12 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
     save_file(clean_state_dict(encoder.state_dict()), str(out / "model.safetensors"))
     save_file(clean_state_dict(model.head.state_dict()), str(out / "head.safetensors"))
     config = {"format": FORMAT, "which": f"finetuned-{cfg.which}", **module_config(encoder, encoder),
-              "classes": list(train_set.classes), "finetune": asdict(cfg), "data": described,
+              **({"task": "regression", "target_mean": float(train_set.target_mean),
+                  "target_std": target_std} if regression
+                 else {"classes": list(train_set.classes)}),
+              "finetune": asdict(cfg), "data": described,
               "recipe": to_dict(recipe)}
     atomic_write_text(json.dumps(config, indent=2) + "\n", out / "config.json")
     return {"data": described, "out": str(out), "epochs": cfg.epochs,
             "encoder": "random-init" if random_init else source.tag,
-            "test_accuracy": record["test_accuracy"],
-            "test_balanced_accuracy": record["test_balanced_accuracy"]}
+            "task": "regression" if regression else "classification", **scores}

@@ -91,6 +91,8 @@ def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fra
         test_set = Subset(plain, order[cut:])
         described = f"{data} seeded {1 - test_fraction:.0%}/{test_fraction:.0%} split (seed {seed})"
     for name, ds in (("training", train_set), ("test", test_set)):
+        if getattr(ds, "task", "classification") == "regression":
+            continue  # real-valued labels (a tabular regression target): no classes to check
         if len(getattr(ds, "classes", [])) == 0 or bool((ds.labels < 0).any()):
             raise UserError(f"the {name} data has no labels (use class sub-folders, or a label "
                             "column in parquet/arrow data)")
@@ -110,6 +112,13 @@ class Subset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.dataset[int(self.indices[i])]
+
+    def __getattr__(self, name: str):
+        # Anything else (task, target_std, in_memory, ...) is the wrapped dataset's. Dunder and
+        # "dataset" lookups fail normally so copying and unpickling never recurse.
+        if name.startswith("__") or name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
     @property
     def epoch(self) -> int:

@@ -199,10 +199,19 @@ def pretrain_data(recipe: TJEPARecipe, path: str | None):
 
 
 class TabularEvalDataset(Dataset):
-    """Item ``i`` -> (preprocessed features (F,), label), with ``.labels`` and ``.classes``."""
+    """Item ``i`` -> (preprocessed features (F,), label), with ``.labels`` and ``.classes``.
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
+    ``task`` is "regression" when the labels are the standardised target (``classes`` is then
+    empty and ``target_std`` turns an RMSE back into the target's own units).
+    """
+
+    in_memory = True  # rows are one tensor: loader worker processes would only add overhead
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                 task: str = "classification", target_mean: float = 0.0,
+                 target_std: float = 1.0) -> None:
         self.features, self.labels, self.classes = features, labels, classes
+        self.task, self.target_mean, self.target_std = task, target_mean, target_std
 
     def __len__(self) -> int:
         return len(self.features)
@@ -219,17 +228,24 @@ def eval_data(recipe: TJEPARecipe, path: str, split: str | None, augment: bool =
     regression target), coded as fitted at pretraining when it stored the target; without a target column every label is -1 and ``classes`` is empty.
     """
     table = read_table(path, recipe.data, split)
-    features = preprocessor(recipe).transform(table)
+    pre = preprocessor(recipe)
+    features = pre.transform(table)
     target = recipe.data.target
     if target is None or target not in table.frame.columns:
         return TabularEvalDataset(features, torch.full((len(features),), -1), [])
+    if pre.tokens_of(target):
+        # The encoder would read the answer from its own input. (`probe` hides the token
+        # instead; fine-tuning trains every token, so it needs a run pretrained without it.)
+        raise RecipeError(f"data.target '{target}' was an input feature at pretraining; "
+                          f"pretrain with data.target={target} to fine-tune on it")
     stored = (recipe.data.fitted or {}).get("target")
     if stored is not None and stored["name"] == target:
         coding = TargetCoding(stored["task"], stored["classes"], stored["mean"], stored["std"])
     else:
         coding = TargetCoding.fit(table, target)
     labels, keep = coding.encode(table, target)
-    return TabularEvalDataset(features[keep], labels, coding.classes)
+    return TabularEvalDataset(features[keep], labels, coding.classes, coding.task, coding.mean,
+                              coding.std)
 
 
 def has_split(recipe: TJEPARecipe, path: str, split: str) -> bool:
