@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import torch
 
@@ -71,10 +72,15 @@ def test_context_position_frequencies_match_a_non_truncating_reference():
 
 
 def test_truncating_to_the_batch_minimum_would_fail_the_same_check():
-    """The check above has teeth: raster-order truncation (ijepa #60) is detected."""
-    grid, cfg = (14, 14), fixed_size_config()
+    """The check above has teeth: raster-order truncation (ijepa #60) is detected.
+
+    It runs on the sampler's own ``ragged_context: truncate`` mode (the reference's collator),
+    which must therefore show the bias too.
+    """
+    grid = (14, 14)
+    cfg = replace(fixed_size_config(), ragged_context="truncate")
     sampler = MultiBlockMask2D(grid, cfg)
-    got = batched_context_frequency(sampler, 24, 128, seed=1, truncate=True)
+    got = batched_context_frequency(sampler, 24, 128, seed=1)
     ref = reference_context_counts(grid, cfg, _block_size(grid, 0.15, 1.0),
                                    _block_size(grid, 0.9, 1.0), 3000, seed=2)
     top_rows, bottom_rows = got.view(14, 14)[:3].mean(), got.view(14, 14)[-3:].mean()
@@ -124,3 +130,25 @@ def test_same_generator_seed_gives_the_same_masks():
     a = sampler(8, torch.Generator().manual_seed(5))
     b = sampler(8, torch.Generator().manual_seed(5))
     assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)
+
+
+def test_truncate_mode_cuts_every_row_to_the_batch_minimum_in_raster_order():
+    grid = (16, 16)
+    pad = MultiBlockMask2D(grid, MultiBlockMaskConfig())
+    cut = MultiBlockMask2D(grid, MultiBlockMaskConfig(ragged_context="truncate"))
+    padded = pad(32, torch.Generator().manual_seed(3))
+    truncated = cut(32, torch.Generator().manual_seed(3))
+    counts = padded.context_valid.sum(1)
+    assert truncated.context_valid is None
+    assert truncated.context.shape == (32, int(counts.min()))
+    assert torch.equal(truncated.context, padded.context[:, : int(counts.min())])
+    assert torch.equal(truncated.targets, padded.targets)
+
+
+def test_unknown_ragged_context_mode_is_a_recipe_error():
+    import pytest
+
+    from jepactl.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="mask.ragged_context"):
+        MultiBlockMask2D((8, 8), MultiBlockMaskConfig(ragged_context="drop"))

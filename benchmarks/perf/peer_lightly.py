@@ -131,7 +131,8 @@ def lightly_runner(cfg: dict, precision: str, workers: int):
 # ------------------------------------------------------------------------------ jepactl side
 
 
-def jepactl_runner(cfg: dict, precision: str, workers: int):
+def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
+                   shared_context: bool):
     from accelerate import Accelerator
 
     from jepactl.data.sampling import BatchPlan
@@ -149,7 +150,8 @@ def jepactl_runner(cfg: dict, precision: str, workers: int):
         f"mask.target_aspect=[{SCALES['aspect'][0]},{SCALES['aspect'][1]}]",
         f"mask.num_targets={SCALES['npred']}", f"mask.min_keep={SCALES['min_keep']}",
         f"train.batch_size={cfg['batch']}", f"train.precision={precision}",
-        f"train.num_workers={workers}"])
+        f"train.num_workers={workers}", f"mask.ragged_context={ragged_context}",
+        f"predictor.shared_context={str(shared_context).lower()}"])
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)
     method = build(recipe)
@@ -187,10 +189,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ragged-context", choices=["truncate", "pad"], default="truncate",
+                        help="jepactl's context rows: truncate = the peer's collator (equal work), "
+                             "pad = jepactl's unbiased default (more tokens)")
+    parser.add_argument("--shared-context", action="store_true",
+                        help="jepactl's predictor: one sequence per sample for all target blocks")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cfg = CONFIGS[args.config]
-    runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers),
+    runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers, args.ragged_context,
+                                         args.shared_context),
                "lightly": lightly_runner(cfg, args.precision, args.workers)}
     for run in runners.values():  # warm up both before timing either
         run()
@@ -200,7 +208,9 @@ def main() -> None:
         for name, run in runners.items():
             rates[name].append(samples_per_s(run, args.steps, cfg["batch"]))
     ratios = [a / b for a, b in zip(rates["jepactl"], rates["lightly"])]
-    result = {"config": args.config, **cfg, "precision": args.precision, "steps": args.steps,
+    result = {"config": args.config, **cfg, "precision": args.precision,
+              "ragged_context": args.ragged_context, "shared_context": args.shared_context,
+              "workers": args.workers, "steps": args.steps,
               "repeats": args.repeats, "threads": torch.get_num_threads(),
               "jepactl_samples_per_s": [round(r, 2) for r in rates["jepactl"]],
               "lightly_samples_per_s": [round(r, 2) for r in rates["lightly"]],

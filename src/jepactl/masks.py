@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+
+from jepactl.errors import RecipeError
 
 
 @dataclass
@@ -34,6 +37,10 @@ class MultiBlockMaskConfig:
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 10
     tries: int = 20
+    # "pad": every context keeps all its patches, rows padded to the batch's longest (unbiased).
+    # "truncate": the reference collator's behaviour, every row cut to the batch's shortest in
+    # raster order (less compute, biased to the top-left; for parity runs and peer benchmarks).
+    ragged_context: Literal["pad", "truncate"] = "pad"
 
 
 @dataclass
@@ -80,6 +87,12 @@ def block_indices(tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int]
     return (rows * width + cols).flatten(-2)
 
 
+def truncate_rows(keep: torch.Tensor) -> torch.Tensor:
+    """Return indices (B, K) of each row's first K kept positions, K the smallest row count."""
+    shortest = int(keep.sum(dim=1).min())
+    return torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :shortest]
+
+
 def pad_rows(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return (indices (B, K), valid (B, K) or None) for a boolean keep mask (B, N).
 
@@ -98,6 +111,9 @@ class MultiBlockMask2D:
     """Samples I-JEPA context and target blocks for a batch on a (H, W) token grid."""
 
     def __init__(self, grid: tuple[int, int], config: MultiBlockMaskConfig) -> None:
+        if config.ragged_context not in ("pad", "truncate"):
+            raise RecipeError(f"recipe key 'mask.ragged_context' must be pad or truncate, got "
+                              f"'{config.ragged_context}'")
         self.grid = grid
         self.config = config
 
@@ -127,5 +143,8 @@ class MultiBlockMask2D:
 
     def __call__(self, batch: int, gen: torch.Generator) -> MultiBlockMasks:
         keep, targets = self.sample_keep(batch, gen)
+        if self.config.ragged_context == "truncate":
+            return MultiBlockMasks(context=truncate_rows(keep), context_valid=None,
+                                   targets=targets)
         context, valid = pad_rows(keep)
         return MultiBlockMasks(context=context, context_valid=valid, targets=targets)
