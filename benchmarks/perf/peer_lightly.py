@@ -192,13 +192,14 @@ def main() -> None:
     parser.add_argument("--ragged-context", choices=["truncate", "pad"], default="truncate",
                         help="jepactl's context rows: truncate = the peer's collator (equal work), "
                              "pad = jepactl's unbiased default (more tokens)")
-    parser.add_argument("--shared-context", action="store_true",
-                        help="jepactl's predictor: one sequence per sample for all target blocks")
+    parser.add_argument("--predictor", choices=["shared", "reference"], default="shared",
+                        help="jepactl's predictor layout: shared = one sequence per sample for "
+                             "all target blocks (image/tiny's default), reference = one per block")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cfg = CONFIGS[args.config]
     runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers, args.ragged_context,
-                                         args.shared_context),
+                                         args.predictor == "shared"),
                "lightly": lightly_runner(cfg, args.precision, args.workers)}
     for run in runners.values():  # warm up both before timing either
         run()
@@ -209,7 +210,7 @@ def main() -> None:
             rates[name].append(samples_per_s(run, args.steps, cfg["batch"]))
     ratios = [a / b for a, b in zip(rates["jepactl"], rates["lightly"])]
     result = {"config": args.config, **cfg, "precision": args.precision,
-              "ragged_context": args.ragged_context, "shared_context": args.shared_context,
+              "ragged_context": args.ragged_context, "predictor": args.predictor,
               "workers": args.workers, "steps": args.steps,
               "repeats": args.repeats, "threads": torch.get_num_threads(),
               "jepactl_samples_per_s": [round(r, 2) for r in rates["jepactl"]],
