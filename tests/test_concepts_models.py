@@ -132,3 +132,33 @@ def test_checkpoint_refuses_a_different_vocabulary():
     small = build_jepa(recipe(ConceptJEPARecipe, data=SMALL_DATA))
     other = build_jepa(recipe(ConceptJEPARecipe, data=dict(SMALL_DATA, seed=1)))
     assert int(small.facts_fingerprint) != int(other.facts_fingerprint)
+
+
+def test_predictor_has_no_position_embedding_unless_the_recipe_asks():
+    # The reference runs its causal layers over [head, relation, mask] without positions
+    # (main.py: BAN_POS_ENCODING = True); model.position_embedding: true adds a learned one.
+    small = {"embed_dim": 32, "predictor_depth": 1, "num_heads": 2}
+    plain = build_jepa(recipe(ConceptJEPARecipe, data=SMALL_DATA, model=small))
+    assert plain.predictor.pos_embed is None
+    assert not any("pos_embed" in name for name, _ in plain.named_parameters())
+    positioned = build_jepa(recipe(ConceptJEPARecipe, data=SMALL_DATA,
+                                   model=dict(small, position_embedding=True)))
+    assert positioned.predictor.pos_embed.shape == (3, 32)
+    batch = first_batch(load_facts(recipe(ConceptJEPARecipe, data=SMALL_DATA).data))
+    assert torch.isfinite(positioned(batch)["loss"])
+
+
+def test_untied_lm_scores_with_its_own_output_matrix():
+    small = {"embed_dim": 16, "depth": 1, "num_heads": 2}
+    tied = build_lm(recipe(ConceptLMRecipe, data=SMALL_DATA, model=small))
+    untied = build_lm(recipe(ConceptLMRecipe, data=SMALL_DATA,
+                             model=dict(small, tie_embeddings=False)))
+    assert tied.output_embed is None and tied.output_weight() is tied.vocab_embed.weight
+    assert untied.output_weight() is untied.output_embed.weight
+    assert untied.output_embed.weight.shape == untied.vocab_embed.weight.shape
+    table = load_facts(recipe(ConceptLMRecipe, data=SMALL_DATA).data)
+    out = untied(FactsCollate(table)(list(range(8))))
+    out["loss"].backward()
+    # The loss reaches the output matrix and the input embeddings separately.
+    assert untied.output_embed.weight.grad.abs().sum() > 0
+    assert untied.vocab_embed.weight.grad.abs().sum() > 0

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The reversal-curse comparison (methods.md §8), each run sized to train in minutes on 2 CPU cores:
-#   single-token entities:  causal LM (concepts/lm)  vs  concept-JEPA (concepts/default)
+#   single-token entities:  causal LM, tied and untied output layer (concepts/lm,
+#                           concepts/lm-untied)  vs  concept-JEPA (concepts/default)
 #   entangled names:        concept-JEPA without memory (concepts/entangled)  vs  with (concepts/entangled-memory)
-# Usage: benchmarks/concepts/reversal.sh [OUT_DIR] [RECIPE ...]   (default: all four recipes)
+# Usage: benchmarks/concepts/reversal.sh [OUT_DIR] [RECIPE ...]   (default: all five recipes)
 # Writes OUT_DIR/<recipe>/ (the run), OUT_DIR/<recipe>.json (the MRR table) and prints a summary.
 set -euo pipefail
 out=${1:-runs/bench-concepts}
 shift || true
 recipes=("$@")
-[ ${#recipes[@]} -eq 0 ] && recipes=(concepts/lm concepts/default concepts/entangled concepts/entangled-memory)
+[ ${#recipes[@]} -eq 0 ] && recipes=(concepts/lm concepts/lm-untied concepts/default concepts/entangled concepts/entangled-memory)
 jepactl=${JEPACTL:-jepactl}
 mkdir -p "$out"
 for recipe in "${recipes[@]}"; do

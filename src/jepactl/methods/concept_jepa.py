@@ -50,6 +50,9 @@ class ConceptModelConfig:
     concept_norm: Literal["rms", "layer_norm"] = "rms"
     memory_top_k: int = 1
     memory_train_keys: bool = False  # the reference trains values only
+    # A learned position embedding on [head, relation, mask]. Off as in the reference (main.py:
+    # BAN_POS_ENCODING = True); the causal mask alone tells the three positions apart.
+    position_embedding: bool = False
 
 
 @dataclass
@@ -145,14 +148,15 @@ class ConceptPredictor(nn.Module):
     def __init__(self, cfg: ConceptModelConfig) -> None:
         super().__init__()
         dim = cfg.embed_dim
-        self.pos_embed = nn.Parameter(torch.zeros(3, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(3, dim)) if cfg.position_embedding else None
         self.blocks = make_blocks(dim, cfg.predictor_depth, cfg.num_heads, cfg.mlp_ratio, True,
                                   True, 0.0, 1e-6)
         init_transformer_weights(self, self.blocks)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        x = sequence + self.pos_embed.to(sequence.dtype)
+        x = sequence if self.pos_embed is None else sequence + self.pos_embed.to(sequence.dtype)
         for block in self.blocks:
             x = block(x, is_causal=True)
         return x[:, -1]

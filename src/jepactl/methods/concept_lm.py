@@ -31,6 +31,10 @@ class FactLMConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    # GPT-2 ties the output layer to the token embeddings (the reference's LM). Untied, an
+    # entity's input and output vectors are separate parameters: the "inconsistent binding"
+    # the paper blames for the reversal curse.
+    tie_embeddings: bool = True
 
 
 @dataclass
@@ -45,7 +49,7 @@ RECIPE = ConceptLMRecipe
 
 
 class CausalFactLM(JEPAMethod):
-    """Token embeddings + learned positions + causal timm blocks + tied output head."""
+    """Token embeddings + learned positions + causal timm blocks + (tied) output head."""
 
     def __init__(self, recipe: ConceptLMRecipe) -> None:
         super().__init__()
@@ -67,6 +71,8 @@ class CausalFactLM(JEPAMethod):
         self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, True,
                                   True, 0.0, 1e-6)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-5)
+        self.output_embed = (None if cfg.tie_embeddings
+                             else nn.Linear(cfg.embed_dim, table.num_tokens, bias=False))
         init_transformer_weights(self, self.blocks)
         nn.init.normal_(self.vocab_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
@@ -93,6 +99,10 @@ class CausalFactLM(JEPAMethod):
         tokens = torch.where(is_tail, tail_part, tokens)
         return tokens, is_tail
 
+    def output_weight(self) -> torch.Tensor:
+        """Return the (vocabulary, D) matrix that scores next tokens."""
+        return self.vocab_embed.weight if self.output_embed is None else self.output_embed.weight
+
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.vocab_embed(tokens) + self.pos_embed.to(self.vocab_embed.weight.dtype)
         for block in self.blocks:  # pads sit after every real token: causal attention skips them
@@ -104,14 +114,14 @@ class CausalFactLM(JEPAMethod):
         tokens, is_tail = self.sequences(batch_head, relation, tail)
         states = self.hidden(tokens)[:, :-1]  # the state at p predicts the token at p + 1
         wanted = is_tail[:, 1:]
-        logits = states[wanted] @ self.vocab_embed.weight.T
+        logits = states[wanted] @ self.output_weight().T
         return logits, tokens[:, 1:][wanted]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens, is_tail = self.sequences(batch["head"], batch["relation"], batch["tail"])
         states = self.hidden(tokens)
         wanted = is_tail[:, 1:]
-        logits = states[:, :-1][wanted] @ self.vocab_embed.weight.T
+        logits = states[:, :-1][wanted] @ self.output_weight().T
         truth = tokens[:, 1:][wanted]
         loss = F.cross_entropy(logits.float(), truth)
         relation_state = states[torch.arange(len(tokens)), self.entity_lengths[batch["head"]]]
