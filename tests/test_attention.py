@@ -55,3 +55,16 @@ def test_half_inputs_keep_their_dtype_off_the_upcast_list(monkeypatch):
     q = torch.randn(1, 2, 4, 8, dtype=torch.bfloat16)
     attention.scaled_dot_product_attention(q, q, q)
     assert seen == [torch.bfloat16]
+
+
+def test_no_module_bypasses_the_attention_kernel():
+    """Every SDPA call goes through jepactl.nn.attention, so the CPU fp32 rule holds everywhere."""
+    from pathlib import Path
+
+    import jepactl
+
+    root = Path(jepactl.__file__).parent
+    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
+                 if path.name != "attention.py"
+                 and "F.scaled_dot_product_attention" in path.read_text()]
+    assert offenders == []
