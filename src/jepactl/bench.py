@@ -26,7 +26,7 @@ from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.methods import method_module
 from jepactl.recipe import Recipe
-from jepactl.train import StepRunner, build_optimizer
+from jepactl.train import StepRunner, build_method, build_optimizer
 
 PHASES = ("data", "forward", "backward", "optimizer", "ema")
 
@@ -94,12 +94,7 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     # Data first: a table's preprocessing is fitted by reading it, and the model's tokenizer is
     # built from that fit.
     dataset, collate = bench_data(recipe, data)
-    torch.manual_seed(recipe.train.seed)
-    method = module.build(recipe)
-    if train.activation_checkpointing:
-        for sub in method.modules():
-            if hasattr(sub, "activation_checkpointing"):
-                sub.activation_checkpointing = True
+    method = build_method(module, recipe)
     optimizer = build_optimizer(method, recipe, device)
     model, optimizer = accelerator.prepare(method.to(device), optimizer)
     forward = torch.compile(model) if train.compile else model

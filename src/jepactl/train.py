@@ -176,6 +176,18 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+
+def build_method(module, recipe: Recipe) -> nn.Module:
+    """Build the recipe's method from the train seed (identical weights on every process) and
+    switch on activation checkpointing in every module that supports it if the recipe asks."""
+    torch.manual_seed(recipe.train.seed)
+    method = module.build(recipe)
+    if recipe.train.activation_checkpointing:
+        for sub in method.modules():
+            if hasattr(sub, "activation_checkpointing"):
+                sub.activation_checkpointing = True
+    return method
+
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = False,
              stop_after: int | None = None) -> TrainResult:
     """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
@@ -201,12 +213,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
 
     dataset, collate, source = module.pretrain_data(recipe, recipe.data.path)
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    method = module.build(recipe)
-    if cfg.activation_checkpointing:
-        for sub in method.modules():
-            if hasattr(sub, "activation_checkpointing"):
-                sub.activation_checkpointing = True
+    method = build_method(module, recipe)
     optimizer = build_optimizer(method, recipe, device)
     start_step = 0
     if state is not None:
