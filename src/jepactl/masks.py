@@ -87,10 +87,14 @@ def block_indices(tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int]
     return (rows * width + cols).flatten(-2)
 
 
+def raster_order(keep: torch.Tensor) -> torch.Tensor:
+    """Return every row's positions (B, N), kept ones first, each group in raster order."""
+    return torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+
+
 def truncate_rows(keep: torch.Tensor) -> torch.Tensor:
     """Return indices (B, K) of each row's first K kept positions, K the smallest row count."""
-    shortest = int(keep.sum(dim=1).min())
-    return torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :shortest]
+    return raster_order(keep)[:, : int(keep.sum(dim=1).min())]
 
 
 def pad_rows(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,7 +105,7 @@ def pad_rows(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
     counts = keep.sum(dim=1)
     longest = int(counts.max())
-    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :longest]
+    order = raster_order(keep)[:, :longest]
     valid = torch.arange(longest)[None, :] < counts[:, None]
     order = torch.where(valid, order, order[:, :1])
     return order, (None if bool(valid.all()) else valid)

@@ -4,7 +4,7 @@ timm's ``Attention`` (same parameters and names, so checkpoints are unchanged) w
 difference: on CPU, under bf16/fp16 autocast, q, k and v are upcast to fp32 for
 ``scaled_dot_product_attention``, and the output is cast back. PyTorch's CPU flash-attention
 kernel is much slower in bf16 than in fp32, forward and backward (benchmarks/perf/RESULTS.md,
-``sdpa_dtype.py``: 8x at 15 tokens, 1.4x at 196 tokens), while the linear layers around it keep
+``sdpa_dtype.py``: 7.6x at 15 tokens, 1.4x at 196 tokens), while the linear layers around it keep
 bf16's 2.5x matmul speed-up. On CUDA the bf16 kernels are the fast ones, so nothing changes there.
 """
 
