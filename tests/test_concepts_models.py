@@ -148,6 +148,24 @@ def test_predictor_has_no_position_embedding_unless_the_recipe_asks():
     assert torch.isfinite(positioned(batch)["loss"])
 
 
+def test_entity_encoder_has_no_position_embedding_unless_the_recipe_asks():
+    # Nor do the reference's Wernicke layers; with one, the entangled encoder collapsed.
+    data = dict(SMALL_DATA, name_share=4)
+    small = {"embed_dim": 32, "predictor_depth": 1, "num_heads": 2, "encoder_depth": 2}
+    plain = build_jepa(recipe(ConceptJEPARecipe, data=data, model=small))
+    assert plain.encoder_module.patch_pos is None
+    positioned = build_jepa(recipe(ConceptJEPARecipe, data=data,
+                                   model=dict(small, position_embedding=True)))
+    assert positioned.encoder_module.patch_pos.shape == (2, 32)
+    # Without positions, the causal mask still tells first from last name: swapping them
+    # changes the concept.
+    tokens = plain.encoder_module.patch_tokens[:1].clone()
+    x = plain.encoder_module.vocab_embed(torch.cat([tokens, tokens.flip(1)]))
+    for block in plain.encoder_module.blocks:
+        x = block(x, is_causal=True)
+    assert not torch.allclose(x[0, -1], x[1, -1])
+
+
 def test_untied_lm_scores_with_its_own_output_matrix():
     small = {"embed_dim": 16, "depth": 1, "num_heads": 2}
     tied = build_lm(recipe(ConceptLMRecipe, data=SMALL_DATA, model=small))

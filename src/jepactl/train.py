@@ -96,8 +96,10 @@ class StepRunner:
             group["lr"] = lr
             if group.get("apply_wd"):
                 group["weight_decay"] = wd
-        return {"lr": lr, "weight_decay": wd,
-                "momentum": ema_momentum(step, total, self.recipe.ema)}
+        values = {"lr": lr, "weight_decay": wd}
+        if self.ema_pairs:  # methods without an EMA target (concept-JEPA) log no momentum
+            values["momentum"] = ema_momentum(step, total, self.recipe.ema)
+        return values
 
     def run(self, batches, step: int, total: int, timer=None
             ) -> tuple[torch.Tensor, dict, int, dict[str, float]]:

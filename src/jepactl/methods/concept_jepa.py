@@ -50,8 +50,9 @@ class ConceptModelConfig:
     concept_norm: Literal["rms", "layer_norm"] = "rms"
     memory_top_k: int = 1
     memory_train_keys: bool = False  # the reference trains values only
-    # A learned position embedding on [head, relation, mask]. Off as in the reference (main.py:
-    # BAN_POS_ENCODING = True); the causal mask alone tells the three positions apart.
+    # Learned position embeddings on [head, relation, mask] and on an entity's name tokens in the
+    # encoder. Off as in the reference (main.py: BAN_POS_ENCODING = True): the causal mask alone
+    # tells the positions apart. With them on, the entangled encoder collapsed (RESULTS.md).
     position_embedding: bool = False
 
 
@@ -97,9 +98,11 @@ class ConceptEncoder(nn.Module):
         self.kind, self.depth = cfg.encoder, cfg.encoder_depth
         self.blocks = make_blocks(dim, cfg.encoder_depth if cfg.encoder == "transformer" else 0,
                                   cfg.num_heads, cfg.mlp_ratio, True, True, 0.0, 1e-6)
-        self.patch_pos = nn.Parameter(torch.zeros(width, dim)) if len(self.blocks) else None
-        if self.patch_pos is not None:
+        if len(self.blocks):
             init_transformer_weights(self.blocks, self.blocks)
+        self.patch_pos = None
+        if len(self.blocks) and cfg.position_embedding:
+            self.patch_pos = nn.Parameter(torch.zeros(width, dim))
             nn.init.trunc_normal_(self.patch_pos, std=0.02)
         self.memory = None
         if cfg.encoder == "memory":
@@ -126,8 +129,9 @@ class ConceptEncoder(nn.Module):
         if not len(self.blocks):
             return self.mean_vocab_embedding(index)
         tokens, lengths = self.patch_tokens[index], self.patch_lengths[index]
-        valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]
-        x = self.vocab_embed(tokens) + self.patch_pos.to(self.vocab_embed.weight.dtype)
+        x = self.vocab_embed(tokens)
+        if self.patch_pos is not None:
+            x = x + self.patch_pos.to(x.dtype)
         # Causal within the patch, as the reference's GPT-2 layers; the concept is read at the
         # patch's last token, which has seen all of it. Padding sits after it, so never seen.
         for block in self.blocks:
