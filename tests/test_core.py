@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from jepactl.monitor import collapse_stats
+from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.nn.ema import ema_update
 from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.recipe import EmaConfig, OptimConfig
@@ -67,3 +67,16 @@ def test_collapse_monitors_distinguish_isotropic_from_collapsed():
     assert iso["effective_rank"] > 7.5 and line["effective_rank"] == pytest.approx(1.0, abs=1e-3)
     assert collapse_stats(torch.ones(16, 8))["embed_std"] == 0.0
     assert math.isclose(iso["embed_std"], 1.0, rel_tol=0.1)
+
+
+def test_collapse_watch_warns_once_on_a_100x_fall_but_not_on_shrinking():
+    # A 4x shrink (T-JEPA on Adult) is not collapse; the entangled concept encoder's fall
+    # from 0.16 to 0.0003 is. The warning names the steps and fires once.
+    healthy = CollapseWatch()
+    assert [healthy.update(s, v) for s, v in [(50, 0.029), (100, 0.02), (1500, 0.0069)]] == [None] * 3
+    watch = CollapseWatch()
+    assert watch.update(0, None) is None
+    assert watch.update(10, 0.16) is None and watch.update(20, 0.05) is None
+    warning = watch.update(50, 0.0003)
+    assert "step 50" in warning and "step 10" in warning and "1.60e-01" in warning
+    assert watch.update(60, 0.0001) is None

@@ -54,6 +54,10 @@ class TrainProgress:
         if not self.quiet:
             self.console.print(text)
 
+    def warn(self, text: str) -> None:
+        """Print a warning even when quiet: a problem with the run is not progress."""
+        self.console.print(f"[yellow]warning: {text}", soft_wrap=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()

@@ -26,7 +26,7 @@ from jepactl.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.methods import method_module
-from jepactl.monitor import collapse_stats
+from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.nn.ema import ema_update
 from jepactl.progress import TrainProgress
 from jepactl.recipe import Recipe
@@ -269,6 +269,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     window_start, window_samples = time.perf_counter(), 0
     finished = True
     model.train()
+    collapse_watch = CollapseWatch()
     with StopFlag() as stop:
         while step < total:
             step_loss, out, samples, schedules = runner.run(batches, step, total)
@@ -285,6 +286,9 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                           "data_wait_fraction": runner.data_wait / elapsed}
                 if "embeddings" in out:
                     record.update(collapse_stats(out["embeddings"]))
+                    warning = collapse_watch.update(step, record.get("embed_std"))
+                    if warning and accelerator.is_main_process:
+                        progress.warn(warning)
                 for key, value in out.items():
                     if key not in ("loss", "embeddings") and torch.is_tensor(value) \
                             and value.numel() == 1:
