@@ -270,6 +270,10 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     finished = True
     model.train()
     collapse_watch = CollapseWatch()
+    if metrics_file.exists():  # a resumed run remembers its peak (and a warning already given)
+        for line in metrics_file.read_text().splitlines():
+            record = json.loads(line)
+            collapse_watch.update(record.get("step", 0), record.get("embed_std"))
     with StopFlag() as stop:
         while step < total:
             step_loss, out, samples, schedules = runner.run(batches, step, total)
