@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY_IMAGE_OVERRIDES
-from jepactl.bench import PHASES, run_bench
+from jepactl.bench import PHASES, run_bench, spec_peak_tflops
 from jepactl.errors import UserError
 from jepactl.recipe import load_recipe
 
@@ -19,6 +19,20 @@ def test_bench_report_is_consistent():
     assert report["achieved_tflops"] == pytest.approx(
         report["gflops_per_sample"] * report["samples_per_s"] / 1e3)
     assert 0 <= report["mask_sampling_fraction"] and report["peak_memory_mb"] > 0
+    assert report["spec_peak_tflops"] is None and report["mfu_vs_spec"] is None  # a CPU
+
+
+def test_bench_mfu_against_a_given_peak_and_the_known_gpus():
+    recipe = load_recipe("image/tiny", TINY_IMAGE_OVERRIDES)
+    report = run_bench(recipe, steps=1, warmup=0, batch_size=4, precision="fp32", repeats=1,
+                       peak_tflops=0.5)
+    assert report["mfu_vs_spec"] == pytest.approx(report["achieved_tflops"] / 0.5)
+    assert spec_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert spec_peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert spec_peak_tflops("NVIDIA H200", "fp32") == 66.9
+    assert spec_peak_tflops("Tesla T4", "bf16") is None
+    with pytest.raises(UserError, match="--peak-tflops"):
+        run_bench(recipe, steps=1, peak_tflops=0.0)
 
 
 def test_bench_flops_scale_with_the_encoder_depth():

@@ -30,6 +30,32 @@ from jepactl.train import StepRunner, build_method, build_optimizer
 
 PHASES = ("data", "forward", "backward", "optimizer", "ema")
 
+# Data-sheet dense peaks (no sparsity), TFLOP/s, by a substring of the CUDA device name; the
+# first match wins, so the PCIe H100 comes before the SXM one. fp32 is the non-tensor-core rate
+# (TF32 off). MFU against these is the figure papers quote; ``mfu`` is against the matmul rate
+# measured in the same run, which is what the code can reach on that machine.
+SPEC_PEAK_TFLOPS = (
+    ("H100 PCIe", {"bf16": 756.0, "fp32": 51.2}),
+    ("H100", {"bf16": 989.4, "fp32": 66.9}),
+    ("H200", {"bf16": 989.4, "fp32": 66.9}),
+    ("A100", {"bf16": 312.0, "fp32": 19.5}),
+)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def spec_peak_tflops(name: str, precision: str) -> float | None:
+    """Return the data-sheet dense peak for device ``name`` in ``precision``, if known."""
+    for key, peaks in SPEC_PEAK_TFLOPS:
+        if key in name:
+            return peaks[precision]
+    return None
+
 
 def bench_data(recipe: Recipe, data: str | None):
     """Return (dataset, collate) for the benchmark: synthetic unless ``data`` is given."""
@@ -79,10 +105,17 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int | None = None,
-              precision: str | None = None, data: str | None = None, repeats: int = 3) -> dict:
-    """Benchmark ``recipe``'s training step; return throughput, breakdown, memory and MFU."""
+              precision: str | None = None, data: str | None = None, repeats: int = 3,
+              peak_tflops: float | None = None) -> dict:
+    """Benchmark ``recipe``'s training step; return throughput, breakdown, memory and MFU.
+
+    ``peak_tflops`` is the device's data-sheet dense peak in the benchmark's dtype; without it
+    a known CUDA device's is looked up (``SPEC_PEAK_TFLOPS``). It adds ``mfu_vs_spec``.
+    """
     if steps < 1 or warmup < 0 or repeats < 1:
         raise UserError("--steps and --repeats must be positive, --warmup non-negative")
+    if peak_tflops is not None and peak_tflops <= 0:
+        raise UserError(f"--peak-tflops must be positive, got {peak_tflops}")
     train = replace(recipe.train, batch_size=batch_size or recipe.train.batch_size,
                     precision=precision or recipe.train.precision, grad_accum=1)
     if train.precision not in ("fp32", "bf16"):
@@ -154,8 +187,12 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     rate = statistics.median(rates)
     achieved = flops * rate
     del batches, loader
+    name = device_name(device)
+    spec = peak_tflops if peak_tflops is not None else spec_peak_tflops(
+        name, train.precision) if device.type == "cuda" else None
     return {
-        "recipe": recipe.name, "device": str(device), "precision": train.precision,
+        "recipe": recipe.name, "device": str(device), "device_name": name,
+        "precision": train.precision,
         "batch_size": train.batch_size, "steps": steps, "repeats": repeats,
         "samples_per_s": rate, "samples_per_s_runs": [round(r, 2) for r in rates],
         "step_time_s": train.batch_size / rate,
@@ -167,6 +204,8 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
         "achieved_tflops": achieved / 1e12,
         "matmul_peak_tflops": peak / 1e12,
         "mfu": achieved / peak,
+        "spec_peak_tflops": spec,
+        "mfu_vs_spec": achieved / (spec * 1e12) if spec else None,
     }
 
 

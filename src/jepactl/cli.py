@@ -299,6 +299,9 @@ def bench(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-process batch."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16."),
     data: Optional[str] = typer.Option(None, "--data", help="Real data instead of synthetic."),
+    peak_tflops: Optional[float] = typer.Option(
+        None, "--peak-tflops", help="The device's data-sheet dense peak in this dtype, TFLOP/s, "
+        "for mfu_vs_spec (known GPUs are looked up)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Measure a recipe's steady-state training throughput and where the step time goes.
@@ -312,7 +315,7 @@ def bench(
 
         _positive("--batch-size", batch_size)
         result = run_bench(load_recipe(recipe, list(overrides or [])), steps, warmup, batch_size,
-                           precision, data, repeats)
+                           precision, data, repeats, peak_tflops)
         _emit(f"bench {recipe}", result, as_json)
 
     _guard(go)
