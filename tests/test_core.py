@@ -73,7 +73,8 @@ def test_collapse_watch_warns_once_on_a_100x_fall_but_not_on_shrinking():
     # A 4x shrink (T-JEPA on Adult) is not collapse; the entangled concept encoder's fall
     # from 0.16 to 0.0003 is. The warning names the steps and fires once.
     healthy = CollapseWatch()
-    assert [healthy.update(s, v) for s, v in [(50, 0.029), (100, 0.02), (1500, 0.0069)]] == [None] * 3
+    shrinking = [(50, 0.029), (100, 0.02), (1500, 0.0069)]
+    assert [healthy.update(step, std) for step, std in shrinking] == [None] * 3
     watch = CollapseWatch()
     assert watch.update(0, None) is None
     assert watch.update(10, 0.16) is None and watch.update(20, 0.05) is None

@@ -12,6 +12,7 @@ trainer does not have; the headline samples/s comes from a separate, unsynchroni
 
 from __future__ import annotations
 
+import platform
 import resource
 import statistics
 import time
@@ -45,7 +46,6 @@ SPEC_PEAK_TFLOPS = (
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
     return platform.processor() or platform.machine()
 
 
