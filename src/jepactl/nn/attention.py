@@ -38,13 +38,16 @@ class Attention(TimmAttention):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False) -> torch.Tensor:
         B, N, _ = x.shape
-        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        # getattr: timm releases before the gated variant have neither ``gate`` nor ``attn_dim``
+        # (GPU images may carry an older timm than this project pins for CPU).
+        gate_layer = getattr(self, "gate", None)
+        gate = gate_layer(x).sigmoid() if gate_layer is not None else None
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         x = scaled_dot_product_attention(q, k, v, attn_mask,
                                          self.attn_drop.p if self.training else 0.0, is_causal)
-        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
         if gate is not None:
             x = x * gate
         return self.proj_drop(self.proj(x))
