@@ -68,3 +68,33 @@ def test_no_module_bypasses_the_attention_kernel():
                  if path.name != "attention.py"
                  and "F.scaled_dot_product_attention" in path.read_text()]
     assert offenders == []
+
+
+def test_blocks_convert_a_boolean_mask_once_with_the_same_result(monkeypatch):
+    # run_blocks turns the boolean mask into SDPA's additive form once for all blocks; the
+    # output is bit-identical to passing the boolean mask to every block (fp32 and bf16).
+    from jepactl.nn.vit import make_blocks, run_blocks
+
+    torch.manual_seed(0)
+    blocks = make_blocks(16, 3, 2, 2.0, True, True, 0.0, 1e-6)
+    x = torch.randn(2, 9, 16)
+    mask = torch.rand(2, 1, 9, 9) > 0.4
+    mask[..., 0] = True  # every query sees at least one key
+    converted = attention.additive_mask(mask, torch.float32)
+    assert converted.dtype == torch.float32
+    assert torch.equal(converted == 0, mask) and torch.isinf(converted[~mask]).all()
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            expected = x
+            for block in blocks:
+                expected = block(expected, attn_mask=mask)
+            masks_seen = []
+            real_sdpa = F.scaled_dot_product_attention
+            monkeypatch.setattr(F, "scaled_dot_product_attention",
+                                lambda *a, attn_mask=None, **k: masks_seen.append(attn_mask)
+                                or real_sdpa(*a, attn_mask=attn_mask, **k))
+            got = run_blocks(blocks, x, mask, False)
+            monkeypatch.setattr(F, "scaled_dot_product_attention", real_sdpa)
+        assert torch.equal(got, expected)
+        assert len({id(m) for m in masks_seen}) == 1 and masks_seen[0].dtype == torch.float32
+    assert attention.additive_mask(None, torch.float32) is None

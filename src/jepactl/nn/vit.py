@@ -19,7 +19,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from jepactl.nn.attention import Attention
+from jepactl.nn.attention import Attention, additive_mask, attention_dtype
 from jepactl.nn.tokenizers import build_tokenizer
 
 
@@ -96,6 +96,7 @@ def padding_mask(valid: torch.Tensor | None, prefix: int = 0) -> torch.Tensor | 
 def run_blocks(
     blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None, use_checkpoint: bool
 ) -> torch.Tensor:
+    attn_mask = additive_mask(attn_mask, attention_dtype(x))  # once, not once per block
     for block in blocks:
         if use_checkpoint and x.requires_grad:
             x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
