@@ -32,8 +32,9 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     """Turn a boolean SDPA mask (True = may attend) into the additive one SDPA builds from it.
 
     SDPA converts a boolean mask on every call; a stack of blocks sharing one mask converts it
-    once with this instead (the predictor's block mask is (B, 1, N, N): one conversion per layer
-    was 2 % of the I-JEPA step on CPU, benchmarks/perf/RESULTS.md).
+    once with this instead (the predictor's block mask is (B, 1, N, N): converting it in every
+    layer made the predictor's forward + backward 5-8 % slower on CPU,
+    benchmarks/perf/mask_conversion.py).
     """
     if mask is None or mask.dtype != torch.bool:
         return mask
