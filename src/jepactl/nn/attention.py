@@ -18,14 +18,19 @@ from timm.layers.attention import Attention as TimmAttention
 UPCAST_DEVICES = frozenset({"cpu"})
 
 
+def sdpa_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """Return the dtype SDPA runs in for q, k, v of ``dtype`` on ``device_type``."""
+    if device_type in UPCAST_DEVICES and dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return dtype
+
+
 def attention_dtype(x: torch.Tensor) -> torch.dtype:
     """Return the dtype q, k and v have inside :func:`scaled_dot_product_attention` for inputs
     like ``x`` under the current autocast state."""
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    if device in UPCAST_DEVICES and dtype in (torch.bfloat16, torch.float16):
-        return torch.float32
-    return dtype
+    return sdpa_dtype(device, dtype)
 
 
 def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -46,18 +51,17 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                                  attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False) -> torch.Tensor:
     """SDPA that upcasts half-precision inputs on devices where fp32 attention is faster."""
-    if q.device.type in UPCAST_DEVICES and q.dtype in (torch.bfloat16, torch.float16):
-        if attn_mask is not None and attn_mask.is_floating_point():
-            attn_mask = attn_mask.float()
-        with torch.autocast(q.device.type, enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                 attn_mask=attn_mask, dropout_p=dropout_p,
-                                                 is_causal=is_causal)
-        return out.to(q.dtype)
-    if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
-        attn_mask = attn_mask.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                          is_causal=is_causal)
+    dtype = sdpa_dtype(q.device.type, q.dtype)
+    if attn_mask is not None and attn_mask.is_floating_point():
+        attn_mask = attn_mask.to(dtype)  # an additive mask must match q's dtype; no-op if it does
+    if dtype == q.dtype:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal)
+    with torch.autocast(q.device.type, enabled=False):
+        out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
+                                             attn_mask=attn_mask, dropout_p=dropout_p,
+                                             is_causal=is_causal)
+    return out.to(q.dtype)
 
 
 class Attention(TimmAttention):
