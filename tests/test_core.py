@@ -10,6 +10,7 @@ from torch import nn
 
 from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.nn.ema import ema_update
+from jepactl.nn.tokenizers import build_tokenizer
 from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.recipe import EmaConfig, OptimConfig
 from jepactl.schedules import ema_momentum, learning_rate, weight_decay
@@ -35,6 +36,22 @@ def test_context_encoder_sees_only_kept_tokens_and_ignores_padding():
     x2[..., 8:, 8:] += 5.0  # change a patch that is not kept (patch 10)
     with torch.no_grad():
         assert torch.allclose(enc(x2, keep), kept, atol=1e-6)
+
+
+@pytest.mark.parametrize("config, shape", [
+    ({"kind": "patch2d", "in_chans": 3, "img_size": 16}, (2, 3, 16, 16)),
+    ({"kind": "patch1d", "leads": 12, "signal_length": 40}, (2, 12, 40)),
+])
+def test_patch_tokenizers_return_contiguous_tokens_in_patch_order(config, shape):
+    # A transposed (channel-stride-N) token tensor would make every LayerNorm of the target
+    # encoder copy its input; the tokens must be contiguous (B, N, D) with patch n in row n.
+    tokenizer = build_tokenizer(config, 8, 4)
+    x = torch.randn(shape)
+    tokens = tokenizer(x)
+    assert tokens.is_contiguous()
+    conv = tokenizer.proj(x).flatten(2)  # (B, D, N)
+    assert tokens.shape == (2, conv.shape[2], 8)
+    assert torch.equal(tokens[:, 3], conv[:, :, 3])
 
 
 def test_ema_update_is_the_lerp_formula():

@@ -33,7 +33,9 @@ class PatchEmbed1D(nn.Module):
             nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).transpose(1, 2)
+        # contiguous(): see PatchEmbed2D.forward (a transposed residual stream costs a copy per
+        # LayerNorm in an encoder that sees every token).
+        return self.proj(x).transpose(1, 2).contiguous()
 
     def position_table(self, dim: int) -> torch.Tensor:
         return sincos_1d(dim, torch.arange(self.num_patches))
