@@ -47,8 +47,8 @@ def test_load_encoder_in_a_fresh_process_gives_the_same_features(trained_run, tm
     torch.save(images, tmp_path / "x.pt")
     with torch.no_grad():
         expected = jepactl.load_encoder(tmp_path / "exp").pooled(images)
-    code = ("import torch, jepactl; x = torch.load(r'%s'); "
-            "e = jepactl.load_encoder(r'%s'); torch.save(e.pooled(x).detach(), r'%s')"
+    code = ("import torch, jepactl; torch.set_grad_enabled(False); x = torch.load(r'%s'); "
+            "e = jepactl.load_encoder(r'%s'); torch.save(e.pooled(x), r'%s')"
             % (tmp_path / "x.pt", tmp_path / "exp", tmp_path / "y.pt"))
     subprocess.run([sys.executable, "-c", code], check=True)
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from jepactl.nn.attention import Attention, additive_mask, attention_dtype
+from jepactl.nn.no_grad_blocks import run_blocks_in_place
 from jepactl.nn.tokenizers import build_tokenizer
 
 
@@ -97,6 +98,8 @@ def run_blocks(
     blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None, use_checkpoint: bool
 ) -> torch.Tensor:
     attn_mask = additive_mask(attn_mask, attention_dtype(x))  # once, not once per block
+    if not torch.is_grad_enabled():  # target encoders, probes, exports
+        return run_blocks_in_place(blocks, x, attn_mask)
     for block in blocks:
         if use_checkpoint and x.requires_grad:
             x = checkpoint(block, x, attn_mask=attn_mask, use_reentrant=False)
