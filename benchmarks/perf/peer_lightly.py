@@ -132,13 +132,14 @@ def lightly_runner(cfg: dict, precision: str, workers: int):
 
 
 def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
-                   shared_context: bool):
+                   shared_context: bool, compile_blocks: bool = False):
     from accelerate import Accelerator
 
     from jepactl.data.sampling import BatchPlan
-    from jepactl.methods.ijepa import build, synthetic_data
+    from jepactl.methods import ijepa
+    from jepactl.methods.ijepa import synthetic_data
     from jepactl.recipe import load_recipe
-    from jepactl.train import StepRunner, build_optimizer
+    from jepactl.train import StepRunner, build_method, build_optimizer
 
     recipe = load_recipe("image/tiny", [
         f"data.image_size={cfg['image']}", f"model.patch_size={cfg['patch']}",
@@ -151,10 +152,11 @@ def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
         f"mask.num_targets={SCALES['npred']}", f"mask.min_keep={SCALES['min_keep']}",
         f"train.batch_size={cfg['batch']}", f"train.precision={precision}",
         f"train.num_workers={workers}", f"mask.ragged_context={ragged_context}",
-        f"predictor.shared_context={str(shared_context).lower()}"])
+        f"predictor.shared_context={str(shared_context).lower()}",
+        f"train.compile={str(compile_blocks).lower()}"])
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)
-    method = build(recipe)
+    method = build_method(ijepa, recipe)
     optimizer = build_optimizer(method, recipe, accelerator.device)
     model, optimizer = accelerator.prepare(method, optimizer)
     runner = StepRunner(model, model, optimizer, accelerator, recipe)
@@ -195,11 +197,13 @@ def main() -> None:
     parser.add_argument("--predictor", choices=["shared", "reference"], default="shared",
                         help="jepactl's predictor layout: shared = one sequence per sample for "
                              "all target blocks (image/tiny's default), reference = one per block")
+    parser.add_argument("--compile", choices=["on", "off"], default="off",
+                        help="jepactl's train.compile (its transformer blocks compiled)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cfg = CONFIGS[args.config]
     runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers, args.ragged_context,
-                                         args.predictor == "shared"),
+                                         args.predictor == "shared", args.compile == "on"),
                "lightly": lightly_runner(cfg, args.precision, args.workers)}
     for run in runners.values():  # warm up both before timing either
         run()
@@ -211,6 +215,7 @@ def main() -> None:
     ratios = [a / b for a, b in zip(rates["jepactl"], rates["lightly"])]
     result = {"config": args.config, **cfg, "precision": args.precision,
               "ragged_context": args.ragged_context, "predictor": args.predictor,
+              "compile": args.compile,
               "workers": args.workers, "steps": args.steps,
               "repeats": args.repeats, "threads": torch.get_num_threads(),
               "jepactl_samples_per_s": [round(r, 2) for r in rates["jepactl"]],

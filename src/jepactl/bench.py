@@ -130,8 +130,7 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     method = build_method(module, recipe)
     optimizer = build_optimizer(method, recipe, device)
     model, optimizer = accelerator.prepare(method.to(device), optimizer)
-    forward = torch.compile(model) if train.compile else model
-    runner = StepRunner(model, forward, optimizer, accelerator, recipe)
+    runner = StepRunner(model, model, optimizer, accelerator, recipe)
     model.train()
 
     plan = BatchPlan(len(dataset), train.batch_size, train.seed)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from jepactl.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from jepactl.compile import compile_blocks
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.methods import method_module
@@ -181,9 +182,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def build_method(module, recipe: Recipe) -> nn.Module:
     """Build the recipe's method from the train seed (identical weights on every process) and
-    switch on activation checkpointing in every module that supports it if the recipe asks."""
+    switch on activation checkpointing in every module that supports it if the recipe asks,
+    and compile its transformer blocks if ``train.compile``."""
     torch.manual_seed(recipe.train.seed)
     method = module.build(recipe)
+    if recipe.train.compile:
+        compile_blocks(method)
     if recipe.train.activation_checkpointing:
         for sub in method.modules():
             if hasattr(sub, "activation_checkpointing"):
@@ -224,7 +228,6 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
         start_step = int(state["step"])
     method.to(device)
     model, optimizer = accelerator.prepare(method, optimizer)
-    forward = torch.compile(model) if cfg.compile else model
     if state is not None:
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
     else:
@@ -249,7 +252,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     if source.skipped and accelerator.is_main_process:
         progress.message(f"[yellow]skipped {len(source.skipped)} unreadable files "
                          f"(first: {source.skipped[0]})")
-    runner = StepRunner(model, forward, optimizer, accelerator, recipe)
+    runner = StepRunner(model, model, optimizer, accelerator, recipe)
     metrics_file = run_dir / "metrics.jsonl"
 
     def save(step: int) -> None:

@@ -22,6 +22,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
+from jepactl.compile import is_compiled
 from jepactl.nn.attention import Attention, scaled_dot_product_attention
 
 
@@ -36,7 +37,10 @@ def _inactive_dropout(module: nn.Module, training: bool) -> bool:
 
 
 def supports_in_place_forward(block: nn.Module) -> bool:
-    """Whether ``block`` is a plain pre-norm block this module computes exactly as timm does."""
+    """Whether ``block`` is a plain pre-norm block this module computes exactly as timm does
+    (a compiled block runs its compiled forward instead, which fuses more than this path)."""
+    if is_compiled(block):
+        return False
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
     if not isinstance(attn, Attention) or type(mlp) is not Mlp:
         return False
