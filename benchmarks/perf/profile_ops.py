@@ -2,7 +2,8 @@
 
 Builds the same jepactl or lightly training step as ``peer_lightly.py``, runs two untimed steps,
 then profiles ``--steps`` steps with ``torch.profiler`` and prints: the ops with the most self
-CPU time, the matmul (mm + addmm) total with its FLOPs and GFLOP/s, and the rest of the step.
+CPU time, the matmul (mm + addmm + addmm_) total with its FLOPs and GFLOP/s, and the rest of
+the step.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/profile_ops.py --side jepactl \\
         --config tiny64 --precision fp32
@@ -22,9 +23,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peer_lightly  # noqa: E402 - the benchmark's own step builders
 
 
+# addmm_: the no-grad blocks accumulate projections into the residual stream in place.
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_")
+
+
 def matmul_flops(event) -> int:
-    """FLOPs of one profiler row of aten::mm (a, b) or aten::addmm (bias, a, b)."""
-    a, b = event.input_shapes[1:3] if event.key == "aten::addmm" else event.input_shapes[:2]
+    """FLOPs of one profiler row of aten::mm (a, b) or aten::addmm / addmm_ (bias, a, b)."""
+    a, b = event.input_shapes[:2] if event.key == "aten::mm" else event.input_shapes[1:3]
     return 2 * a[0] * a[1] * b[1] * event.count
 
 
@@ -48,7 +53,7 @@ def main() -> None:
     by_op = prof.key_averages()
     total_ms = sum(e.self_cpu_time_total for e in by_op) / 1e3 / args.steps
     matmuls = [e for e in prof.key_averages(group_by_input_shape=True)
-               if e.key in ("aten::mm", "aten::addmm")]
+               if e.key in MATMUL_OPS]
     matmul_ms = sum(e.self_cpu_time_total for e in matmuls) / 1e3 / args.steps
     gflop = sum(matmul_flops(e) for e in matmuls) / 1e9 / args.steps
     top = sorted(by_op, key=lambda e: -e.self_cpu_time_total)[: args.top]

@@ -2,14 +2,16 @@
 
 Every EMA target encoder runs without gradients on every training step (in I-JEPA the target
 encoder sees all tokens and is the largest single forward of the step), and so do probes and
-exports. Out of place, each block allocates and writes a fresh residual stream twice, writes each
-linear layer's bias into a fresh output before its GEMM, and writes GELU's result into another
-fresh buffer; on CPU those are memory-bound passes over the largest activations. Without autograd
-none of the intermediates must be kept, so this path
+exports. Out of place, each block allocates and writes a fresh residual stream twice, a fresh
+output for every linear layer and another for GELU's result; on CPU those are memory-bound
+passes over the largest activations, and glibc's allocator returns such large buffers to the
+system and page-faults them back in on the next block (a ViT-Tiny target forward at batch 32
+took 70,000 page faults). Without autograd none of the intermediates must be kept, so this path
 
 - adds the attention projection and the second MLP layer straight into the residual stream
   (``rows.add_(bias).addmm_(input, weight.T)``: no output buffer, no separate residual add),
-- applies GELU in place on the first MLP layer's output.
+- writes the qkv and first MLP layer outputs into two buffers reused by every block of the
+  stack (in fp32; under autocast the layers allocate as usual), and applies GELU in place.
 
 It computes the same function as ``block(x)`` up to float rounding: ``x + (a @ W.T + b)`` becomes
 ``(x + b) + a @ W.T``. Blocks with anything else inside (layer scale, gated or normalised
@@ -71,19 +73,46 @@ def _add_linear_(rows: torch.Tensor, inputs: torch.Tensor, linear: nn.Linear) ->
         rows.add_(linear(inputs))
 
 
-def _block_forward_in_place(block: nn.Module, x: torch.Tensor,
-                            attn_mask: torch.Tensor | None) -> None:
+class _Workspace:
+    """Output buffers shared by the blocks of one stack, one per role, reused block after block."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def linear(self, role: str, inputs: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """linear(inputs) for 2-D inputs, written into this role's buffer when autocast is off.
+
+        Under autocast the layer allocates its output as usual: ``out=`` would bypass
+        autocast's casts, and casting here by hand measured slower (target_forward.py, bf16).
+        """
+        weight = linear.weight
+        if torch.is_autocast_enabled(inputs.device.type) or inputs.dtype != weight.dtype:
+            return linear(inputs)
+        shape = (inputs.shape[0], weight.shape[0])
+        out = self.buffers.get(role)
+        if out is None or out.shape != shape or out.dtype != inputs.dtype \
+                or out.device != inputs.device:
+            out = self.buffers[role] = inputs.new_empty(shape)
+        if linear.bias is None:
+            return torch.mm(inputs, weight.t(), out=out)
+        return torch.addmm(linear.bias, inputs, weight.t(), out=out)
+
+
+def _block_forward_in_place(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                            workspace: _Workspace) -> None:
     batch, tokens, dim = x.shape
     rows = x.view(batch * tokens, dim)
     attn = block.attn
-    qkv = attn.qkv(block.norm1(x)).view(batch, tokens, 3, attn.num_heads, attn.head_dim)
+    normed = block.norm1(x).view(batch * tokens, dim)
+    qkv = workspace.linear("qkv", normed, attn.qkv)
+    qkv = qkv.view(batch, tokens, 3, attn.num_heads, attn.head_dim)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     heads = scaled_dot_product_attention(q, k, v, attn_mask)
     # SDPA returns (B, H, N, d) with (B, N, H, d) memory for these strided inputs: a free view.
     _add_linear_(rows, heads.transpose(1, 2).reshape(batch * tokens, -1), attn.proj)
-    hidden = block.mlp.fc1(block.norm2(x))
+    hidden = workspace.linear("fc1", block.norm2(x).view(batch * tokens, dim), block.mlp.fc1)
     torch.ops.aten.gelu_(hidden)
-    _add_linear_(rows, hidden.view(batch * tokens, -1), block.mlp.fc2)
+    _add_linear_(rows, hidden, block.mlp.fc2)
 
 
 def run_blocks_in_place(blocks: nn.ModuleList, x: torch.Tensor,
@@ -92,9 +121,10 @@ def run_blocks_in_place(blocks: nn.ModuleList, x: torch.Tensor,
     if torch.is_grad_enabled():
         raise RuntimeError("run_blocks_in_place needs autograd off (torch.no_grad())")
     x = x.clone(memory_format=torch.contiguous_format)  # the caller's tensor stays as it was
+    workspace = _Workspace()
     for block in blocks:
         if supports_in_place_forward(block):
-            _block_forward_in_place(block, x, attn_mask)
+            _block_forward_in_place(block, x, attn_mask, workspace)
         else:
             x = block(x, attn_mask=attn_mask).contiguous()
     return x

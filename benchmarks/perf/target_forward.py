@@ -1,0 +1,116 @@
+"""A/B of an encoder that sees every token: token layout and the in-place no-grad block path.
+
+Two changes are measured here, each against the code path it replaced, alternating single runs
+(A, B, B, A, ...) in one process so that slow phases of a shared machine hit both:
+
+- ``--compare layout``: tokens from the patch embedding as a transposed view (the old code) vs
+  contiguous (now), on a forward + backward with autograd (fine-tuning; without autograd the
+  in-place path below makes its own contiguous copy). The transposed layout made every
+  LayerNorm copy its input.
+- ``--compare in-place``: the no-grad forward of the EMA target encoder (it sees every token on
+  every I-JEPA step), timm's block forward vs ``jepactl.nn.no_grad_blocks`` (residual stream
+  updated in place).
+
+Prints the median and quartiles of the per-pair time ratio (old / new) and the ratio of the
+fastest forwards, plus the largest output difference.
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/target_forward.py --compare layout
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+
+import torch
+
+import jepactl.nn.vit as vit
+from jepactl.nn.tokenizers import PatchEmbed2D
+from jepactl.nn.vit import EncoderConfig, TransformerEncoder
+
+CONFIGS = {  # the peer benchmark's two encoders
+    "tiny64": dict(image=64, patch=4, dim=192, depth=12, heads=3, batch=32),
+    "small224": dict(image=224, patch=16, dim=384, depth=12, heads=6, batch=16),
+}
+
+
+def transposed_tokens(self: PatchEmbed2D, x: torch.Tensor) -> torch.Tensor:
+    return self.proj(x).flatten(2).transpose(1, 2)  # the layout before the fix
+
+
+def module_blocks(blocks, x, attn_mask):
+    for block in blocks:  # timm's forward, block by block
+        x = block(x, attn_mask=attn_mask)
+    return x
+
+
+def variants(compare: str):
+    """Return (old, new) callables that switch the code path."""
+    if compare == "layout":
+        contiguous = PatchEmbed2D.forward
+        return (lambda: setattr(PatchEmbed2D, "forward", transposed_tokens),
+                lambda: setattr(PatchEmbed2D, "forward", contiguous))
+    in_place = vit.run_blocks_in_place
+    return (lambda: setattr(vit, "run_blocks_in_place", module_blocks),
+            lambda: setattr(vit, "run_blocks_in_place", in_place))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=["layout", "in-place"], required=True)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny64")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--pairs", type=int, default=30)
+    args = parser.parse_args()
+    cfg = CONFIGS[args.config]
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(
+        {"kind": "patch2d", "in_chans": 3, "img_size": cfg["image"]},
+        EncoderConfig(embed_dim=cfg["dim"], depth=cfg["depth"], num_heads=cfg["heads"],
+                      patch_size=cfg["patch"]))
+    encoder.train(args.compare == "layout")
+    images = torch.randn(cfg["batch"], 3, cfg["image"], cfg["image"])
+    autocast = (torch.autocast("cpu", torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
+    old, new = variants(args.compare)
+    backward = args.compare == "layout"
+
+    def run() -> torch.Tensor:
+        out = encoder(images)
+        if backward:
+            out.float().square().mean().backward()
+        return out.detach().float()
+
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    with torch.set_grad_enabled(backward), autocast:
+        old()
+        reference = run()
+        new()
+        difference = (run() - reference).abs().max().item()
+        for _ in range(2):  # warm-up of both paths
+            old(), run(), new(), run()
+        for pair in range(args.pairs):
+            order = (("old", old), ("new", new)) if pair % 2 else (("new", new), ("old", old))
+            for name, switch in order:
+                switch()
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(times["old"], times["new"])]
+    quartiles = statistics.quantiles(ratios, n=4)
+    print(json.dumps({
+        "compare": args.compare, "config": args.config, "precision": args.precision,
+        "threads": torch.get_num_threads(), "pairs": args.pairs,
+        "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
+        "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
+        "median_ratio": round(statistics.median(ratios), 3),
+        "quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
+        "fastest_ratio": round(min(times["old"]) / min(times["new"]), 3),
+        "max_abs_difference": difference}))
+
+
+if __name__ == "__main__":
+    main()
