@@ -1,0 +1,76 @@
+"""A/B of ``train.compile`` on the peer benchmark's jepactl training step: compiled blocks vs eager.
+
+Builds the jepactl step of ``peer_lightly.py`` with ``train.compile=true`` (every transformer
+block compiled in place, dynamic shapes), compiles it during three untimed steps, then times
+single steps alternately with the compiled blocks switched on and off (A, B, B, A, ...) in the
+same process, so the two share the model, the optimizer state and the machine's slow phases.
+Prints the compile time, the fastest and median step of each, and the median per-pair ratio.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/perf/compile_ab.py --config tiny64 \\
+        --precision fp32 --pairs 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import Block
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peer_lightly  # noqa: E402 - the benchmark's own step builder
+
+from jepactl.compile import is_compiled  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(peer_lightly.CONFIGS), default="tiny64")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--pairs", type=int, default=16)
+    args = parser.parse_args()
+    cfg = peer_lightly.CONFIGS[args.config]
+    step = peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True,
+                                       compile_blocks=True)
+    # The runner keeps its model to itself; its compiled blocks are the only ones alive.
+    built = [m for m in gc.get_objects() if isinstance(m, Block) and is_compiled(m)]
+    compiled_calls = [block._compiled_call_impl for block in built]
+
+    def use_compiled(on: bool) -> None:
+        for block, call in zip(built, compiled_calls):
+            block._compiled_call_impl = call if on else None
+
+    start = time.perf_counter()
+    for _ in range(3):  # compiles forward and backward graphs of every block shape
+        step()
+    compile_s = time.perf_counter() - start
+    use_compiled(False)
+    step()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for pair in range(args.pairs):
+        for on in ((False, True) if pair % 2 else (True, False)):
+            use_compiled(on)
+            start = time.perf_counter()
+            step()
+            times[on].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(times[False], times[True])]
+    print(json.dumps({
+        "config": args.config, "precision": args.precision, "threads": torch.get_num_threads(),
+        "compiled_blocks": len(built), "pairs": args.pairs,
+        "compile_and_3_steps_s": round(compile_s, 1),
+        "eager_ms": {"fastest": round(min(times[False]) * 1e3),
+                     "median": round(statistics.median(times[False]) * 1e3)},
+        "compiled_ms": {"fastest": round(min(times[True]) * 1e3),
+                        "median": round(statistics.median(times[True]) * 1e3)},
+        "median_ratio_eager_over_compiled": round(statistics.median(ratios), 3),
+        "fastest_ratio": round(min(times[False]) / min(times[True]), 3)}))
+
+
+if __name__ == "__main__":
+    main()
