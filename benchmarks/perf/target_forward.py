@@ -11,8 +11,9 @@ Two changes are measured here, each against the code path it replaced, alternati
   every I-JEPA step), timm's block forward vs ``jepactl.nn.no_grad_blocks`` (residual stream
   updated in place).
 
-Prints the median and quartiles of the per-pair time ratio (old / new) and the ratio of the
-fastest forwards, plus the largest output difference.
+Prints the median and quartiles of the per-pair time ratio (old / new), the ratio of the
+fastest runs, the median minor page faults per run of each path (``getrusage``: memory the
+allocator gave back to the kernel and faulted in again) and the largest output difference.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/target_forward.py --compare layout
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import statistics
 import time
 
@@ -85,6 +87,7 @@ def main() -> None:
         return out.detach().float()
 
     times: dict[str, list[float]] = {"old": [], "new": []}
+    faults: dict[str, list[int]] = {"old": [], "new": []}
     with torch.set_grad_enabled(backward), autocast:
         old()
         reference = run()
@@ -96,9 +99,12 @@ def main() -> None:
             order = (("old", old), ("new", new)) if pair % 2 else (("new", new), ("old", old))
             for name, switch in order:
                 switch()
+                faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                                    - faults_before)
     ratios = [a / b for a, b in zip(times["old"], times["new"])]
     quartiles = statistics.quantiles(ratios, n=4)
     print(json.dumps({
@@ -109,6 +115,8 @@ def main() -> None:
         "median_ratio": round(statistics.median(ratios), 3),
         "quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
         "fastest_ratio": round(min(times["old"]) / min(times["new"]), 3),
+        "old_page_faults": statistics.median(faults["old"]),
+        "new_page_faults": statistics.median(faults["new"]),
         "max_abs_difference": difference}))
 
 

@@ -5,8 +5,9 @@ encoder sees all tokens and is the largest single forward of the step), and so d
 exports. Out of place, each block allocates and writes a fresh residual stream twice, a fresh
 output for every linear layer and another for GELU's result; on CPU those are memory-bound
 passes over the largest activations, and glibc's allocator returns such large buffers to the
-system and page-faults them back in on the next block (a ViT-Tiny target forward at batch 32
-took 70,000 page faults). Without autograd none of the intermediates must be kept, so this path
+system and page-faults them back in on the next block (a ViT-Tiny target forward at batch 32:
+12,000-70,000 page faults, none on this path; benchmarks/perf/target_forward.py). Without
+autograd none of the intermediates must be kept, so this path
 
 - adds the attention projection and the second MLP layer straight into the residual stream
   (``rows.add_(bias).addmm_(input, weight.T)``: no output buffer, no separate residual add),
