@@ -6,7 +6,9 @@ on CPU after minutes of compiling (benchmarks/perf/RESULTS.md). Every transforme
 stack of identical timm blocks, so compiling the block instead (PyTorch's "regional compilation")
 with dynamic shapes gives one graph per block shape and mode, reused by every layer and every
 length: tens of seconds to compile, and the elementwise work around the matmuls (bias, GELU,
-residual adds, LayerNorms, forward and backward) fused into a few loops.
+residual adds, LayerNorms, forward and backward) fused into a few loops. On CPU that is at
+parity with eager (the GEMMs and attention dominate; benchmarks/perf/compile_ab.py), so the
+key is off by default.
 
 ``nn.Module.compile`` compiles in place, so parameter names and checkpoints are unchanged.
 """

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from timm.layers import Mlp
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from jepactl.compile import is_compiled
@@ -42,7 +43,7 @@ def _inactive_dropout(module: nn.Module, training: bool) -> bool:
 def supports_in_place_forward(block: nn.Module) -> bool:
     """Whether ``block`` is a plain pre-norm block this module computes exactly as timm does
     (a compiled block runs its compiled forward instead, which fuses more than this path)."""
-    if is_compiled(block):
+    if not isinstance(block, Block) or is_compiled(block):
         return False
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
     if not isinstance(attn, Attention) or type(mlp) is not Mlp:

@@ -38,7 +38,7 @@ class PatchEmbed2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # contiguous(): the transposed view would carry channel-stride-N layout through every
         # residual add of an ungathered (target) encoder, and each LayerNorm would copy it
-        # (benchmarks/perf/RESULTS.md: target encoder 7 % faster with this one copy).
+        # (benchmarks/perf/target_forward.py --compare layout: forward + backward 6 % faster).
         return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
     def position_table(self, dim: int) -> torch.Tensor:
