@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--run-length", type=int, default=1,
+                        help="forwards of one path in a row per turn (page faults depend on "
+                             "what the allocator freed just before)")
     args = parser.parse_args()
     cfg = CONFIGS[args.config]
     torch.manual_seed(0)
@@ -99,17 +102,19 @@ def main() -> None:
             order = (("old", old), ("new", new)) if pair % 2 else (("new", new), ("old", old))
             for name, switch in order:
                 switch()
-                faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                                    - faults_before)
+                for _ in range(args.run_length):
+                    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    start = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - start)
+                    faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                                        - faults_before)
     ratios = [a / b for a, b in zip(times["old"], times["new"])]
     quartiles = statistics.quantiles(ratios, n=4)
     print(json.dumps({
         "compare": args.compare, "config": args.config, "precision": args.precision,
         "threads": torch.get_num_threads(), "pairs": args.pairs,
+        "run_length": args.run_length,
         "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
         "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
         "median_ratio": round(statistics.median(ratios), 3),

@@ -6,7 +6,7 @@ exports. Out of place, each block allocates and writes a fresh residual stream t
 output for every linear layer and another for GELU's result; on CPU those are memory-bound
 passes over the largest activations, and glibc's allocator returns such large buffers to the
 system and page-faults them back in on the next block (a ViT-Tiny target forward at batch 32:
-12,000-70,000 page faults, none on this path; benchmarks/perf/target_forward.py). Without
+3,800-12,300 page faults, none on this path; benchmarks/perf/target_forward.py). Without
 autograd none of the intermediates must be kept, so this path
 
 - adds the attention projection and the second MLP layer straight into the residual stream
