@@ -34,12 +34,20 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(peer_lightly.CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--blocks", choices=["all", "trainable"], default="all",
+                        help="trainable: leave the EMA target encoder's blocks eager (its no-grad "
+                             "forward then takes jepactl's in-place path)")
     args = parser.parse_args()
     cfg = peer_lightly.CONFIGS[args.config]
     step = peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True,
                                        compile_blocks=True)
     # The runner keeps its model to itself; its compiled blocks are the only ones alive.
     built = [m for m in gc.get_objects() if isinstance(m, Block) and is_compiled(m)]
+    if args.blocks == "trainable":
+        for block in built:
+            if not any(p.requires_grad for p in block.parameters()):
+                block._compiled_call_impl = None  # back to eager for good
+        built = [block for block in built if is_compiled(block)]
     compiled_calls = [block._compiled_call_impl for block in built]
 
     def use_compiled(on: bool) -> None:
@@ -62,7 +70,7 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times[False], times[True])]
     print(json.dumps({
         "config": args.config, "precision": args.precision, "threads": torch.get_num_threads(),
-        "compiled_blocks": len(built), "pairs": args.pairs,
+        "blocks": args.blocks, "compiled_blocks": len(built), "pairs": args.pairs,
         "compile_and_3_steps_s": round(compile_s, 1),
         "eager_ms": {"fastest": round(min(times[False]) * 1e3),
                      "median": round(statistics.median(times[False]) * 1e3)},
