@@ -37,6 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from jepactl.nn.attention import additive_mask
+from jepactl.nn.predictor import block_diagonal_mask
+
 BATCH, HEADS = 32, 3
 PREDICTOR = dict(context=89, blocks=4, per_block=40, head_dim=32)
 
@@ -99,11 +102,10 @@ def split_predictor_attention(q, k, v, context: int, blocks: int, per_block: int
 
 
 def predictor_mask(context: int, blocks: int, per_block: int) -> torch.Tensor:
-    group = torch.cat([torch.full((context,), -1),
-                       torch.arange(blocks).repeat_interleave(per_block)])
-    allowed = (group[None] == -1) | (group[None] == group[:, None])
+    """The shared-context predictor's mask, in the additive form run_blocks hands to SDPA."""
+    allowed = block_diagonal_mask(context, blocks, per_block)
     n = allowed.shape[0]
-    return torch.zeros(BATCH, 1, n, n).masked_fill_(~allowed.expand(BATCH, 1, n, n), float("-inf"))
+    return additive_mask(allowed.expand(BATCH, 1, n, n), torch.float32)
 
 
 def qkv(tokens: int, head_dim: int, grad: bool):

@@ -9,6 +9,16 @@ from jepactl.nn.vit import gather_tokens, init_transformer_weights, make_blocks,
     run_blocks
 
 
+def block_diagonal_mask(context_len: int, blocks: int, per_block: int,
+                        device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (N, N) attention mask of the shared-context sequence [context; M blocks of T]:
+    a query sees the context keys always and the mask-token keys of its own block only, so
+    context tokens see only the context (True = may attend)."""
+    group = torch.cat([torch.full((context_len,), -1, device=device),
+                       torch.arange(blocks, device=device).repeat_interleave(per_block)])
+    return (group[None, :] == -1) | (group[None, :] == group[:, None])
+
+
 class MaskedPredictor(nn.Module):
     """I-JEPA's predictor: project D -> d, add positions, append mask tokens, transform, project.
 
@@ -66,10 +76,7 @@ class MaskedPredictor(nn.Module):
         queries = self.mask_token.to(ctx.dtype) + gather_tokens(pos, target_index.flatten(1))
         x = torch.cat([ctx, queries], dim=1)
         context_len = ctx.shape[1]
-        group = torch.cat([torch.full((context_len,), -1, device=ctx.device),
-                           torch.arange(blocks, device=ctx.device).repeat_interleave(per_block)])
-        # A query sees context keys always, and mask-token keys of its own block only.
-        allowed = (group[None, :] == -1) | (group[None, :] == group[:, None])
+        allowed = block_diagonal_mask(context_len, blocks, per_block, ctx.device)
         mask = allowed.unsqueeze(0).expand(batch, -1, -1)
         if context_valid is not None:
             key_valid = torch.cat([context_valid,
