@@ -115,7 +115,6 @@ def lightly_runner(cfg: dict, precision: str, workers: int):
                 else contextlib.nullcontext())
 
     def step() -> None:
-        nonlocal batches
         udata, masks_enc, masks_pred = next(batches)
         with autocast:
             z, h = model(udata[0], masks_enc, masks_pred)

@@ -10,6 +10,9 @@ Two changes are measured here, each against the code path it replaced, alternati
 - ``--compare in-place``: the no-grad forward of the EMA target encoder (it sees every token on
   every I-JEPA step), timm's block forward vs ``jepactl.nn.no_grad_blocks`` (residual stream
   updated in place).
+- ``--compare batch-chunks``: a candidate, not adopted (RESULTS.md 3c): the in-place target
+  forward over the whole batch (now) vs depth-first over chunks of ``--chunk`` samples, so that
+  one chunk's activations stay in the core's cache from one block to the next.
 
 Prints the median and quartiles of the per-pair time ratio (old / new), the ratio of the
 fastest runs, the median minor page faults per run of each path (``getrusage``: memory the
@@ -49,8 +52,22 @@ def module_blocks(blocks, x, attn_mask):
     return x
 
 
-def variants(compare: str):
+def batch_chunked(run_blocks, chunk: int):
+    """``run_blocks`` applied to ``chunk`` samples at a time, all blocks per chunk."""
+    def run(blocks, x, attn_mask):
+        if attn_mask is not None:
+            raise ValueError("batch-chunks compares full-token (target encoder) forwards only")
+        return torch.cat([run_blocks(blocks, part, None) for part in x.split(chunk)])
+    return run
+
+
+def variants(compare: str, chunk: int):
     """Return (old, new) callables that switch the code path."""
+    if compare == "batch-chunks":  # here "old" is what jepactl runs, "new" the candidate
+        in_place = vit.run_blocks_in_place
+        chunked = batch_chunked(in_place, chunk)
+        return (lambda: setattr(vit, "run_blocks_in_place", in_place),
+                lambda: setattr(vit, "run_blocks_in_place", chunked))
     if compare == "layout":
         contiguous = PatchEmbed2D.forward
         return (lambda: setattr(PatchEmbed2D, "forward", transposed_tokens),
@@ -62,7 +79,9 @@ def variants(compare: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=["layout", "in-place"], required=True)
+    parser.add_argument("--compare", choices=["layout", "in-place", "batch-chunks"],
+                        required=True)
+    parser.add_argument("--chunk", type=int, default=4, help="samples per chunk (batch-chunks)")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--pairs", type=int, default=30)
@@ -80,7 +99,7 @@ def main() -> None:
     images = torch.randn(cfg["batch"], 3, cfg["image"], cfg["image"])
     autocast = (torch.autocast("cpu", torch.bfloat16) if args.precision == "bf16"
                 else contextlib.nullcontext())
-    old, new = variants(args.compare)
+    old, new = variants(args.compare, args.chunk)
     backward = args.compare == "layout"
 
     def run() -> torch.Tensor:
@@ -115,6 +134,7 @@ def main() -> None:
         "compare": args.compare, "config": args.config, "precision": args.precision,
         "threads": torch.get_num_threads(), "pairs": args.pairs,
         "run_length": args.run_length,
+        **({"chunk": args.chunk} if args.compare == "batch-chunks" else {}),
         "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
         "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
         "median_ratio": round(statistics.median(ratios), 3),
