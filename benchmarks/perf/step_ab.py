@@ -29,19 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peer_lightly  # noqa: E402 - the benchmark's own step builder
-
-
-def candidate_switches(name: str, chunk: int):
-    """Return (as jepactl runs, candidate) callables that switch the code path."""
-    if name != "batch-chunks":
-        raise ValueError(f"unknown candidate {name!r}")
-    import jepactl.nn.vit as vit
-    from target_forward import batch_chunked
-
-    in_place = vit.run_blocks_in_place
-    chunked = batch_chunked(in_place, chunk)
-    return (lambda: setattr(vit, "run_blocks_in_place", in_place),
-            lambda: setattr(vit, "run_blocks_in_place", chunked))
+import target_forward  # noqa: E402 - the same candidates, timed there on the encoder alone
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4, help="samples per chunk (batch-chunks)")
     parser.add_argument("--pairs", type=int, default=12)
     args = parser.parse_args()
-    as_is, candidate = candidate_switches(args.candidate, args.chunk)
+    as_is, candidate = target_forward.variants(args.candidate, args.chunk)
     step = peer_lightly.jepactl_runner(peer_lightly.CONFIGS[args.config], args.precision, 0,
                                        "truncate", True)
     for _ in range(2):  # warm-up, each setting once

@@ -1,7 +1,8 @@
 """A/B of an encoder that sees every token: token layout and the in-place no-grad block path.
 
-Two changes are measured here, each against the code path it replaced, alternating single runs
-(A, B, B, A, ...) in one process so that slow phases of a shared machine hit both:
+Two changes and one candidate are measured here, each against the code path it replaced or
+would replace, alternating single runs (A, B, B, A, ...) in one process so that slow phases of
+a shared machine hit both:
 
 - ``--compare layout``: tokens from the patch embedding as a transposed view (the old code) vs
   contiguous (now), on a forward + backward with autograd (fine-tuning; without autograd the
