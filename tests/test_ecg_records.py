@@ -186,3 +186,107 @@ def test_direct_decoding_matches_wfdb_for_formats_16_212_and_24(tmp_path):
             np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
             np.testing.assert_allclose(np.nan_to_num(fast), np.nan_to_num(slow), atol=1e-6)
         assert np.isnan(read_window(record, 5, 6)[1, 0])
+
+
+def write_invalid_record(folder: Path, name: str, samples: int, fs: float, leads: list[str]
+                         ) -> None:
+    """Write a format-16 record whose every sample is WFDB's "no sample" value (read as NaN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(leads), sig_name=leads, fmt=["16"] * len(leads),
+                d_signal=np.full((samples, len(leads)), -32768, dtype=np.int16),
+                adc_gain=[200.0] * len(leads), baseline=[0] * len(leads), write_dir=str(folder))
+
+
+def test_single_lead_records_under_any_name_are_read_as_the_first_recipe_lead(tmp_path, caplog):
+    for name in ("a", "b", "c"):
+        write_record(tmp_path, name, sine(250, 4, leads=1), 250, ["ECG"])
+    write_record(tmp_path, "other", sine(250, 4), 250, ["X", "Y"])  # several leads, none wanted
+    cfg = ECGDataConfig(crop_seconds=2.0)
+    with caplog.at_level("WARNING", logger="jepactl"):
+        source = open_ecg(str(tmp_path), cfg)
+    assert [r.name for r in source.records] == ["a", "b", "c"]
+    assert len(source.skipped) == 1 and "other" in source.skipped[0]
+    assert "has none of the leads" in source.skipped[0]
+    notices = [r.getMessage() for r in caplog.records if "single-lead" in r.getMessage()]
+    assert notices == ["3 single-lead records (lead 'ECG') are used as lead I (data.leads[0])"]
+    reader = ECGWindowReader(source, cfg)
+    assert reader.maps[0] == [0] + [-1] * 11
+    window, present = reader.read(0, 1.0, 1000)
+    assert present.tolist() == [True] + [False] * 11
+    assert window[0].std() > 0.5 and np.all(window[1:] == 0)
+
+
+def test_unnamed_single_lead_wfdb_channel_and_one_row_arrays_are_the_first_lead(tmp_path, caplog):
+    write_record(tmp_path, "named", sine(250, 4, leads=1), 250, ["ECG"])
+    header = (tmp_path / "named.hea").read_text().splitlines()
+    (tmp_path / "unnamed.hea").write_text(  # the signal line without its description field
+        "unnamed" + header[0][len("named"):] + "\n" + " ".join(header[1].split()[:-1]) + "\n")
+    np.save(tmp_path / "flat.npy", sine(250, 4, leads=1)[:, 0].astype(np.float32))  # shape (n,)
+    np.save(tmp_path / "row.npy", sine(250, 4, leads=1).T.astype(np.float32))  # shape (1, n)
+    cfg = ECGDataConfig(leads=("II", "V1"), array_sample_rate=250.0, crop_seconds=2.0)
+    with caplog.at_level("WARNING", logger="jepactl"):
+        source = open_ecg(str(tmp_path), cfg)
+    assert sorted(r.name for r in source.records) == ["flat", "named", "row", "unnamed"]
+    unnamed = next(r for r in source.records if r.name == "unnamed")
+    assert unnamed.leads == ["ch0"]
+    reader = ECGWindowReader(source, cfg)
+    assert reader.maps == [[0, -1]] * 4
+    for i in range(4):
+        window, present = reader.read(i, 0.5, 500)
+        assert present.tolist() == [True, False] and window[0].std() > 0.5
+    notices = [r.getMessage() for r in caplog.records if "single-lead" in r.getMessage()]
+    # Arrays are positional (row 0 is data.leads[0] by definition): only the WFDB pair is noted.
+    assert notices == ["2 single-lead records (leads 'ECG', 'ch0') are used as lead II "
+                       "(data.leads[0])"]
+
+
+def test_array_rows_are_the_recipe_leads_by_position_even_with_lead_alternatives(tmp_path):
+    signal = sine(500, 4, hz=3.0, leads=2)
+    np.save(tmp_path / "two.npy", signal.T.astype(np.float32))
+    cfg = ECGDataConfig(leads=("II", "V1|V2|V4|V5"), crop_seconds=2.0)  # recipes/ecg/cpu.yaml
+    source = open_ecg(str(tmp_path), cfg)
+    reader = ECGWindowReader(source, cfg)
+    assert reader.maps == [[0, 1]]
+    window, present = reader.read(0, 1.0, 1000)
+    assert present.tolist() == [True, True]
+    assert window[1].std() > 0.5
+    expected = (signal[500:1500, 1] - signal[500:1500, 1].mean()) / signal[500:1500, 1].std()
+    np.testing.assert_allclose(window[1], expected, atol=1e-4)
+    # data.array_leads names the rows: then leads are matched by name, in any order.
+    named = ECGDataConfig(leads=("II", "V1|V2|V4|V5"), array_leads=("V2", "II"), crop_seconds=2.0)
+    assert ECGWindowReader(open_ecg(str(tmp_path), named), named).maps == [[1, 0]]
+
+
+def test_all_nan_records_are_skipped_with_their_reason_and_healthy_ones_kept(tmp_path):
+    np.save(tmp_path / "healthy.npy", sine(500, 2).T.astype(np.float32))
+    np.save(tmp_path / "blank.npy", np.full((2, 1000), np.nan, dtype=np.float32))
+    np.savez(tmp_path / "blank_npz.npz", np.full(1000, np.nan))
+    write_invalid_record(tmp_path, "blank_wfdb", 500, 250, ["I", "II"])
+    write_invalid_record(tmp_path, "blank_holter", 250 * 120, 250, ["I"])  # > 1 min: chunks
+    source = open_ecg(str(tmp_path), ECGDataConfig(leads=("I", "II")))
+    assert [r.name for r in source.records] == ["healthy"]
+    assert len(source.skipped) == 4
+    assert all("all samples are NaN" in reason for reason in source.skipped)
+    assert {Path(reason.split(": ")[0]).name for reason in source.skipped} == {
+        "blank.npy", "blank_npz.npz", "blank_wfdb.hea", "blank_holter.hea"}
+    (tmp_path / "healthy.npy").unlink()
+    with pytest.raises(DataError, match="no readable ECG record .*4 skipped.*all samples are NaN"):
+        open_ecg(str(tmp_path), ECGDataConfig(leads=("I", "II")))
+
+
+def test_records_with_some_nan_are_kept_and_their_gaps_filled(tmp_path):
+    partial = sine(500, 2).T.astype(np.float32)
+    partial[0] = np.nan  # one whole lead, and part of the other
+    partial[1, :300] = np.nan
+    np.save(tmp_path / "partial.npy", partial)
+    holter = np.sin(np.arange(250 * 120) / 20.0)[:, None]
+    holter[: 250 * 30] = np.nan  # the first half minute missing: the later chunks have signal
+    write_record(tmp_path, "holter", holter, 250, ["II"])
+    cfg = ECGDataConfig(leads=("I", "II"), sample_rate=250, array_sample_rate=250.0)
+    source = open_ecg(str(tmp_path), cfg)
+    assert sorted(r.name for r in source.records) == ["holter", "partial"] and not source.skipped
+    reader = ECGWindowReader(source, cfg)
+    for record_index, start in ((0, 40.0), (1, 0.0)):  # holter (past its gap), partial
+        window, present = reader.read(record_index, start, 500)
+        assert np.isfinite(window).all() and window[1].std() > 0.5
+    assert present.tolist() == [True, True] and np.all(window[0] == 0)  # the all-NaN lead

@@ -15,8 +15,15 @@ Every sample is a window of ``n`` samples at the recipe's rate, cut from a recor
 
 Missing leads (documented policy): a lead the recipe asks for that a record lacks is all
 zeros, so the all-lead Conv1d patch sees no signal from it (``lead_mask`` says which leads
-were real). A lead that *no* record has is reported once as a warning; a record with none of
-the recipe's leads is skipped; data where no record has any of them is an error.
+were real). A lead that *no* record has is reported once as a warning; a multi-lead record
+with none of the recipe's leads is skipped; data where no record has any of them is an error.
+
+Single-lead records just work: a record with one lead whose name is none of the recipe's
+(``ECG``, ``lead1``, an unnamed channel) is read as the recipe's first lead, ``data.leads[0]``,
+with one notice per data set naming the mapping; refusing it would leave single-lead devices
+(Holters, patches, watches) untrainable under the default recipe. Array rows have no names
+of their own: unless ``data.array_leads`` names them, row k *is* the recipe's k-th lead (a
+recipe alias like ``V1|V2|V4|V5`` is not a name a row could be matched by).
 """
 
 from __future__ import annotations
@@ -75,8 +82,8 @@ def _norm(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def lead_map(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
-    """Return, per wanted lead, the record's channel index (-1 when the record lacks it)."""
+def _map_by_name(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
+    """Return, per wanted lead, the channel whose name matches it (-1 when none does)."""
     have = {}
     for channel, name in enumerate(record.leads):
         have.setdefault(_norm(name), channel)
@@ -84,22 +91,54 @@ def lead_map(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
             for lead in wanted]
 
 
+def _is_unmatched_single_lead(record: ECGRecord, wanted: tuple[str, ...]) -> bool:
+    """True for a one-lead record whose lead has none of the wanted names (read as wanted[0])."""
+    return (len(record.leads) == 1 and not record.by_position and len(wanted) > 0
+            and max(_map_by_name(record, wanted)) < 0)
+
+
+def lead_map(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
+    """Return, per wanted lead, the record's channel index (-1 when the record lacks it).
+
+    Array rows without names map by position (row k -> wanted lead k); an unmatched single
+    lead is the first wanted lead (module docstring).
+    """
+    if record.by_position:
+        return [k if k < len(record.leads) else -1 for k in range(len(wanted))]
+    if _is_unmatched_single_lead(record, wanted):
+        return [0] + [-1] * (len(wanted) - 1)
+    return _map_by_name(record, wanted)
+
+
 def open_ecg(path: str | None, cfg: ECGDataConfig) -> ECGSource:
     """Return the records under ``path`` (the embedded sample when None) that have a wanted lead."""
     root = Path(path) if path is not None else EMBEDDED_PATH
-    source = open_records(root, cfg.array_sample_rate, list(cfg.array_leads or cfg.leads))
+    # Without data.array_leads, array rows are the recipe's leads by position; they are named
+    # after each lead's first alternative only for messages.
+    row_names = list(cfg.array_leads) or [lead.split("|")[0] for lead in cfg.leads]
+    source = open_records(root, cfg.array_sample_rate, row_names,
+                          array_rows_by_position=not cfg.array_leads)
     kept, present = [], np.zeros(len(cfg.leads), dtype=int)
+    single_lead_names: dict[str, int] = {}
     for record in source.records:
         mapping = np.array(lead_map(record, cfg.leads))
         if (mapping < 0).all():
             source.skipped.append(f"{record.path}: has none of the leads in data.leads "
                                   f"(it has {', '.join(record.leads)})")
             continue
+        if _is_unmatched_single_lead(record, cfg.leads):
+            single_lead_names[record.leads[0]] = single_lead_names.get(record.leads[0], 0) + 1
         present += mapping >= 0
         kept.append(record)
     if not kept:
         raise DataError(f"no record under '{root}' has any lead in data.leads "
                         f"({', '.join(cfg.leads)}); set data.leads to the data's lead names")
+    if single_lead_names:
+        count = sum(single_lead_names.values())
+        names = ", ".join(f"'{name}'" for name in single_lead_names)
+        log.warning("%d single-lead record%s (lead%s %s) %s used as lead %s (data.leads[0])",
+                    count, "s" if count > 1 else "", "s" if len(single_lead_names) > 1 else "",
+                    names, "are" if count > 1 else "is", cfg.leads[0])
     absent = [lead for lead, n in zip(cfg.leads, present) if n == 0]
     if absent:
         log.warning("lead(s) %s of data.leads are in no record under %s: they are zero-filled",

@@ -4,7 +4,17 @@ A folder is searched recursively. Every ``.hea`` header is parsed and checked at
 its signal files must exist and be long enough for the samples the header announces, so a
 missing ``.dat``, a truncated file or a garbled header is found once, up front, and listed in
 ``ECGSource.skipped`` with its reason instead of failing mid-run. ``.npy``/``.npz`` arrays are
-``leads x samples`` at a rate the recipe gives.
+``leads x samples`` (a 1-D array is one lead) at a rate the recipe gives; every row is kept,
+named by ``array_leads`` or, with ``array_rows_by_position``, standing for the recipe's leads in
+order whatever they are called. A WFDB channel without a name is called ``ch<k>``.
+
+A record whose samples are all NaN (every lead) holds no signal and would only train on zeros,
+so discovery skips it ("all samples are NaN"). Arrays are checked whole (block by block, stopping
+at the first finite value, so a healthy array costs one small read). A WFDB record has to be
+decoded to be checked, so the check is bounded: a record of at most a minute is read whole, a
+longer one at six evenly spaced 10 s chunks (the first and the last included), and it is skipped
+only when every sample read is NaN. A record with *some* NaN is kept: the window reader
+interpolates the gaps.
 
 Reading is always by window (``read_window``): ``wfdb.rdrecord(sampfrom, sampto)`` seeks to the
 bytes it needs and ``.npy`` files are memory-mapped, so memory stays bounded by the window size
@@ -31,6 +41,11 @@ _BYTES_PER_SAMPLE = {"8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212
                      "24": 3.0, "32": 4.0, "310": 4 / 3, "311": 4 / 3}
 # MATLAB v4 files written by wfdb2mat: a 20-byte matrix header plus the variable name "val".
 _MAT_HEADER_BYTES = 24
+# The all-NaN check of WFDB records (see the module docstring).
+_NAN_CHECK_WHOLE_SECONDS = 60.0
+_NAN_CHECK_CHUNKS = 6
+_NAN_CHECK_CHUNK_SECONDS = 10.0
+_NAN_CHECK_ARRAY_BLOCK = 1 << 16  # array columns per block
 
 
 @dataclass
@@ -45,6 +60,7 @@ class ECGRecord:
     leads: list[str]
     comments: list[str] = field(default_factory=list)  # WFDB header comment lines
     layout: "FlatLayout | None" = None  # set when read_window can decode the file itself
+    by_position: bool = False  # array rows are the recipe's leads in order, whatever their names
 
     @property
     def seconds(self) -> float:
@@ -186,13 +202,48 @@ def _wfdb_record(header_file: Path, root: Path) -> ECGRecord:
     problem = _check_signal_files(header, record_path)
     if problem:
         raise ValueError(problem)
-    return ECGRecord(record_path, str(record_path.relative_to(root)), "wfdb", float(header.fs),
-                     int(header.sig_len), [str(n) for n in header.sig_name],
-                     [str(c) for c in (header.comments or [])], _flat_layout(header, record_path))
+    names = [str(name) if name else f"ch{k}"
+             for k, name in enumerate(header.sig_name or [None] * header.n_sig)]
+    record = ECGRecord(record_path, str(record_path.relative_to(root)), "wfdb", float(header.fs),
+                       int(header.sig_len), names, [str(c) for c in (header.comments or [])],
+                       _flat_layout(header, record_path))
+    if _wfdb_all_nan(record):
+        raise ValueError("all samples are NaN")
+    return record
 
 
-def _array_record(file: Path, root: Path, fs: float, lead_names: list[str]) -> ECGRecord:
-    """Return a record for a ``leads x samples`` .npy or .npz array."""
+def _wfdb_all_nan(record: ECGRecord) -> bool:
+    """Return True when every sample the bounded check reads is NaN (module docstring)."""
+    if record.seconds <= _NAN_CHECK_WHOLE_SECONDS:
+        spans = [(0, record.length)]
+    else:
+        chunk = int(_NAN_CHECK_CHUNK_SECONDS * record.fs)
+        starts = np.linspace(0, record.length - chunk, _NAN_CHECK_CHUNKS).astype(int)
+        spans = [(int(s), int(s) + chunk) for s in starts]
+    try:
+        return all(np.isnan(read_window(record, start, stop)).all() for start, stop in spans)
+    except DataError as err:
+        raise ValueError(str(err)) from None
+
+
+def _array_all_nan(array: np.ndarray) -> bool:
+    """Return True when every value of a (leads, samples) array is NaN, reading block by block."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return False
+    for start in range(0, array.shape[1], _NAN_CHECK_ARRAY_BLOCK):
+        if not np.isnan(array[:, start:start + _NAN_CHECK_ARRAY_BLOCK]).all():
+            return False
+    return True
+
+
+def _as_leads_by_samples(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` as (leads, samples): a 1-D array is one lead."""
+    return array[None, :] if array.ndim == 1 else array
+
+
+def _array_record(file: Path, root: Path, fs: float, lead_names: list[str],
+                  by_position: bool) -> ECGRecord:
+    """Return a record for a ``leads x samples`` (or 1-D, one lead) .npy or .npz array."""
     if file.suffix == ".npy":
         array = np.load(file, mmap_mode="r")
     else:
@@ -200,20 +251,26 @@ def _array_record(file: Path, root: Path, fs: float, lead_names: list[str]) -> E
             if not archive.files:
                 raise ValueError("empty .npz archive")
             array = archive[archive.files[0]]
-    if array.ndim != 2 or min(array.shape) == 0:
-        raise ValueError(f"expected a 2-D array (leads x samples), got shape {array.shape}")
+    if array.ndim not in (1, 2) or min(array.shape) == 0:
+        raise ValueError(f"expected a 1-D (samples) or 2-D (leads x samples) array, got shape "
+                         f"{array.shape}")
+    array = _as_leads_by_samples(array)
+    if _array_all_nan(array):
+        raise ValueError("all samples are NaN")
     leads, samples = array.shape
     names = list(lead_names[:leads]) + [f"ch{i}" for i in range(len(lead_names), leads)]
     return ECGRecord(file, str(file.relative_to(root).with_suffix("")), file.suffix[1:], fs,
-                     int(samples), names)
+                     int(samples), names, by_position=by_position)
 
 
-def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[str]
-                 ) -> ECGSource:
+def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[str],
+                 array_rows_by_position: bool = False) -> ECGSource:
     """Return every readable record under ``path`` (a folder, a ``.hea`` or an array file).
 
-    Unreadable records are listed in ``skipped``; a DataError is raised when nothing readable
-    is left, naming the folder and the first problem.
+    Array rows are named by ``array_leads`` (``ch<k>`` past its end); with
+    ``array_rows_by_position`` row k stands for the recipe's k-th lead whatever its name
+    (``ECGRecord.by_position``). Unreadable and all-NaN records are listed in ``skipped``; a
+    DataError is raised when nothing readable is left, naming the folder and the first problem.
     """
     root = Path(path)
     if not root.exists():
@@ -230,14 +287,15 @@ def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[s
             if file.suffix.lower() == ".hea":
                 records.append(_wfdb_record(file, base))
             elif file.suffix.lower() in (".npy", ".npz"):
-                records.append(_array_record(file, base, array_rate, array_leads))
+                records.append(_array_record(file, base, array_rate, array_leads,
+                                             array_rows_by_position))
             else:
                 raise ValueError("not a .hea, .npy or .npz file")
         except (ValueError, OSError) as err:
             skipped.append(f"{file}: {err}")
     if skipped and records:
-        log.warning("skipped %d unreadable record file(s) under %s; first: %s", len(skipped),
-                    root, skipped[0])
+        log.warning("skipped %d unreadable or all-NaN record file(s) under %s; first: %s",
+                    len(skipped), root, skipped[0])
     if not records:
         if skipped:
             raise DataError(f"no readable ECG record under '{root}' ({len(skipped)} skipped; "
@@ -266,8 +324,10 @@ def read_window(record: ECGRecord, start: int, stop: int) -> np.ndarray:
                                    physical=True).p_signal
             return np.ascontiguousarray(signal.T, dtype=np.float32)
         if record.kind == "npy":
-            return np.asarray(np.load(record.path, mmap_mode="r")[:, start:stop], dtype=np.float32)
+            array = _as_leads_by_samples(np.load(record.path, mmap_mode="r"))
+            return np.asarray(array[:, start:stop], dtype=np.float32)
         with np.load(record.path) as archive:
-            return np.asarray(archive[archive.files[0]][:, start:stop], dtype=np.float32)
+            array = _as_leads_by_samples(archive[archive.files[0]])
+            return np.asarray(array[:, start:stop], dtype=np.float32)
     except (ValueError, OSError, IndexError) as err:
         raise DataError(f"cannot read samples {start}-{stop} of '{record.path}': {err}") from None
