@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +95,58 @@ def test_batch_plan_resumes_mid_epoch_and_shards_disjointly():
 def test_too_little_data_for_one_batch_is_a_data_error():
     with pytest.raises(DataError, match="fewer than one batch"):
         BatchPlan(3, 8, seed=0)
+
+
+def png_bytes(size=(32, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
+    return subprocess.run([sys.executable, "-m", "jepactl", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_folder_of_only_corrupt_images_is_one_data_error(tmp_path):
+    for i in range(3):
+        (tmp_path / "garbage" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
+    with pytest.raises(DataError, match=r"no readable images under '.*garbage' \(3 files "
+                                        r"skipped, first: 0.png: not a recognised image\)"):
+        open_images(str(tmp_path / "garbage"))
+    # A header that parses over pixels that do not: caught when the folder is opened, too.
+    (tmp_path / "truncated").mkdir()
+    for i in range(2):
+        (tmp_path / "truncated" / f"{i}.png").write_bytes(png_bytes()[:60])
+    with pytest.raises(DataError, match=r"2 files skipped, first: 0.png: .*truncated"):
+        open_images(str(tmp_path / "truncated"))
+    write_png(tmp_path / "truncated" / "2.png")
+    source = open_images(str(tmp_path / "truncated"))
+    assert len(source) == 1 and len(source.skipped) == 2
+
+
+def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path):
+    (tmp_path / "garbage").mkdir()
+    for i in range(3):
+        (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
+    result = jepactl("pretrain", "image/tiny", "--data", str(tmp_path / "garbage"),
+                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no readable images under" in lines[0]
+
+
+def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    broken = tmp_path / "data" / "train-00000.parquet"
+    broken.write_bytes(os.urandom(3000))
+    with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
+        open_images(str(tmp_path / "data"))
+    result = jepactl("pretrain", "image/tiny", "--data", str(tmp_path / "data"),
+                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ from jepactl.data.table_preprocess import MISSING_CODE, UNSEEN_CODE, TablePrepro
     TargetCoding
 from jepactl.data.tables import TableDataConfig, column_roles, read_table
 from jepactl.errors import DataError, RecipeError
+from jepactl.recipe import load_recipe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -134,3 +139,89 @@ def test_adult_columns_and_missing_counts():
     assert len(table.frame) == 32561
     assert len(roles.numeric) == 6 and len(roles.categorical) == 8
     assert int(table.frame["workclass"].isna().sum()) == 1836
+
+
+def headerless_tsv(path: Path, rows: int = 40) -> list[list[str]]:
+    """Write a benchmark-style TSV: no header, 0/1 label first, four float columns."""
+    rng = np.random.default_rng(0)
+    cells = [[str(int(rng.integers(2)))] + [f"{v:.3f}" for v in rng.normal(size=4)]
+             for _ in range(rows)]
+    cells[0][2] = "?"  # a missing value in the first row is still data
+    path.write_text("".join("\t".join(row) + "\n" for row in cells))
+    return cells
+
+
+def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
+    return subprocess.run([sys.executable, "-m", "jepactl", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_headerless_tsv_keeps_every_row_and_takes_the_target_by_position(tmp_path, caplog):
+    cells = headerless_tsv(tmp_path / "h.tsv")
+    cfg = TableDataConfig(target=0)
+    with caplog.at_level(logging.WARNING, logger="jepactl"):
+        table = read_table(str(tmp_path / "h.tsv"), cfg)
+    assert len(table.frame) == 40
+    assert list(table.frame.columns) == ["col0", "col1", "col2", "col3", "col4"]
+    assert table.frame["col1"][0] == cells[0][1] and pd.isna(table.frame["col2"][0])
+    assert cfg.target == "col0"  # the position became the name the run's recipe records
+    roles = column_roles(table, cfg)
+    assert roles.numeric == ["col1", "col2", "col3", "col4"] and roles.categorical == []
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1
+    assert "'" + str(tmp_path / "h.tsv") + "' has no header row (first row is all numbers): " \
+        "columns named col0..col4; data.target=0 is col0" == notices[0]
+    last = TableDataConfig(target=-1)
+    assert column_roles(read_table(str(tmp_path / "h.tsv"), last), last).numeric[-1] == "col3"
+    assert TargetCoding.fit(table, cfg.target).classes == ["0", "1"]
+
+
+def test_header_rows_are_kept_and_data_header_forces_either_reading(tmp_path, caplog):
+    headed = write(tmp_path / "a.csv", "a,b,y\n1.5,2,0\n2.5,3,1\n")
+    pandas_names = write(tmp_path / "p.csv", "0,1,2\n0.5,1.5,2.5\n3.5,4.5,5.5\n")
+    mixed = write(tmp_path / "m.csv", "x,colour\n1,red\n2,blue\n")
+    with caplog.at_level(logging.WARNING, logger="jepactl"):
+        for path, columns in ((headed, ["a", "b", "y"]), (pandas_names, ["0", "1", "2"]),
+                              (mixed, ["x", "colour"])):
+            table = read_table(path, TableDataConfig())
+            assert list(table.frame.columns) == columns and len(table.frame) == 2
+        assert column_roles(read_table(headed, TableDataConfig(target=2)),
+                            TableDataConfig(target="y")).numeric == ["a", "b"]
+        forced = read_table(headed, TableDataConfig(header=False))
+        assert list(forced.frame.columns) == ["col0", "col1", "col2"] and len(forced.frame) == 3
+        assert forced.frame["col0"][0] == "a"
+        headerless_tsv(tmp_path / "h.tsv")
+        named = read_table(str(tmp_path / "h.tsv"), TableDataConfig(header=True))
+        assert len(named.frame) == 39
+    assert not caplog.records  # only an auto decision for "no header" is announced
+
+
+def test_recipe_reads_target_positions_as_integers_and_header_as_a_switch():
+    data = load_recipe("tabular", ["data.target=0", "data.header=false"]).data
+    assert data.target == 0 and data.header is False
+    data = load_recipe("tabular", ["data.target=income"]).data
+    assert data.target == "income" and data.header == "auto"
+    with pytest.raises(RecipeError, match="data.header"):
+        load_recipe("tabular", ["data.header=maybe"])
+
+
+def test_target_position_out_of_range_is_one_data_error(tmp_path):
+    headerless_tsv(tmp_path / "h.tsv")
+    with pytest.raises(DataError, match=r"data.target=7 is out of range: .* has 5 columns") \
+            as err:
+        read_table(str(tmp_path / "h.tsv"), TableDataConfig(target=7))
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    broken = tmp_path / "data" / "train-00000.parquet"
+    broken.write_bytes(os.urandom(3000))
+    with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
+        read_table(str(tmp_path / "data"), TableDataConfig())
+    result = jepactl("pretrain", "tabular/cpu", "--data", str(tmp_path / "data"),
+                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

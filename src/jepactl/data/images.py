@@ -4,6 +4,9 @@ Every reader produces an :class:`ImageSource`: ``len``, ``load(i) -> PIL.Image``
 item (or -1) and class names. Sources know nothing about models. Splits: a folder with
 ``train/`` and ``test/`` (or ``val/``) sub-folders, parquet files named ``train-*.parquet`` /
 ``test-*.parquet``, or a ``datasets`` DatasetDict saved with ``save_to_disk``.
+
+Unreadable data is a one-line DataError at open time, not a traceback mid-training: a folder
+must hold at least one image that decodes, and every parquet file's footer must read.
 """
 
 from __future__ import annotations
@@ -64,14 +67,25 @@ def _has_split_dirs(root: Path) -> bool:
     return _split_dir(root, "train") is not None
 
 
-def _readable_image(path: Path) -> bool:
-    """Return True when PIL recognises the file's header (cheap: no pixel decode)."""
+def _image_problem(path: Path, decode: bool = False) -> str | None:
+    """Return why ``path`` is not a usable image, or None when it is.
+
+    Without ``decode`` only the header is parsed (cheap, done for every file); with it the
+    pixels are decoded too, which catches files whose header is fine but whose data is not.
+    """
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
     try:
         with Image.open(path) as img:
-            img.size  # noqa: B018 - forces header parsing
-        return True
-    except (UnidentifiedImageError, OSError, ValueError):
-        return False
+            if decode:
+                img.load()
+            else:
+                img.size  # noqa: B018 - forces header parsing
+        return None
+    except UnidentifiedImageError:
+        return "not a recognised image"
+    except Exception as err:  # PIL's decoders raise many types (OSError, SyntaxError, ...)
+        return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def folder_source(root: Path) -> ImageSource:
@@ -81,21 +95,35 @@ def folder_source(root: Path) -> ImageSource:
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DataError(f"data folder '{root}' is empty")
-    images, skipped = [], []
+    images, skipped, reasons = [], [], {}
     for path in files:
-        (images if path.suffix.lower() in IMAGE_SUFFIXES and _readable_image(path)
-         else skipped).append(path)
+        problem = _image_problem(path)
+        if problem is None:
+            images.append(path)
+        else:
+            skipped.append(path)
+            reasons[path] = problem
+    # Headers can be fine while the pixels are not (truncated or garbled files): decode images
+    # until one works, so a folder with none fails here and not in a loader worker.
+    while images:
+        problem = _image_problem(images[0], decode=True)
+        if problem is None:
+            break
+        skipped.append(images.pop(0))
+        reasons[skipped[-1]] = problem
+    skipped.sort()
     if not images:
-        raise DataError(f"data folder '{root}' has no readable images "
-                        f"({len(skipped)} files skipped, e.g. '{skipped[0].name}')")
+        first = skipped[0]
+        raise DataError(f"no readable images under '{root}' ({len(skipped)} files skipped, "
+                        f"first: {first.relative_to(root)}: {reasons[first]})")
     class_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
                 for p in images]
     classes = sorted({c for c in class_of if c is not None})
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] if c is not None else -1 for c in class_of], dtype=np.int64)
     if skipped:
-        log.warning("skipped %d unreadable or non-image files under %s (first: %s)",
-                    len(skipped), root, skipped[0])
+        log.warning("skipped %d unreadable or non-image files under %s (first: %s: %s)",
+                    len(skipped), root, skipped[0], reasons[skipped[0]])
     paths = [str(p) for p in images]
     return ImageSource(str(root), len(paths), lambda i: _open_rgb_or_l(paths[i]), labels,
                        classes if len(classes) > 0 and (labels >= 0).all() else [],
@@ -163,24 +191,26 @@ def _parquet_files(root: Path, split: str | None) -> list[Path]:
     return []
 
 
-def _quiet_datasets() -> None:
-    """Keep `datasets`' own progress bars out of our stderr (we report progress ourselves)."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-
-
 def parquet_source(root: Path, split: str | None, image_column: str | None,
                    label_column: str | None) -> ImageSource:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from datasets import load_dataset
 
-    _quiet_datasets()
+    from jepactl.data.tables import parquet_error, quiet_datasets  # pandas: only when needed
+
     files = _parquet_files(root, split)
     if not files:
         raise DataError(f"no parquet files for split '{split}' in '{root}'")
+    # Reading each footer first names the broken file; `datasets` would name only the folder.
+    for file in files:
+        try:
+            pq.read_schema(file)
+        except (pa.ArrowException, OSError) as err:
+            raise parquet_error(file, err) from None
     try:
-        dataset = load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+        with quiet_datasets():
+            dataset = load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     except Exception as err:  # datasets raises many types for unreadable files
         raise DataError(f"cannot read parquet data '{root}': {err}".splitlines()[0]) from None
     return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
@@ -190,7 +220,13 @@ def arrow_source(root: Path, split: str | None, image_column: str | None,
                  label_column: str | None) -> ImageSource:
     from datasets import DatasetDict, load_from_disk
 
-    dataset = load_from_disk(str(root))
+    from jepactl.data.tables import quiet_datasets  # pandas: only when needed
+
+    try:
+        with quiet_datasets():
+            dataset = load_from_disk(str(root))
+    except Exception as err:  # datasets raises many types for unreadable folders
+        raise DataError(f"cannot read dataset '{root}': {err}".splitlines()[0]) from None
     if isinstance(dataset, DatasetDict):
         names = [a for a in SPLIT_ALIASES.get(split or "train", (split,)) if a in dataset]
         if not names:

@@ -5,20 +5,29 @@ stripped strings, with every missing marker (``?``, empty, ``NA``, ...) turned i
 missing value, plus the file name for error messages. Readers know nothing about models; the
 column roles (numeric, categorical, target, dropped) are decided by :func:`column_roles` from
 the data and the recipe's ``data`` section.
+
+Many benchmark files ship as headerless numeric TSVs (label in the first column). Taking their
+first row as the header would lose a row and name the columns by its values, so ``data.header``
+(default ``auto``) decides per file (:func:`first_row_is_data`); headerless columns are named
+``col0..colN-1`` and ``data.target`` may give the label column by its 0-based position.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pandas as pd
 
 from jepactl.errors import DataError, RecipeError
+
+log = logging.getLogger("jepactl")
 
 SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "testing", "val", "validation")}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -29,11 +38,17 @@ class TableDataConfig:
     """Where a table comes from and which column plays which role."""
 
     path: str | None = None  # CSV file, parquet file or folder, or a `datasets` save_to_disk dir
-    target: str | None = None  # the label column: never a pretraining feature
+    # The label column, by name or by 0-based position (negative counts from the end): never a
+    # pretraining feature. A position is replaced by the column's name when the table is read,
+    # so the run's recipe records the name. Quote a column literally named 0: target: "0".
+    target: int | str | None = None
     categorical: list[str] = field(default_factory=list)  # force these columns categorical
     numeric: list[str] = field(default_factory=list)  # force these columns numeric
     drop: list[str] = field(default_factory=list)  # ignore these columns (ids, leaks)
     delimiter: str | None = None  # CSV delimiter; null sniffs it from the first lines
+    # CSV: does the first row name the columns? auto: no when it looks like data (all numbers,
+    # see first_row_is_data); headerless columns are named col0..colN-1.
+    header: bool | Literal["auto"] = "auto"
     missing_values: list[str] = field(default_factory=lambda: ["?", "", "NA", "N/A", "NaN",
                                                                 "nan", "null", "NULL", "None"])
     numeric_transform: Literal["standard", "quantile"] = "standard"
@@ -72,20 +87,66 @@ def _sniff_delimiter(path: Path) -> str:
         return ","
 
 
-def read_csv(path: Path, config: TableDataConfig) -> Table:
-    """Return the CSV at ``path`` with a header row; cells stripped, missing markers as None."""
-    if path.stat().st_size == 0:
-        raise DataError(f"table '{path}' is empty")
-    delimiter = config.delimiter or _sniff_delimiter(path)
+def _read_csv_cells(path: Path, delimiter: str, header: bool, rows: int | None = None
+                    ) -> pd.DataFrame:
+    """Return the CSV's cells as unstripped strings; ``header`` takes the first row as names."""
     try:
-        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, na_values=[],
-                            skipinitialspace=True, engine="c", encoding_errors="replace")
+        return pd.read_csv(path, sep=delimiter, header=0 if header else None, nrows=rows,
+                           dtype=str, keep_default_na=False, na_values=[], skipinitialspace=True,
+                           engine="c", encoding_errors="replace")
     except pd.errors.EmptyDataError:
         raise DataError(f"table '{path}' is empty") from None
     except pd.errors.ParserError as err:
         raise DataError(f"table '{path}' is not a valid CSV: {err}".splitlines()[0]) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+
+
+def first_row_is_data(sample: pd.DataFrame, missing: set[str]) -> bool:
+    """Return True when the first row of ``sample`` (read without a header) is data, not names.
+
+    A header names columns, so it has at least one cell that is not a number: the first row is
+    data when every present cell of it is a number and the rows below are numbers in those
+    columns too. One exception: a first row that counts 0..N-1 or 1..N is the names pandas and
+    numpy writers give unnamed columns, so it is a header. Missing cells (an unnamed index
+    column, a missing value) count for neither. csv.Sniffer().has_header is not consulted: it
+    votes by int-versus-float per column, so a data row holding a whole number in a float
+    column ("0" above "0.5") would read as a header.
+    """
+    if len(sample) == 0:
+        return False
+    first = sample.iloc[0].str.strip()
+    present = first[~first.isin(missing)]
+    numbers = pd.to_numeric(present, errors="coerce")
+    if len(present) == 0 or numbers.isna().any():
+        return False
+    counted = numbers.tolist()
+    if counted in (list(range(len(counted))), list(range(1, len(counted) + 1))):
+        return False
+    below = sample.iloc[1:][present.index].apply(lambda col: col.str.strip())
+    return all(is_numeric_column(below[c].where(~below[c].isin(missing))) for c in below)
+
+
+def read_csv(path: Path, config: TableDataConfig) -> Table:
+    """Return the CSV at ``path``; cells stripped, missing markers as None.
+
+    Whether the first row holds the column names is ``data.header``; ``auto`` decides with
+    :func:`first_row_is_data` on the first 1000 rows and says so when it finds no header.
+    """
+    if path.stat().st_size == 0:
+        raise DataError(f"table '{path}' is empty")
+    delimiter = config.delimiter or _sniff_delimiter(path)
     missing = set(config.missing_values)
+    header = config.header
+    if header == "auto":
+        header = not first_row_is_data(_read_csv_cells(path, delimiter, False, 1000), missing)
+    frame = _read_csv_cells(path, delimiter, header)
+    if header:
+        frame.columns = [str(c).strip() for c in frame.columns]
+    else:
+        frame.columns = [f"col{i}" for i in range(len(frame.columns))]
+        if config.header == "auto":
+            log.warning("'%s' has no header row (first row is all numbers): columns named "
+                        "col0..col%d%s", path, len(frame.columns) - 1,
+                        _target_note(config.target, list(frame.columns)))
     frame = frame.apply(lambda col: col.str.strip()).map(
         lambda v: None if v is None or v in missing else v)
     return Table(str(path), frame)
@@ -133,15 +194,50 @@ def parquet_files(root: Path, split: str | None) -> list[Path]:
     return []
 
 
+def parquet_error(file: Path, err: Exception) -> DataError:
+    """Return the one-line error for an unreadable parquet ``file`` (named once, not twice)."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    # pyarrow repeats the path: "Could not open Parquet input source '<path>': <reason>".
+    reason = reason.split(f"'{file}': ", 1)[-1]
+    return DataError(f"cannot read parquet '{file}': {reason}")
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence the ``datasets`` library while it reads; keep it to errors afterwards.
+
+    On a corrupt file it logs its own error (once through its handler, once more through the
+    root logger) and may draw progress bars, all before jepactl's one-line error. jepactl
+    reports progress itself, so the bars stay off.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def read_parquet(files: list[Path], name: str, config: TableDataConfig) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    tables = []
+    for file in files:
+        try:
+            tables.append(pq.read_table(file))
+        except (pa.ArrowException, OSError) as err:
+            raise parquet_error(file, err) from None
     try:
-        tables = [pq.read_table(f) for f in files]
         arrow_table = pa.concat_tables(tables, promote_options="default")
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"cannot read parquet '{name}': {err}".splitlines()[0]) from None
+    except pa.ArrowException as err:
+        raise DataError(f"cannot join the parquet files of '{name}': {err}".splitlines()[0]
+                        ) from None
     if arrow_table.num_columns == 0:
         raise DataError(f"table '{name}' is empty")
     return _from_arrow(arrow_table, name, config)
@@ -152,7 +248,8 @@ def read_saved_dataset(root: Path, split: str | None, config: TableDataConfig) -
     from datasets import DatasetDict, load_from_disk
 
     try:
-        dataset = load_from_disk(str(root))
+        with quiet_datasets():
+            dataset = load_from_disk(str(root))
     except Exception as err:  # datasets raises many types for unreadable folders
         raise DataError(f"cannot read dataset '{root}': {err}".splitlines()[0]) from None
     if isinstance(dataset, DatasetDict):
@@ -208,6 +305,7 @@ def read_table(path: str, config: TableDataConfig, split: str | None = None) -> 
         raise DataError(f"table '{table.name}' has no columns")
     if len(table.frame) == 0:
         raise DataError(f"table '{table.name}' has a header but no rows")
+    target_column(table, config)
     return table
 
 
@@ -233,6 +331,29 @@ def _check_names(table: Table, key: str, names: list[str]) -> None:
                           f"'{table.name}' (columns: {', '.join(table.frame.columns)})")
 
 
+def _target_note(target: int | str | None, columns: list[str]) -> str:
+    """Return "; data.target=0 is col0" when ``target`` is a position inside ``columns``."""
+    if isinstance(target, int) and -len(columns) <= target < len(columns):
+        return f"; data.target={target} is {columns[target]}"
+    return ""
+
+
+def target_column(table: Table, config: TableDataConfig) -> str | None:
+    """Return the name of the ``data.target`` column (None without a target).
+
+    A position (an integer) is replaced by its column's name in ``config``, so the recipe a
+    run writes names the column and later reads of other files find it by name.
+    """
+    target = config.target
+    if isinstance(target, int) and not isinstance(target, bool):
+        columns = list(table.frame.columns)
+        if not -len(columns) <= target < len(columns):
+            raise DataError(f"data.target={target} is out of range: table '{table.name}' has "
+                            f"{len(columns)} columns (positions 0..{len(columns) - 1})")
+        config.target = columns[target]
+    return config.target
+
+
 def require_column(table: Table, column: str, what: str = "target") -> None:
     if column not in table.frame.columns:
         raise DataError(f"table '{table.name}' has no {what} column '{column}' "
@@ -245,15 +366,16 @@ def column_roles(table: Table, config: TableDataConfig) -> ColumnRoles:
     The target and ``data.drop`` columns are never features. ``data.categorical`` and
     ``data.numeric`` override the detection (a numeric code column can be categorical).
     """
-    if config.target is not None:
-        require_column(table, config.target)
+    target = target_column(table, config)
+    if target is not None:
+        require_column(table, target)
     for key in ("categorical", "numeric", "drop"):
         _check_names(table, key, getattr(config, key))
     both = set(config.categorical) & set(config.numeric)
     if both:
         raise RecipeError(f"column '{sorted(both)[0]}' is in both data.categorical and "
                           "data.numeric")
-    excluded = set(config.drop) | ({config.target} if config.target else set())
+    excluded = set(config.drop) | ({target} if target is not None else set())
     features = [c for c in table.frame.columns if c not in excluded]
     if not features:
         raise DataError(f"table '{table.name}' has no feature columns besides the target/dropped "
