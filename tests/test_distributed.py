@@ -35,7 +35,7 @@ def test_two_process_cpu_run_trains_checkpoints_and_resumes(tmp_path):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # one writer, no duplicated lines
     assert json.loads((run / "env.json").read_text())["world_size"] == 2
-    from jepactl.checkpoint import load_checkpoint
+    from jepactl.checkpoint import load_latest_checkpoint
 
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state, _ = load_latest_checkpoint(run / "checkpoints")
     assert state["step"] == 4 and state["world_size"] == 2 and len(state["rng"]) == 2

@@ -68,5 +68,7 @@ def test_dmt_pretrains_with_the_shared_trainer_and_moves_the_target_head(tmp_pat
     assert result.finished and result.step == 3
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["loss"] == r["loss"] for r in records)
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    from jepactl.checkpoint import load_latest_checkpoint
+
+    state = load_latest_checkpoint(run / "checkpoints")[0]["model"]
     assert not torch.equal(state["target_head.norm.weight"], initial)

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from conftest import TINY_IMAGE_OVERRIDES
+from jepactl.checkpoint import load_latest_checkpoint
 from jepactl.recipe import load_recipe
-from jepactl.runs import CHECKPOINT
+from jepactl.runs import CHECKPOINT_DIR
 from jepactl.train import pretrain
 
 
@@ -73,11 +74,11 @@ def test_existing_run_without_resume_is_refused(tmp_path):
         pretrain(tiny(2), tmp_path / "r", quiet=True)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path):
-    """The scheduler signals the whole process group, DataLoader workers included."""
-    run = tmp_path / "pre"
-    overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=400", "train.checkpoint_every=1000",
-                 "train.num_workers=1"]
+def _start_tiny_run(run, steps=400, model=TINY_IMAGE_OVERRIDES, logged=2):
+    """Start `jepactl pretrain` in its own process group; return once it logged ``logged``
+    steps."""
+    overrides = [*model, f"train.max_steps={steps}", "train.checkpoint_every=1000",
+                 "train.num_workers=1", "train.log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/tiny",
                              "--out", str(run), "--quiet", *overrides], env=env,
@@ -85,14 +86,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path
                             start_new_session=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+    while time.time() < deadline and not (
+            metrics.exists() and metrics.read_text().count("\n") >= logged):
         time.sleep(0.2)
+    return proc
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path):
+    """The scheduler signals the whole process group, DataLoader workers included."""
+    run = tmp_path / "pre"
+    proc = _start_tiny_run(run, logged=3)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
-    from jepactl.checkpoint import load_checkpoint
-
-    stopped = load_checkpoint(run / CHECKPOINT)["step"]
+    stopped = load_latest_checkpoint(run / CHECKPOINT_DIR)[0]["step"]
     assert 3 <= stopped < 400
     before = losses(run)
     assert len(before) == stopped
@@ -103,3 +110,50 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path
     assert resumed.step == stopped + 3
     after = losses(run)
     assert after[:stopped] == before and len(after) == stopped + 3
+
+
+def test_ctrl_c_saves_a_checkpoint_like_sigterm(tmp_path):
+    run = tmp_path / "int"
+    proc = _start_tiny_run(run)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the loader workers too
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert "interrupted: saving a checkpoint" in err.decode()
+    state, _ = load_latest_checkpoint(run / CHECKPOINT_DIR)
+    assert 2 <= state["step"] < 400 and len(losses(run)) == state["step"]
+    assert not (run / ".lock").exists()
+
+
+def test_a_second_ctrl_c_quits_at_once_and_releases_the_run(tmp_path):
+    run = tmp_path / "int2"
+    # image/tiny's own model: steps of about a second, so both signals land in one step.
+    proc = _start_tiny_run(run, steps=100000, model=["train.batch_size=32", "mask.min_keep=2"])
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert not (run / ".lock").exists()
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+    run = tmp_path / "torn"
+    pretrain(tiny(4, ["train.checkpoint_every=2"]), run, quiet=True, stop_after=2)
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 3, "loss": 0.12')  # the process died mid-write
+    pretrain(tiny(4, ["train.checkpoint_every=2"]), run, resume=True, quiet=True)
+    assert [json.loads(line)["step"] for line in
+            (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert "torn last line" in caplog.text
+
+
+def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(tmp_path):
+    from jepactl.errors import UserError
+
+    run = tmp_path / "bad"
+    pretrain(tiny(4, ["train.checkpoint_every=2"]), run, quiet=True, stop_after=2)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("garbage\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(UserError, match="metrics.jsonl' line 1 is not JSON"):
+        pretrain(tiny(4, ["train.checkpoint_every=2"]), run, resume=True, quiet=True)

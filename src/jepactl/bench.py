@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.methods import method_module
+from jepactl.micro_batch import loader_workers
 from jepactl.recipe import Recipe
 from jepactl.train import StepRunner, build_method, build_optimizer
 
@@ -117,7 +118,7 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     if peak_tflops is not None and peak_tflops <= 0:
         raise UserError(f"--peak-tflops must be positive, got {peak_tflops}")
     train = replace(recipe.train, batch_size=batch_size or recipe.train.batch_size,
-                    precision=precision or recipe.train.precision, grad_accum=1)
+                    precision=precision or recipe.train.precision)
     if train.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got '{train.precision}'")
     recipe = replace(recipe, train=train)
@@ -130,14 +131,16 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     method = build_method(module, recipe)
     optimizer = build_optimizer(method, recipe, device)
     model, optimizer = accelerator.prepare(method.to(device), optimizer)
+    # The benchmarked step is one forward/backward of the whole --batch-size: no micro-batches.
     runner = StepRunner(model, model, optimizer, accelerator, recipe)
     model.train()
 
     plan = BatchPlan(len(dataset), train.batch_size, train.seed)
+    workers = loader_workers(train.num_workers)
     loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
-                        num_workers=train.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=train.num_workers > 0,
-                        prefetch_factor=4 if train.num_workers > 0 else None)
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers > 0 else None)
     batches = iter(loader)
     total = warmup + steps * (repeats + 1) + 1
     step = 0

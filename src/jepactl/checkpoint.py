@@ -1,18 +1,47 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename.
+"""Checkpoints as safetensors files: no pickle, atomic writes, and a fallback when one is damaged.
 
-A run killed mid-write keeps its previous checkpoint intact; ``os.replace`` is atomic on POSIX.
+Loading a pickle can run any code the file holds, and run folders travel between machines and
+people; so a checkpoint is one ``checkpoints/step-00000123.safetensors``: every tensor (and
+numpy array, as bytes) in the payload under its path in the state, and the rest of the state
+(dict and list structure, tuples, int keys, numbers, strings) as a JSON skeleton in the
+file's metadata. ``pack``/``unpack`` convert any such state, so the trainer (model, target,
+optimizer, RNG of every process) and the deep-linear analysis share one format.
+
+A save writes a temporary file in the same folder, fsyncs it and renames it over the final
+name (``os.replace`` is atomic on POSIX), then deletes all but the newest ``keep``: a run killed
+mid-write, or a full disk, leaves the previous checkpoint intact. Loading takes the newest
+readable file and warns about each unreadable one it skips. The old ``last.pt`` (torch.save)
+is read only after ``allow_unsafe_pickle()`` (``jepactl --unsafe-pickle``).
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 import os
+import pickle
 import random
+import re
+import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from jepactl.errors import UserError
+
+log = logging.getLogger("jepactl")
+
+LEGACY_NAME = "last.pt"
+_STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
+_FORMAT = "1"  # metadata "jepactl_format": bump when the skeleton's encoding changes
+_UNSAFE_PICKLE = False
 
 
 def _default_file_mode() -> int:
@@ -24,7 +53,327 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
+def allow_unsafe_pickle(allowed: bool = True) -> None:
+    """Let ``load_latest_checkpoint`` unpickle old ``last.pt`` files (``--unsafe-pickle``)."""
+    global _UNSAFE_PICKLE
+    _UNSAFE_PICKLE = allowed
+
+
+# --------------------------------------------------------------------------------------------
+# pack / unpack: any nested state <-> (tensors, JSON skeleton)
+# --------------------------------------------------------------------------------------------
+#
+# Skeleton nodes: JSON scalars and lists stand for themselves; every JSON object is a tagged
+# node, so no user value can be mistaken for one: {"tensor": name}, {"ndarray": name, "dtype",
+# "shape"[, "scalar"]}, {"tuple": [...]}, {"dict": {str: node}} and {"items": [[key, value]]}
+# for dicts with other keys (the optimizer's int parameter ids).
+
+
+def pack(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Return (tensors for the safetensors payload, JSON-able skeleton) of a nested state."""
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[tuple[str, int]] = set()
+
+    def name_for(path: str) -> str:
+        name, n = path or "_", 1
+        while name in tensors:  # "a/b" as one key and as two levels would collide
+            name, n = f"{path}#{n}", n + 1
+        return name
+
+    def add_tensor(path: str, tensor: torch.Tensor) -> str:
+        tensor = tensor.detach()
+        if tensor.layout != torch.strided:
+            raise TypeError(f"cannot checkpoint the sparse tensor at '{path}'")
+        storage = (str(tensor.device), tensor.untyped_storage().data_ptr())
+        if not tensor.is_contiguous():
+            tensor = tensor.contiguous()
+        elif tensor.numel() and storage in storages:
+            # safetensors refuses tensors that share memory (tied weights, views); each gets
+            # its own copy, which loads back as an independent tensor of the same values.
+            tensor = tensor.clone()
+        storages.add(storage)
+        name = name_for(path)
+        tensors[name] = tensor
+        return name
+
+    def encode(value: Any, path: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {"tensor": add_tensor(path, value)}
+        if isinstance(value, (np.ndarray, np.generic)):
+            array = np.asarray(value)
+            if array.dtype.hasobject:
+                raise TypeError(f"cannot checkpoint the object array at '{path}'")
+            raw = torch.from_numpy(np.frombuffer(np.ascontiguousarray(array).tobytes(),
+                                                 dtype=np.uint8).copy())
+            node = {"ndarray": add_tensor(path, raw), "dtype": array.dtype.str,
+                    "shape": list(array.shape)}
+            if isinstance(value, np.generic):
+                node["scalar"] = True
+            return node
+        if value is None or isinstance(value, (bool, int, float, str)):  # after np.float64
+            return value
+        if isinstance(value, tuple):
+            return {"tuple": [encode(v, _join(path, i)) for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [encode(v, _join(path, i)) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value):
+                return {"dict": {k: encode(v, _join(path, k)) for k, v in value.items()}}
+            return {"items": [[encode(k, _join(path, "key")), encode(v, _join(path, k))]
+                              for k, v in value.items()]}
+        raise TypeError(f"cannot checkpoint {type(value).__name__} at '{path or '/'}'")
+
+    return tensors, encode(obj, "")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """Return the state ``pack`` flattened, with tuples, int keys and numpy arrays restored."""
+
+    def decode(node: Any) -> Any:
+        if isinstance(node, list):
+            return [decode(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "tensor" in node:
+            return tensors[node["tensor"]]
+        if "ndarray" in node:
+            raw = tensors[node["ndarray"]].numpy()
+            array = np.frombuffer(raw.tobytes(), dtype=np.dtype(node["dtype"]))
+            array = array.reshape(node["shape"]).copy()  # writable, owns its memory
+            return array[()] if node.get("scalar") else array
+        if "tuple" in node:
+            return tuple(decode(v) for v in node["tuple"])
+        if "dict" in node:
+            return {k: decode(v) for k, v in node["dict"].items()}
+        if "items" in node:
+            return {decode(k): decode(v) for k, v in node["items"]}
+        raise ValueError(f"unknown checkpoint skeleton node {sorted(node)}")
+
+    return decode(skeleton)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+_WRITE_FAILURES = {  # errno -> what the user reads before "while writing '<path>'"
+    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached", errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+}
+
+
+def _write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+                       ) -> None:
+    """Write the safetensors format (read back by the safetensors library) to ``handle``.
+
+    Written here rather than by ``safetensors.torch.save_file`` so that a failed write is an
+    OSError with its errno (the disk-full message depends on it) and device tensors are copied
+    to host memory one at a time. Larger elements first keep every tensor aligned.
+    """
+    if sys.byteorder != "little":
+        raise RuntimeError("checkpoints are written on little-endian machines only")
+    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name in order:
+        tensor = tensors[name]
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise TypeError(f"cannot checkpoint the {tensor.dtype} tensor '{name}'")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes with spaces
+    handle.write(struct.pack("<Q", len(blob)))
+    handle.write(blob)
+    for name in order:
+        host = tensors[name].to("cpu").contiguous().reshape(-1)
+        handle.write(memoryview(host.view(torch.uint8).numpy()))
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.safetensors"
+
+
+def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Return the folder's checkpoints, newest step first; a legacy ``last.pt`` comes last."""
+    if not checkpoint_dir.is_dir():
+        return []
+    steps = [(int(m.group(1)), path) for path in checkpoint_dir.iterdir()
+             if (m := _STEP_FILE.match(path.name))]
+    found = [path for _, path in sorted(steps, reverse=True)]
+    legacy = checkpoint_dir / LEGACY_NAME
+    return found + [legacy] if legacy.is_file() else found
+
+
+def remove_interrupted_saves(checkpoint_dir: Path) -> None:
+    """Delete temporary files a killed save left behind (``.<name>.*.tmp``)."""
+    if checkpoint_dir.is_dir():
+        for path in checkpoint_dir.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def save_checkpoint(checkpoint_dir: Path, step: int, state: Any, keep: int = 2) -> Path:
+    """Write ``state`` as ``checkpoint_dir/step-<step>.safetensors`` atomically; return its path.
+
+    Afterwards only the newest ``keep`` checkpoints up to ``step`` remain. A write that fails
+    because the disk is full (or read-only, or over quota) raises UserError and leaves the
+    previous checkpoint as it was.
+    """
+    if keep < 1:
+        raise UserError(f"recipe key 'checkpoint.keep' must be at least 1, got {keep}")
+    path = checkpoint_dir / checkpoint_name(step)
+    tensors, skeleton = pack(state)
+    metadata = {"jepactl": json.dumps(skeleton), "jepactl_format": _FORMAT}
+    tmp = None
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        remove_interrupted_saves(checkpoint_dir)
+        fd, tmp = tempfile.mkstemp(dir=checkpoint_dir, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            _write_safetensors(handle, tensors, metadata)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; run folders are shared on clusters
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(checkpoint_dir)  # the rename itself survives a power cut
+    except OSError as err:
+        if err.errno not in _WRITE_FAILURES:
+            raise
+        previous = [p for p in find_checkpoints(checkpoint_dir) if p != path]
+        intact = (f"the previous checkpoint '{previous[0]}' is intact" if previous
+                  else "no earlier checkpoint exists")
+        raise UserError(f"{_WRITE_FAILURES[err.errno]} while writing '{path}': {intact}"
+                        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    older = [p for p in find_checkpoints(checkpoint_dir)
+             if p.name != LEGACY_NAME and p != path and _step_of(p) < step]
+    for stale in older[keep - 1:]:
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def _step_of(path: Path) -> int:
+    return int(_STEP_FILE.match(path.name).group(1))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """A checkpoint file that is truncated or corrupt: the loader falls back past it."""
+
+
+def read_checkpoint(path: Path) -> Any:
+    """Return the state saved in one checkpoint file (raises _Unreadable when damaged)."""
+    if path.name == LEGACY_NAME:
+        return _read_legacy(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        if "jepactl" not in metadata:
+            raise _Unreadable("not a jepactl checkpoint (no 'jepactl' metadata)")
+        if metadata.get("jepactl_format") != _FORMAT:
+            raise _Unreadable(f"checkpoint format {metadata.get('jepactl_format')!r} is not "
+                              f"this jepactl's ({_FORMAT})")
+        return unpack(tensors, json.loads(metadata["jepactl"]))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        raise _Unreadable(str(err) or type(err).__name__) from None
+
+
+def _read_legacy(path: Path) -> Any:
+    if not _UNSAFE_PICKLE:
+        raise UserError(f"checkpoint '{path}' is in the old pickle format, which can run code "
+                        "when loaded; if you trust this run folder, rerun with "
+                        "`jepactl --unsafe-pickle ...`")
+    log.warning("unpickling the old-format checkpoint '%s' (--unsafe-pickle: this runs any "
+                "code the file holds)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
+        raise _Unreadable(str(err) or type(err).__name__) from None
+
+
+def load_latest_checkpoint(checkpoint_dir: Path) -> tuple[Any, Path]:
+    """Return (state, path) of the newest readable checkpoint in ``checkpoint_dir``.
+
+    A truncated or corrupt file (a disk that filled up, a copy cut short) is skipped with a
+    warning naming it; UserError when none is readable or the folder holds none.
+    """
+    paths = find_checkpoints(checkpoint_dir)
+    if not paths:
+        raise UserError(f"no checkpoint in '{checkpoint_dir}'")
+    for i, path in enumerate(paths):
+        try:
+            return read_checkpoint(path), path
+        except _Unreadable as err:
+            then = (f"falling back to '{paths[i + 1].name}'" if i + 1 < len(paths)
+                    else "no older checkpoint left")
+            log.warning("checkpoint '%s' is unreadable (%s); %s", path, err, then)
+    raise UserError(f"no readable checkpoint in '{checkpoint_dir}' "
+                    f"({len(paths)} damaged: {', '.join(p.name for p in paths)})")
+
+
+def load_model_state(module: nn.Module, state: dict[str, Any], source_path: Path) -> None:
+    """Load ``state`` into ``module``; UserError naming the first key that does not fit.
+
+    The usual cause is a recipe whose model changed after the checkpoint was written
+    (``model.depth=12`` on ``--resume``, or an edited recipe.yaml).
+    """
+    expected = module.state_dict()
+    prefix = f"checkpoint '{source_path}' does not match the recipe's model:"
+    for key, value in expected.items():
+        if key not in state:
+            raise UserError(f"{prefix} the model has '{key}' {_shape(value)} but the "
+                            "checkpoint does not")
+        saved = state[key]
+        if torch.is_tensor(value) and torch.is_tensor(saved) and saved.shape != value.shape:
+            raise UserError(f"{prefix} '{key}' has shape {_shape(saved)} in the checkpoint "
+                            f"but {_shape(value)} in the model")
+    for key, saved in state.items():
+        if key not in expected:
+            raise UserError(f"{prefix} the checkpoint has '{key}' {_shape(saved)} but the "
+                            "model does not")
+    module.load_state_dict(state)
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if torch.is_tensor(value) else ""
+
+
+# --------------------------------------------------------------------------------------------
+# other files: caches and text
+# --------------------------------------------------------------------------------------------
+
+
 def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save ``obj`` atomically: for feature caches, read back with weights_only=True."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -49,6 +398,11 @@ def atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------------------------
+# RNG state
+# --------------------------------------------------------------------------------------------
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
@@ -63,8 +417,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    # Our own files: they hold numpy RNG state and plain dicts, so weights_only must be off.
-    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,8 +1,9 @@
 """The ``jepactl`` command line: thin commands that parse, build a recipe and call one function.
 
 Results go to stdout (a rich table, or JSON with ``--json``); logs and progress go to stderr.
-A user error prints one line and exits 2 (``--debug`` shows the traceback); anything else
-exits 1.
+A user error prints one line and exits 2 (``--debug`` shows the traceback); so does an
+operating-system error (read-only disk, disk full, permission denied): the user fixes those,
+and the line names the path. Anything else exits 1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jepactl import __version__
@@ -43,20 +45,32 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    unsafe_pickle: bool = typer.Option(
+        False, "--unsafe-pickle", help="Load old pickle-format checkpoints (this can run code "
+        "from the file; only for run folders you trust)"),
 ) -> None:
     STATE["debug"] = debug
+    if unsafe_pickle:  # imported only then: checkpoint.py loads torch, slow for `--help`
+        from jepactl.checkpoint import allow_unsafe_pickle
+
+        allow_unsafe_pickle()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a UserError becomes one line on stderr and exit code 2."""
+    """Run ``fn``; a UserError or an OSError becomes one line on stderr and exit code 2."""
     try:
         return fn()
-    except UserError as err:
+    except (UserError, OSError) as err:
         if STATE["debug"]:
             raise
-        stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        if isinstance(err, OSError):
+            from jepactl.output_paths import describe_os_error
+
+            err = describe_os_error(err)
+        # escape: a path like 'shapes[train]' is not rich markup
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
@@ -105,7 +119,8 @@ def pretrain(
 
     def run() -> None:
         from jepactl.methods import method_module
-        from jepactl.recipe import load_recipe, recipe_from_dict, read_yaml
+        from jepactl.output_paths import check_writable_folder
+        from jepactl.recipe import load_recipe, read_yaml, recipe_from_dict
         from jepactl.runs import default_run_dir, is_run_dir
         from jepactl.train import pretrain as train
 
@@ -133,14 +148,21 @@ def pretrain(
             config.train.max_steps = max_steps
         _positive("train.max_steps", config.train.max_steps)
         _positive("train.batch_size", config.train.batch_size)
-        _positive("train.grad_accum", config.train.grad_accum)
         _positive("train.log_every", config.train.log_every)
         _positive("train.checkpoint_every", config.train.checkpoint_every)
+        _positive("checkpoint.keep", config.checkpoint.keep)
+        micro = getattr(config.train, "micro_batch_size", "auto")  # the linear analyses have none
+        if micro != "auto":
+            _positive("train.micro_batch_size", micro)
         run_dir = run_dir or default_run_dir(config)
+        check_writable_folder(run_dir, "--out")  # now, not after the first hour of training
         module = method_module(config.method)
         if hasattr(module, "run_pretrain"):  # analyses that are not SGD over a data loader
-            _emit("pretrain", module.run_pretrain(config, run_dir, resume=resume, quiet=quiet),
-                  as_json)
+            from jepactl.run_lock import RunLock
+
+            with RunLock(run_dir):  # single-process: train() takes the lock on the main rank
+                result = module.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
+            _emit("pretrain", result, as_json)
             return
         result = train(config, run_dir, resume=resume, quiet=quiet)
         _emit("pretrain", {"run": str(result.run_dir), "step": result.step,

@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from jepactl import __version__
-from jepactl.checkpoint import atomic_write_text
 from jepactl.errors import UserError
 from jepactl.nn.predictor import MaskedPredictor
 from jepactl.nn.tokenizers import build_tokenizer
 from jepactl.nn.vit import EncoderConfig, TransformerEncoder
+from jepactl.output_paths import StagedFiles, check_writable_folder
 from jepactl.recipe import build_dataclass, to_dict
 from jepactl.runs import load_trained_method
 
@@ -71,22 +71,22 @@ def run_export(run: Path, out: Path | None, which: str = "target", fmt: str = "s
     if which not in modules:
         raise UserError(f"--which must be one of {', '.join(modules)}, got '{which}'")
     module = modules[which]
+    if fmt == "onnx" and not isinstance(module, TransformerEncoder):
+        raise UserError("--format onnx exports encoders only (--which target or context)")
     out = out or run / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out, "--out")
     config = {"format": FORMAT, "jepactl_version": __version__, "which": which, "step": step,
               **module_config(module, method.encoder("context")), "recipe": to_dict(recipe)}
-    atomic_write_text(json.dumps(config, indent=2) + "\n", out / "config.json")
-    written = {"config": str(out / "config.json")}
-    if fmt == "safetensors":
-        save_file(clean_state_dict(module.state_dict()), str(out / "model.safetensors"),
+    written = {"config": str(out / "config.json"), "weights": str(out / "model.safetensors")}
+    # Every file goes to a temporary name first and all are renamed together at the end: a full
+    # disk leaves the previous export whole, never new config.json with old weights.
+    with StagedFiles() as stage:
+        if fmt == "onnx":
+            export_onnx(module, stage.path(out / "model.onnx"))
+            written["onnx"] = str(out / "model.onnx")
+        save_file(clean_state_dict(module.state_dict()), str(stage.path(out / "model.safetensors")),
                   metadata={"format": FORMAT, "which": which})
-        written["weights"] = str(out / "model.safetensors")
-    else:
-        if not isinstance(module, TransformerEncoder):
-            raise UserError("--format onnx exports encoders only (--which target or context)")
-        written["onnx"] = str(export_onnx(module, out / "model.onnx"))
-        save_file(clean_state_dict(module.state_dict()), str(out / "model.safetensors"))
-        written["weights"] = str(out / "model.safetensors")
+        stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"run": str(run), "which": which, "step": step, **written}
 
 

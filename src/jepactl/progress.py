@@ -9,19 +9,24 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-def _fmt(metrics: dict) -> str:
+def _fmt(metrics: dict, detail: str = "") -> str:
     parts = [f"loss {metrics['loss']:.4f}", f"lr {metrics['lr']:.2e}"]
     if "momentum" in metrics:
         parts.append(f"ema {metrics['momentum']:.4f}")
     parts.append(f"{metrics['samples_per_s']:.1f} samples/s")
+    if detail:
+        parts.append(detail)
     return "  ".join(parts)
 
 
 class TrainProgress:
-    """Shows step, loss, lr, EMA momentum, samples/s and ETA; silent when ``quiet``."""
+    """Shows step, loss, lr, EMA momentum, samples/s, ``detail`` (how the batch is cut) and ETA;
+    silent when ``quiet``."""
 
-    def __init__(self, total: int, start: int, quiet: bool = False, title: str = "pretrain") -> None:
+    def __init__(self, total: int, start: int, quiet: bool = False, title: str = "pretrain",
+                 detail: str = "") -> None:
         self.total, self.start, self.quiet, self.title = total, start, quiet, title
+        self.detail = detail
         self.console = Console(stderr=True)
         self.live = (not quiet) and sys.stderr.isatty()
         self.bar: Progress | None = None
@@ -42,12 +47,13 @@ class TrainProgress:
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, stats=_fmt(metrics))
+            self.bar.update(self.task, completed=step, stats=_fmt(metrics, self.detail))
             return
         done = step - self.start
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(done, 1) * (self.total - step)
-        print(f"[{self.title}] step {step}/{self.total}  {_fmt(metrics)}  eta {eta:.0f}s",
+        line = _fmt(metrics, self.detail)
+        print(f"[{self.title}] step {step}/{self.total}  {line}  eta {eta:.0f}s",
               file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -59,16 +60,27 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64  # per process, per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
+    """``batch_size`` is the effective batch: samples per optimizer step, per process (the
+    recipe's lr, EMA and schedules are tied to it). ``micro_batch_size`` is how many of them go
+    through one forward/backward; ``auto`` measures the largest that fits this machine's memory
+    and accumulates gradients over the pieces (``micro_batch.py``)."""
+
+    batch_size: int = 64  # effective batch per optimizer step, per process
+    micro_batch_size: int | Literal["auto"] = "auto"
     max_steps: int = 1000  # optimizer steps
     precision: Literal["fp32", "bf16"] = "bf16"
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
-    num_workers: int = 2
+    # DataLoader workers, capped at the CPUs this process may use minus one (auto: up to 8).
+    num_workers: int | Literal["auto"] = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    keep: int = 2  # newest checkpoints kept; an unreadable newest one falls back to the previous
 
 
 @dataclass
@@ -115,6 +127,7 @@ class Recipe:
     ema: EmaConfig = field(default_factory=EmaConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -369,7 +382,31 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     method = raw.get("method")
     if not isinstance(method, str) or not method:
         raise RecipeError("recipe key 'method' is missing (e.g. method: ijepa)")
-    return build_dataclass(recipe_class(method), raw)
+    cls = recipe_class(method)
+    _upgrade_grad_accum(raw, cls)
+    return build_dataclass(cls, raw)
+
+
+def _upgrade_grad_accum(raw: dict[str, Any], cls: type) -> None:
+    """Read recipes from before 0.2: ``train.batch_size`` was one micro-batch and
+    ``train.grad_accum`` counted them; now batch_size is the effective batch."""
+    train = raw.get("train")
+    hints = typing.get_type_hints(cls)
+    if not isinstance(train, dict) or "grad_accum" not in train or \
+            "micro_batch_size" not in {f.name for f in fields(hints["train"])}:
+        return
+    accum = train.pop("grad_accum")
+    if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+        raise RecipeError(f"recipe key 'train.grad_accum': expected a positive integer, got "
+                          f"{accum!r} (deprecated: set train.batch_size to the effective batch "
+                          "and train.micro_batch_size instead)")
+    if accum > 1:
+        micro = train.get("batch_size", hints["train"]().batch_size)
+        train["batch_size"] = micro * accum
+        train.setdefault("micro_batch_size", micro)
+        logging.getLogger("jepactl").warning(
+            "train.grad_accum is deprecated: read as train.batch_size=%s (the effective batch) "
+            "and train.micro_batch_size=%s", train["batch_size"], train["micro_batch_size"])
 
 
 HEADER_KEYS = ("name", "domain", "method", "description", "source")

@@ -1,6 +1,7 @@
 """Run folders: where a run's recipe, metrics, checkpoints and environment live.
 
-Layout: ``recipe.yaml`` (fully resolved), ``metrics.jsonl``, ``checkpoints/last.pt``,
+Layout: ``recipe.yaml`` (fully resolved), ``metrics.jsonl``,
+``checkpoints/step-00000123.safetensors`` (the newest ``checkpoint.keep``; see checkpoint.py),
 ``env.json``, and after ``jepactl export``: ``export/model.safetensors`` + ``config.json``.
 """
 
@@ -17,11 +18,16 @@ from typing import Any
 
 import torch
 
-from jepactl.checkpoint import atomic_write_text, load_checkpoint
+from jepactl.checkpoint import (
+    atomic_write_text,
+    find_checkpoints,
+    load_latest_checkpoint,
+    load_model_state,
+)
 from jepactl.errors import UserError
 from jepactl.recipe import Recipe, dump_recipe, read_yaml, recipe_from_dict
 
-CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINT_DIR = Path("checkpoints")
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -29,11 +35,22 @@ def default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.name.replace('/', '-')}-{stamp}"
 
 
-def write_run_files(run_dir: Path, recipe: Recipe, world_size: int, device: str) -> None:
+def write_run_files(run_dir: Path, recipe: Recipe, world_size: int, device: str,
+                    setup: dict[str, Any] | None = None) -> None:
+    """Write recipe.yaml and env.json; ``setup`` is what the trainer chose for this machine
+    (micro-batch, accumulation, loader workers), kept in env.json and noted in recipe.yaml,
+    whose ``auto`` keys stay ``auto`` so that the recipe adapts on the next machine."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dump_recipe(recipe), run_dir / "recipe.yaml")
-    atomic_write_text(json.dumps(environment(world_size, device), indent=2) + "\n",
-                      run_dir / "env.json")
+    text = dump_recipe(recipe)
+    micro = (setup or {}).get("micro_batch")
+    if micro:
+        text += (f"# chosen on {socket.gethostname()} for this run: train.micro_batch_size="
+                 f"{micro['micro_batch_size']} ({micro['accumulation']} micro-batch(es) per "
+                 f"optimizer step, {micro['chosen_by']}); train.num_workers="
+                 f"{setup.get('num_workers')}\n")
+    atomic_write_text(text, run_dir / "recipe.yaml")
+    atomic_write_text(json.dumps({**environment(world_size, device), **(setup or {})},
+                                 indent=2) + "\n", run_dir / "env.json")
 
 
 def environment(world_size: int, device: str) -> dict[str, Any]:
@@ -72,15 +89,15 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 
 def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
-    """Return (recipe, method with the last checkpoint's weights, step)."""
+    """Return (recipe, method with the newest readable checkpoint's weights, step)."""
     from jepactl.methods import method_module
 
     recipe = recipe or read_run_recipe(run_dir)
     method = method_module(recipe.method).build(recipe)
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"run folder '{run_dir}' has no checkpoint ({CHECKPOINT}); "
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    if not find_checkpoints(checkpoint_dir):
+        raise UserError(f"run folder '{run_dir}' has no checkpoint (in {CHECKPOINT_DIR}/); "
                         "pretrain it first or resume it with --resume")
-    state = load_checkpoint(path)
-    method.load_state_dict(state["model"])
+    state, path = load_latest_checkpoint(checkpoint_dir)
+    load_model_state(method, state["model"], path)
     return recipe, method.eval(), int(state["step"])

@@ -10,9 +10,13 @@ makes ``--resume`` continue exactly where the run stopped. SIGTERM/SIGUSR1 save 
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
 import json
 import logging
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +26,41 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jepactl.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from jepactl.checkpoint import (
+    atomic_write_text,
+    find_checkpoints,
+    load_latest_checkpoint,
+    load_model_state,
+    remove_interrupted_saves,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from jepactl.compile import compile_blocks
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.methods import method_module
+from jepactl.micro_batch import (
+    WORKER_BYTES,
+    MicroPlan,
+    PeakMeter,
+    batch_bytes,
+    batch_length,
+    is_out_of_memory,
+    loader_workers,
+    optimizer_state_bytes,
+    plan_micro_batches,
+    refit_after_first_step,
+    slice_batch,
+    split_sizes,
+)
 from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.nn.ema import ema_update
+from jepactl.output_paths import write_errors_name
 from jepactl.progress import TrainProgress
 from jepactl.recipe import Recipe
-from jepactl.runs import CHECKPOINT, write_run_files
+from jepactl.run_lock import RunLock
+from jepactl.runs import CHECKPOINT_DIR, write_run_files
 from jepactl.schedules import ema_momentum, learning_rate, weight_decay
 
 log = logging.getLogger("jepactl")
@@ -74,21 +103,25 @@ def autocast_context(device: torch.device, precision: str):
 
 
 class StepRunner:
-    """One optimizer step: micro-batches (forward, backward), clip, AdamW, EMA.
+    """One optimizer step: the step's batch cut into micro-batches (forward, backward), clip,
+    AdamW, EMA.
 
     Shared by the trainer and ``jepactl bench``; ``timer(phase)`` is called after each phase
     when benchmarking (it may synchronise the device), never during training, so the step has
-    no host syncs.
+    no host syncs. ``plan`` says how the batch is cut (``micro_batch.py``); without one the
+    whole batch is one micro-batch.
     """
 
     def __init__(self, model: nn.Module, forward, optimizer: torch.optim.Optimizer,
-                 accelerator: Accelerator, recipe: Recipe) -> None:
+                 accelerator: Accelerator, recipe: Recipe, plan: MicroPlan | None = None) -> None:
         self.model, self.forward, self.optimizer = model, forward, optimizer
-        self.accelerator, self.recipe = accelerator, recipe
+        self.accelerator, self.recipe, self.plan = accelerator, recipe, plan
         self.device = accelerator.device
         self.autocast = autocast_context(self.device, recipe.train.precision)
         self.ema_pairs = accelerator.unwrap_model(model).ema_pairs()
         self.data_wait = 0.0
+        self.retry_on_oom = True  # halve an auto micro-batch once after an out-of-memory error
+        self.on_replan = None  # called with the new plan after such a retry
 
     def set_schedules(self, step: int, total: int) -> dict[str, float]:
         optim = self.recipe.optim
@@ -102,27 +135,45 @@ class StepRunner:
             values["momentum"] = ema_momentum(step, total, self.recipe.ema)
         return values
 
+    def forward_backward(self, batch: dict, sizes: list[int], timer=None
+                         ) -> tuple[torch.Tensor, dict]:
+        """Accumulate the gradient of ``batch``'s mean loss over micro-batches of ``sizes``.
+
+        Each micro-batch's loss is weighted by its share of the batch, so the accumulated
+        gradient is the whole batch's; DDP all-reduces only on the last micro-batch.
+        """
+        total = sum(sizes)
+        step_loss = torch.zeros((), device=self.device)
+        out, start = {}, 0
+        for i, size in enumerate(sizes):
+            micro = slice_batch(batch, start, start + size) if len(sizes) > 1 else batch
+            start += size
+            sync = i == len(sizes) - 1
+            with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)):
+                with self.autocast:
+                    out = self.forward(micro)
+                timer and timer("forward")
+                self.accelerator.backward(out["loss"] * (size / total))
+                timer and timer("backward")
+            step_loss += out["loss"].detach() * (size / total)
+        return step_loss, out
+
     def run(self, batches, step: int, total: int, timer=None
             ) -> tuple[torch.Tensor, dict, int, dict[str, float]]:
         """Return (mean loss tensor, last forward output, samples seen, schedule values)."""
-        accum = self.recipe.train.grad_accum
         schedules = self.set_schedules(step, total)
-        step_loss = torch.zeros((), device=self.device)
-        out, samples = {}, 0
-        for micro in range(accum):
-            waited = time.perf_counter()
-            batch = _device_batch(next(batches), self.device)
-            self.data_wait += time.perf_counter() - waited
-            timer and timer("data")
-            sync = micro == accum - 1
-            with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)):
-                with self.autocast:
-                    out = self.forward(batch)
-                timer and timer("forward")
-                self.accelerator.backward(out["loss"] / accum)
-                timer and timer("backward")
-            step_loss += out["loss"].detach() / accum
-            samples += batch[next(iter(batch))].shape[0]
+        waited = time.perf_counter()
+        batch = _device_batch(next(batches), self.device)
+        self.data_wait += time.perf_counter() - waited
+        timer and timer("data")
+        samples = batch_length(batch)
+        sizes = self.plan.sizes() if self.plan is not None else [samples]
+        try:
+            step_loss, out = self.forward_backward(batch, sizes, timer)
+        except (RuntimeError, MemoryError) as err:
+            if not (is_out_of_memory(err) and self._halve_after_oom()):
+                raise
+            step_loss, out = self.forward_backward(batch, self.plan.sizes(), timer)
         if self.recipe.optim.grad_clip > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.optim.grad_clip)
         self.optimizer.step()
@@ -133,16 +184,40 @@ class StepRunner:
         timer and timer("ema")
         return step_loss, out, samples, schedules
 
+    def _halve_after_oom(self) -> bool:
+        """After an out-of-memory error in forward/backward: clear the partial gradients, halve
+        an automatically chosen micro-batch and return True (once per run); else False."""
+        plan = self.plan
+        if (not self.retry_on_oom or plan is None or not plan.chosen_by.startswith("auto")
+                or plan.micro_batch_size < 2 or "after out-of-memory" in plan.chosen_by):
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        micro = max(split_sizes(plan.batch_size, plan.micro_batch_size // 2))
+        self.plan = MicroPlan(plan.batch_size, micro, len(split_sizes(plan.batch_size, micro)),
+                              plan.chosen_by + ", halved after out-of-memory")
+        log.warning("out of memory in a training step: retrying it with %s",
+                    self.plan.describe())
+        if self.on_replan is not None:
+            self.on_replan(self.plan)
+        return True
+
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1; the loop checks it between steps, saves and exits cleanly."""
+    """Set by SIGTERM/SIGUSR1/SIGINT; the loop checks it between steps, saves and exits cleanly.
+
+    Ctrl-C (SIGINT) saves like a scheduler's signal does; a second Ctrl-C quits at once, without
+    a new checkpoint (the previous one is intact: saves are atomic).
+    """
 
     def __init__(self) -> None:
         self.raised = False
         self.previous = {}
 
     def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             try:
                 self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not in the main thread
@@ -150,6 +225,11 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if signum == signal.SIGINT:
+            if self.raised:
+                raise KeyboardInterrupt
+            sys.stderr.write("\ninterrupted: saving a checkpoint after this step "
+                             "(Ctrl-C again to quit now)\n")
         self.raised = True
 
     def __exit__(self, *exc) -> None:
@@ -158,10 +238,11 @@ class StopFlag:
 
 
 def ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
-    """DataLoader workers ignore SIGTERM/SIGUSR1: a scheduler signals the whole process group,
-    and the main process must outlive its workers long enough to save the checkpoint."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    """DataLoader workers ignore SIGTERM/SIGUSR1/SIGINT: a scheduler (or Ctrl-C on a terminal)
+    signals the whole process group, and the main process must outlive its workers long enough
+    to save the checkpoint."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _device_batch(batch: dict, device: torch.device) -> dict:
@@ -170,14 +251,65 @@ def _device_batch(batch: dict, device: torch.device) -> dict:
             for k, v in batch.items()}
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (written before a crash, not in the checkpoint)."""
+def read_metrics(path: Path) -> list[dict]:
+    """Return the records of ``metrics.jsonl``; a torn last line (the process died mid-write)
+    is dropped with a warning, a damaged line elsewhere is an error naming it."""
     if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"'{path}' line {number} is not JSON; the file is damaged "
+                                "(remove that line to continue the run)") from None
+            log.warning("dropped the torn last line of %s (the run stopped while writing it)",
+                        path)
+    return records
 
+
+def _truncate_metrics(path: Path, step: int) -> list[dict]:
+    """Drop metric records logged after ``step`` (written before a crash, not in the
+    checkpoint) and a torn last line; return the records kept."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    if path.exists():
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), path)
+    return kept
+
+
+def _trial_step(model: nn.Module, accelerator: Accelerator, recipe: Recipe, batch: dict) -> None:
+    """One forward/backward on ``batch`` that leaves no trace: gradients cleared, RNG and
+    buffers (e.g. BatchNorm statistics) restored, no DDP all-reduce. Sizes the micro-batch."""
+    unwrapped = accelerator.unwrap_model(model)
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    buffers = {name: b.detach().clone() for name, b in unwrapped.named_buffers()}
+    device = accelerator.device
+    try:
+        with accelerator.no_sync(model), autocast_context(device, recipe.train.precision):
+            loss = model(_device_batch(batch, device))["loss"]
+        with accelerator.no_sync(model):
+            loss.backward()
+        del loss
+    finally:
+        unwrapped.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in unwrapped.named_buffers():
+                b.copy_(buffers[name])
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _smaller_recipe(recipe: Recipe) -> str:
+    """Name the domain's CPU-sized recipe for the not-enough-memory line, if it has one."""
+    from jepactl.recipe import list_recipes
+
+    names = set(list_recipes())
+    return next((f"{recipe.domain}/{n}" for n in ("cpu", "tiny")
+                 if f"{recipe.domain}/{n}" in names and f"{recipe.domain}/{n}" != recipe.name), "")
 
 
 def build_method(module, recipe: Recipe) -> nn.Module:
@@ -199,21 +331,33 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
 
     ``stop_after`` stops at that step exactly as a preemption signal would (checkpoint, return
-    unfinished), keeping the schedules of the full run.
+    unfinished), keeping the schedules of the full run. The run folder has one writer: the
+    main process holds its lock (``run_lock.py``) for the whole run.
     """
+    # The launchers (torchrun, accelerate launch) set RANK; the lock is taken before the process
+    # group exists, so that a second run into the same folder stops before doing any work.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(run_dir) if main_process else contextlib.nullcontext():
+        return _pretrain(recipe, run_dir, resume, quiet, stop_after)
+
+
+def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
+              stop_after: int | None) -> TrainResult:
     module = method_module(recipe.method)
     cfg = recipe.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
 
-    checkpoint_path = run_dir / CHECKPOINT
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
     state = None
     if resume:
-        if not checkpoint_path.is_file():
-            raise UserError(f"cannot resume: '{checkpoint_path}' does not exist")
-        state = load_checkpoint(checkpoint_path)
-    elif checkpoint_path.exists():
+        if not find_checkpoints(checkpoint_dir):
+            raise UserError(f"cannot resume: '{checkpoint_dir}' holds no checkpoint")
+        if accelerator.is_main_process:
+            remove_interrupted_saves(checkpoint_dir)
+        state, checkpoint_path = load_latest_checkpoint(checkpoint_dir)
+    elif find_checkpoints(checkpoint_dir):
         raise UserError(f"run folder '{run_dir}' already has a checkpoint; "
                         "pass --resume to continue it or choose another --out")
 
@@ -223,8 +367,12 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     optimizer = build_optimizer(method, recipe, device)
     start_step = 0
     if state is not None:
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_model_state(method, state["model"], checkpoint_path)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise UserError(f"checkpoint '{checkpoint_path}': its optimizer state does not "
+                            f"match the recipe's ({err})") from None
         start_step = int(state["step"])
     method.to(device)
     model, optimizer = accelerator.prepare(method, optimizer)
@@ -233,26 +381,55 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     else:
         torch.manual_seed(cfg.seed + 1000 * rank)
 
+    workers = loader_workers(cfg.num_workers)
+    sampler = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, rank, world, start=start_step)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals,
+                        persistent_workers=workers > 0,
+                        prefetch_factor=2 if workers > 0 else None)
+    batches = iter(loader)
+    first = next(batches)  # the trial steps measure memory on it; it is still step 1's batch
+    batches = itertools.chain([first], batches)
+    micro_plan = plan_micro_batches(
+        cfg.micro_batch_size, cfg.batch_size,
+        lambda size: _trial_step(model, accelerator, recipe, slice_batch(first, 0, size)),
+        device, optimizer_state_bytes(model, optimizer),
+        reserve_bytes=workers * (2 * batch_bytes(first) + WORKER_BYTES),
+        hint=_smaller_recipe(recipe))
+    if world > 1:  # every process must cut its batch the same way (DDP syncs the last piece)
+        smallest = torch.tensor(micro_plan.micro_batch_size, device=device)
+        torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN)
+        micro = int(smallest.item())
+        micro_plan = MicroPlan(cfg.batch_size, micro, len(split_sizes(cfg.batch_size, micro)),
+                               micro_plan.chosen_by + " (smallest over processes)")
+    setup = {"micro_batch": micro_plan.as_dict(), "num_workers": workers}
+
     if accelerator.is_main_process:
-        write_run_files(run_dir, recipe, world, str(device))
+        write_run_files(run_dir, recipe, world, str(device), setup)
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     accelerator.wait_for_everyone()
 
-    plan = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, rank, world,
-                     start=start_step * cfg.grad_accum)
-    loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=ignore_stop_signals,
-                        persistent_workers=cfg.num_workers > 0,
-                        prefetch_factor=4 if cfg.num_workers > 0 else None)
-    batches = iter(loader)
-
     total = cfg.max_steps
-    progress = TrainProgress(total, start_step, quiet or not accelerator.is_main_process)
+    progress = TrainProgress(total, start_step, quiet or not accelerator.is_main_process,
+                             detail=micro_plan.describe())
     if source.skipped and accelerator.is_main_process:
         progress.message(f"[yellow]skipped {len(source.skipped)} unreadable files "
                          f"(first: {source.skipped[0]})")
-    runner = StepRunner(model, model, optimizer, accelerator, recipe)
+    if workers < (8 if cfg.num_workers == "auto" else cfg.num_workers) and \
+            accelerator.is_main_process:
+        progress.message(f"{workers} data-loader worker(s): train.num_workers={cfg.num_workers} "
+                         f"capped at this process's CPUs minus one")
+    runner = StepRunner(model, model, optimizer, accelerator, recipe, micro_plan)
+
+    def record_replan(new_plan: MicroPlan) -> None:
+        setup["micro_batch"] = new_plan.as_dict()
+        progress.detail = new_plan.describe()
+        if accelerator.is_main_process:
+            write_run_files(run_dir, recipe, world, str(device), setup)
+
+    runner.on_replan = record_replan if world == 1 else None
+    runner.retry_on_oom = world == 1  # one process alone cannot re-cut the batch under DDP
     metrics_file = run_dir / "metrics.jsonl"
 
     def save(step: int) -> None:
@@ -262,9 +439,10 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
         else:
             rngs = [rng_state()]
         if accelerator.is_main_process:
-            atomic_save({"model": accelerator.unwrap_model(model).state_dict(),
-                         "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
-                         "world_size": world}, checkpoint_path)
+            save_checkpoint(checkpoint_dir, step,
+                            {"model": accelerator.unwrap_model(model).state_dict(),
+                             "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
+                             "world_size": world}, keep=recipe.checkpoint.keep)
         accelerator.wait_for_everyone()
 
     step = start_step
@@ -273,13 +451,22 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
     finished = True
     model.train()
     collapse_watch = CollapseWatch()
-    if metrics_file.exists():  # a resumed run remembers its peak (and a warning already given)
-        for line in metrics_file.read_text().splitlines():
-            record = json.loads(line)
-            collapse_watch.update(record.get("step", 0), record.get("embed_std"))
+    for record in read_metrics(metrics_file):  # a resumed run remembers its peak (and warning)
+        collapse_watch.update(record.get("step", 0), record.get("embed_std"))
     with StopFlag() as stop:
         while step < total:
-            step_loss, out, samples, schedules = runner.run(batches, step, total)
+            if step == start_step:  # the first step's real peak checks the trial's prediction
+                with PeakMeter(device) as meter:
+                    step_loss, out, samples, schedules = runner.run(batches, step, total)
+                checked = refit_after_first_step(runner.plan, meter.peak, world == 1)
+                if checked.micro_batch_size != runner.plan.micro_batch_size:
+                    log.warning("the first step peaked at %.1f GiB, above the %.1f GiB allowed: "
+                                "continuing with %s", checked.first_step_peak_gib,
+                                checked.allowed_peak_gib, checked.describe())
+                runner.plan = checked
+                record_replan(checked)
+            else:
+                step_loss, out, samples, schedules = runner.run(batches, step, total)
             window_samples += samples * world
             step += 1
             progress.advance(step)
@@ -301,7 +488,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
                             and value.numel() == 1:
                         record[key] = value.item()
                 if accelerator.is_main_process:
-                    with metrics_file.open("a") as handle:
+                    with write_errors_name(metrics_file), metrics_file.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
                 progress.log(step, record)
                 window_start, window_samples, runner.data_wait = time.perf_counter(), 0, 0.0

@@ -35,11 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jepactl.evaluate.attentive_probe import (AttentiveClassifier, balanced_class_weights,
-                                              classification_loss, train_classifier)
+from jepactl.evaluate.attentive_probe import (
+    AttentiveClassifier,
+    balanced_class_weights,
+    classification_loss,
+    train_classifier,
+)
 from jepactl.evaluate.ecg_metrics import average_by_group, beat_metrics, macro_auc
 from jepactl.evaluate.probe import standardise_and_hold_out
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.micro_batch import loader_workers
 from jepactl.recipe import ProbeConfig
 
 HEADS = ("linear", "attentive", "finetune")
@@ -74,7 +79,8 @@ def encode_tokens(encoder: nn.Module, dataset, batch_size: int, num_workers: int
     """Return the encoder's final patch tokens (N, T, D) as bfloat16, in dataset order."""
     encoder = encoder.eval()
     device = next(encoder.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        num_workers=loader_workers(num_workers))
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else torch.autocast(device.type, enabled=False))
     out = []
@@ -247,7 +253,7 @@ def encode_logits(model: nn.Module, dataset, cfg: ECGProbeConfig) -> torch.Tenso
     """Return the fine-tuned model's logits for every window of ``dataset``."""
     model.eval()
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.num_workers)
+                        num_workers=loader_workers(cfg.num_workers))
     out = []
     for signals, _ in loader:
         with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda",

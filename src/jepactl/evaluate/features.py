@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jepactl.micro_batch import loader_workers
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -21,7 +23,8 @@ def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, num_wor
     """Return (pooled features (N, D) float32, labels (N,)) in dataset order."""
     device = default_device()
     encoder = encoder.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        num_workers=loader_workers(num_workers),
                         pin_memory=device.type == "cuda")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())

@@ -32,6 +32,7 @@ from jepactl.evaluate.metrics import accuracy
 from jepactl.evaluate.probe import knn_predict
 from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.source import Subset, labelled_splits, open_encoder
+from jepactl.micro_batch import loader_workers
 from jepactl.recipe import ProbeConfig, Recipe
 
 HEADS = ("linear", "finetune", "all")
@@ -153,7 +154,7 @@ def finetune_few_shot(encoder: nn.Module, train_set, indices: torch.Tensor, test
     model.eval()
     preds, labels = [], []
     with torch.no_grad():
-        for x, y in DataLoader(test_set, batch_size=cfg.batch_size, num_workers=2):
+        for x, y in DataLoader(test_set, batch_size=cfg.batch_size, num_workers=loader_workers(2)):
             with autocast:
                 preds.append(model(x.to(device)).float().argmax(1).cpu())
             labels.append(torch.as_tensor(y))

@@ -24,11 +24,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from jepactl.checkpoint import atomic_write_text
 from jepactl.evaluate.features import default_device
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
 from jepactl.export import FORMAT, clean_state_dict, module_config
+from jepactl.output_paths import StagedFiles, check_writable_folder, write_errors_name
 from jepactl.progress import TrainProgress
 from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_dict
 from jepactl.errors import UserError
@@ -75,7 +75,9 @@ def layer_decay_groups(model: FinetuneModel, lr: float, weight_decay: float, dec
 
 def loader_workers(dataset) -> int:
     """Worker processes for ``dataset``: none for tables already held as one tensor."""
-    return 0 if getattr(dataset, "in_memory", False) else 2
+    from jepactl.micro_batch import loader_workers as capped
+
+    return 0 if getattr(dataset, "in_memory", False) else capped(2)
 
 
 @torch.no_grad()
@@ -135,6 +137,8 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
     cfg = recipe.finetune
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UserError("finetune.epochs and finetune.batch_size must be positive")
+    out = out or run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_writable_folder(out, "--out")  # before training, not after it
     torch.manual_seed(cfg.seed)
     source = open_encoder(run, cfg.which, random_init, seed=cfg.seed, recipe=recipe)
     train_set, test_set, described = labelled_splits(recipe, data, test,
@@ -160,9 +164,9 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if recipe.train.precision == "bf16" else contextlib.nullcontext())
 
-    out = out or run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("w")
+    with write_errors_name(out / "metrics.jsonl"):
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = (out / "metrics.jsonl").open("w")
     progress = TrainProgress(total, 0, quiet, title="finetune")
     step, started = 0, time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -190,22 +194,26 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
         record = {"epoch": epoch + 1, "step": step, "loss": loss.item(),
                   "lr": cfg.lr * factor, **scores,
                   "samples_per_s": step * cfg.batch_size / (time.perf_counter() - started)}
-        metrics.write(json.dumps(record) + "\n")
-        metrics.flush()
+        with write_errors_name(out / "metrics.jsonl"):
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
         progress.log(step, record)
     progress.close()
     metrics.close()
 
     encoder = model.encoder.eval()
-    save_file(clean_state_dict(encoder.state_dict()), str(out / "model.safetensors"))
-    save_file(clean_state_dict(model.head.state_dict()), str(out / "head.safetensors"))
     config = {"format": FORMAT, "which": f"finetuned-{cfg.which}", **module_config(encoder, encoder),
               **({"task": "regression", "target_mean": float(train_set.target_mean),
                   "target_std": target_std} if regression
                  else {"classes": list(train_set.classes)}),
               "finetune": asdict(cfg), "data": described,
               "recipe": to_dict(recipe)}
-    atomic_write_text(json.dumps(config, indent=2) + "\n", out / "config.json")
+    with StagedFiles() as stage:  # all three or none: never weights without their config
+        save_file(clean_state_dict(encoder.state_dict()),
+                  str(stage.path(out / "model.safetensors")))
+        save_file(clean_state_dict(model.head.state_dict()),
+                  str(stage.path(out / "head.safetensors")))
+        stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"data": described, "out": str(out), "epochs": cfg.epochs,
             "encoder": "random-init" if random_init else source.tag,
             "task": "regression" if regression else "classification", **scores}

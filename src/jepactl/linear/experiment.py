@@ -2,9 +2,10 @@
 
 Writes into the run folder: ``recipe.yaml`` and ``env.json`` (as every run), ``metrics.jsonl``
 (one object per record: time, and per model its loss, per-feature gains and probe R²),
-``checkpoints/last.pt``, ``summary.json`` (critical times, final values, the gradient-flow
-predictions beside them) and ``weights_over_time.png``. Prints the critical-time-ratio table
-(objective × depth) on stderr and returns it as flat keys (``jepa_L3_ratio``) for the CLI.
+``checkpoints/step-*.safetensors``, ``summary.json`` (critical times, final values, the
+gradient-flow predictions beside them) and ``weights_over_time.png``. Prints the
+critical-time-ratio table (objective × depth) on stderr and returns it as flat keys
+(``jepa_L3_ratio``) for the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from jepactl.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from jepactl.checkpoint import (atomic_write_text, find_checkpoints, load_latest_checkpoint,
+                                save_checkpoint)
 from jepactl.errors import RecipeError, UserError
 from jepactl.evaluate.request import ProbeRequest
 from jepactl.linear.deep_linear import DeepLinearModels
@@ -29,7 +31,7 @@ from jepactl.linear.measure import critical_times, learning_order, probe_r2
 from jepactl.linear.simulate import Simulation, record_schedule
 from jepactl.linear.theory import fixed_point, ode_critical_time
 from jepactl.progress import TrainProgress
-from jepactl.runs import CHECKPOINT, write_run_files
+from jepactl.runs import CHECKPOINT_DIR, write_run_files
 
 if TYPE_CHECKING:
     from jepactl.methods.linear_dynamics import LinearDynamicsRecipe
@@ -101,21 +103,27 @@ def build_simulation(recipe: "LinearDynamicsRecipe") -> tuple[Simulation, Featur
     return sim, features
 
 
+def load_simulation_state(sim: Simulation, checkpoint_dir: Path) -> None:
+    """Load the newest readable checkpoint into ``sim``; UserError when it is another run's."""
+    state, path = load_latest_checkpoint(checkpoint_dir)
+    try:
+        sim.load_state(state)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"checkpoint '{path}' does not match the recipe: {err}") from None
+
+
 def run_experiment(recipe: "LinearDynamicsRecipe", run_dir: Path, resume: bool = False,
                    quiet: bool = False, stop_at: int | None = None) -> dict:
     """Run (or resume) the analysis into ``run_dir``; return the flat result table."""
     from jepactl.train import StopFlag
 
     sim, features = build_simulation(recipe)
-    checkpoint = run_dir / CHECKPOINT
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
     if resume:
-        if not checkpoint.is_file():
-            raise UserError(f"cannot resume: '{checkpoint}' does not exist")
-        try:
-            sim.load_state(load_checkpoint(checkpoint))
-        except (ValueError, KeyError) as err:
-            raise UserError(f"cannot resume '{checkpoint}': {err}") from None
-    elif checkpoint.exists():
+        if not find_checkpoints(checkpoint_dir):
+            raise UserError(f"cannot resume: '{checkpoint_dir}' holds no checkpoint")
+        load_simulation_state(sim, checkpoint_dir)
+    elif find_checkpoints(checkpoint_dir):
         raise UserError(f"run folder '{run_dir}' already has a checkpoint; "
                         "pass --resume to continue it or choose another --out")
     write_run_files(run_dir, recipe, world_size=1, device="cpu")
@@ -135,7 +143,7 @@ def run_experiment(recipe: "LinearDynamicsRecipe", run_dir: Path, resume: bool =
             progress.message(f"[linear dynamics] step {step}/{cfg.max_steps}  {clocks}")
 
     def save() -> None:
-        atomic_save(sim.state(), checkpoint)
+        save_checkpoint(checkpoint_dir, sim.step, sim.state(), keep=recipe.checkpoint.keep)
         lines = sim.metrics_lines(features.names)
         atomic_write_text("".join(json.dumps(line) + "\n" for line in lines),
                           run_dir / "metrics.jsonl")
@@ -289,10 +297,11 @@ def probe_run(request: ProbeRequest, recipe: "LinearDynamicsRecipe") -> dict:
                         "population covariances (set probe.components=K to change it)")
     sim, _ = build_simulation(recipe)
     if not request.random_init:
-        checkpoint = Path(request.run) / CHECKPOINT
-        if not checkpoint.is_file():
-            raise UserError(f"run folder '{request.run}' has no checkpoint ({CHECKPOINT})")
-        sim.load_state(load_checkpoint(checkpoint))
+        checkpoint_dir = Path(request.run) / CHECKPOINT_DIR
+        if not find_checkpoints(checkpoint_dir):
+            raise UserError(f"run folder '{request.run}' has no checkpoint (in "
+                            f"{CHECKPOINT_DIR}/)")
+        load_simulation_state(sim, checkpoint_dir)
     encoders = sim.models.algebra.dense(sim.models.encoders())
     k = recipe.probe.components
     r2 = probe_r2(encoders, sim.probe_eval, k)

@@ -9,7 +9,7 @@ objective only (methods.md), so the two clocks never need to agree. Records are 
 (the plateaus span decades: early dynamics need every step, late ones every few percent)
 plus every ``log_every`` steps; critical times interpolate between records.
 
-A checkpoint (``checkpoints/last.pt``: weights, EMA target, step, the records so far) is
+A checkpoint (``checkpoints/step-*.safetensors``: weights, EMA target, step, the records) is
 written every ``checkpoint_every`` steps and when SIGTERM/SIGUSR1 arrives; population mode
 is deterministic and samples mode draws each epoch's order from (seed, epoch), so a resumed
 run continues the same trajectory.
