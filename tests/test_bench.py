@@ -35,6 +35,7 @@ def test_bench_mfu_against_a_given_peak_and_the_known_gpus():
         run_bench(recipe, steps=1, peak_tflops=0.0)
 
 
+@pytest.mark.slow
 def test_bench_flops_scale_with_the_encoder_depth():
     shallow = run_bench(load_recipe("image/tiny", TINY_IMAGE_OVERRIDES), steps=1, warmup=0,
                         batch_size=4, precision="fp32", repeats=1)

@@ -76,9 +76,9 @@ def test_pretrain_then_probe_json_on_stdout(tmp_path):
     result = run("pretrain", "image/tiny", "--out", str(out), "--max-steps", "2", "--json",
                  "--quiet", *TINY_IMAGE_OVERRIDES)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["step"] == 2
+    assert json.loads(result.stdout)["results"]["step"] == 2
     result = run("probe", str(out), "--json", "probe.batch_size=64")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)["results"]
     assert report["train_samples"] == 2000 and report["test_samples"] == 500
     assert 0.0 <= report["linear_accuracy"] <= 1.0

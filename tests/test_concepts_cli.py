@@ -21,7 +21,7 @@ def invoke(*args):
 def probe_json(run, *extra):
     result = invoke("probe", run, "--json", *extra)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["results"]
 
 
 def test_concept_jepa_memorises_its_facts_and_probe_prints_every_split(tmp_path):

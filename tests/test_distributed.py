@@ -19,6 +19,7 @@ import pytest
 from conftest import TINY_IMAGE_OVERRIDES
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_trains_checkpoints_and_resumes(tmp_path):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     if launcher is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jepactl.masks_1d import MultiBlockMask1D, MultiBlockMask1DConfig, random_composition
+from jepactl.masks.multiblock_1d import MultiBlockMask1D, MultiBlockMask1DConfig, random_composition
 
 
 def masked_runs(mask_row: torch.Tensor) -> list[int]:

@@ -108,12 +108,12 @@ def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
     done = _cli("pretrain", "ecg/cpu", "--out", str(run), "--max-steps", "2", "--json", *TINY,
                 cwd=tmp_path)
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout[done.stdout.index("{"):])["step"] == 2
+    assert json.loads(done.stdout[done.stdout.index("{"):])["results"]["step"] == 2
     probe = _cli("probe", str(run), "--json", "--head", "linear,attentive",
                  "probe.max_train_per_class=20", "probe.max_test_per_class=20",
                  "probe.attentive_steps=5", "probe.num_workers=0", cwd=tmp_path)
     assert probe.exit_code == 0, probe.output
-    report = json.loads(probe.stdout[probe.stdout.index("{"):])
+    report = json.loads(probe.stdout[probe.stdout.index("{"):])["results"]
     assert report["task"] == "AAMI beat classes"
     assert report["test_beats"].startswith("N=1188 S=221 V=290 F=98")  # embedded DS2 part
     for head in ("linear", "attentive"):

@@ -40,6 +40,7 @@ def test_exported_features_equal_the_runs_features(trained_run, tmp_path):
     assert config["kind"] == "encoder" and config["tokenizer"]["kind"] == "patch2d"
 
 
+@pytest.mark.slow
 def test_load_encoder_in_a_fresh_process_gives_the_same_features(trained_run, tmp_path):
     run_export(trained_run, tmp_path / "exp")
     torch.manual_seed(0)

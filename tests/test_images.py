@@ -127,6 +127,7 @@ def test_folder_of_only_corrupt_images_is_one_data_error(tmp_path):
     assert len(source) == 1 and len(source.skipped) == 2
 
 
+@pytest.mark.slow
 def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path):
     (tmp_path / "garbage").mkdir()
     for i in range(3):
@@ -139,6 +140,7 @@ def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path)
     assert len(lines) == 1 and "no readable images under" in lines[0]
 
 
+@pytest.mark.slow
 def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "data").mkdir()
     broken = tmp_path / "data" / "train-00000.parquet"

@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("linear") / "run"
     result = invoke("pretrain", "linear/jepa-vs-mae", "--out", out, "--json", "--quiet", *SMALL)
     assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
+    return out, json.loads(result.stdout)["results"]
 
 
 def test_pretrain_prints_the_ratio_table_and_writes_the_run_folder(run_dir):
@@ -47,11 +47,11 @@ def test_probe_reports_top_component_r2_and_all_components_match_the_input(run_d
     out, _ = run_dir
     result = invoke("probe", out, "--json")
     assert result.exit_code == 0, result.output
-    r2 = json.loads(result.stdout)
+    r2 = json.loads(result.stdout)["results"]
     assert r2["jepa_L1_probe_r2"] == pytest.approx(0.81 / 2.1, rel=1e-4)
     assert r2["mae_L1_probe_r2"] == pytest.approx(0.36 / 2.1, rel=1e-4)
     # Every full-rank encoder carries the input's linear information about z.
-    both = json.loads(invoke("probe", out, "--json", "probe.components=2").stdout)
+    both = json.loads(invoke("probe", out, "--json", "probe.components=2").stdout)["results"]
     for key in ("jepa_L1_probe_r2", "mae_L2_probe_r2"):
         assert both[key] == pytest.approx(both["input_probe_r2"], rel=1e-6)
 
@@ -76,7 +76,7 @@ def test_an_existing_run_needs_resume(run_dir):
     resumed = invoke("pretrain", "linear/jepa-vs-mae", "--out", out, "--resume", "--json",
                      "--quiet")
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads(resumed.stdout)["step"] == 1500
+    assert json.loads(resumed.stdout)["results"]["step"] == 1500
 
 
 def test_the_three_experiments_are_packaged_recipes():

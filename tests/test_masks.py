@@ -5,9 +5,22 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 import torch
 
-from jepactl.masks import MultiBlockMask2D, MultiBlockMaskConfig, _block_size, pad_rows
+from jepactl.masks import (
+    FeatureMaskConfig,
+    FeatureSubsetMask,
+    LocalWindowMask,
+    LocalWindowMaskConfig,
+    MaskingCollate,
+    Masks1D,
+    MultiBlockMask1D,
+    MultiBlockMask1DConfig,
+    MultiBlockMask2D,
+    MultiBlockMaskConfig,
+)
+from jepactl.masks.multiblock_2d import _block_size, pad_rows
 
 
 def reference_context_counts(grid, cfg, t_size, c_size, samples, seed):
@@ -146,9 +159,69 @@ def test_truncate_mode_cuts_every_row_to_the_batch_minimum_in_raster_order():
 
 
 def test_unknown_ragged_context_mode_is_a_recipe_error():
-    import pytest
-
     from jepactl.errors import RecipeError
 
     with pytest.raises(RecipeError, match="mask.ragged_context"):
         MultiBlockMask2D((8, 8), MultiBlockMaskConfig(ragged_context="drop"))
+
+
+# ------------------------------------------------------------------ the shared collate
+
+
+def shared_collate_cases():
+    return {
+        "multiblock_2d": ("images", (3, 32, 32), MultiBlockMask2D((8, 8), MultiBlockMaskConfig(
+            min_keep=4))),
+        "multiblock_2d-truncate": ("images", (3, 32, 32), MultiBlockMask2D(
+            (8, 8), MultiBlockMaskConfig(min_keep=4, ragged_context="truncate"))),
+        "multiblock_1d": ("signals", (2, 640), MultiBlockMask1D(40, MultiBlockMask1DConfig())),
+        "feature_subsets": ("features", (9,), FeatureSubsetMask(9, FeatureMaskConfig())),
+        "local_windows": ("images", (1, 32, 32), LocalWindowMask(
+            (8, 8), LocalWindowMaskConfig(window_size=3))),
+    }
+
+
+def collate_samples(field, shape, count=6, batch_seed=1234):
+    return [{field: torch.randn(shape, generator=torch.Generator().manual_seed(i)),
+             "batch_seed": batch_seed} for i in range(count)]
+
+
+@pytest.mark.parametrize("case", list(shared_collate_cases()))
+def test_shared_collate_stacks_the_field_and_draws_the_samplers_masks_from_the_batch_seed(case):
+    from dataclasses import fields
+
+    field, shape, sampler = shared_collate_cases()[case]
+    samples = collate_samples(field, shape)
+    batch = MaskingCollate(field, sampler)(samples)
+    direct = sampler(len(samples), torch.Generator().manual_seed(1234))
+    expected = {f.name: getattr(direct, f.name) for f in fields(direct)
+                if getattr(direct, f.name) is not None}
+    assert set(batch) == {field, *expected}
+    assert torch.equal(batch[field], torch.stack([s[field] for s in samples]))
+    for name, value in expected.items():
+        assert torch.equal(batch[name], value), name
+    # Batch-first: the trainer slices every tensor along dim 0 into micro-batches.
+    assert all(value.shape[0] == len(samples) for value in batch.values())
+    if case == "multiblock_2d-truncate":
+        assert "context_valid" not in batch
+
+
+@pytest.mark.parametrize("case", list(shared_collate_cases()))
+def test_shared_collate_survives_pickling_for_loader_workers(case):
+    import pickle
+
+    field, shape, sampler = shared_collate_cases()[case]
+    collate = MaskingCollate(field, sampler)
+    copy = pickle.loads(pickle.dumps(collate))
+    samples = collate_samples(field, shape, batch_seed=7)
+    a, b = collate(samples), copy(samples)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_shared_collate_refuses_masks_that_are_not_batch_first():
+    def transposed(batch, gen):
+        return Masks1D(context=torch.zeros(3, batch, dtype=torch.long),
+                       targets=torch.zeros(batch, 1, 2, dtype=torch.long))
+
+    with pytest.raises(ValueError, match="'context' of shape \\(3, 4\\).*batch-first"):
+        MaskingCollate("x", transposed)(collate_samples("x", (2,), count=4))

@@ -67,6 +67,7 @@ def test_accumulated_micro_batches_match_one_big_batch(tmp_path, precision, tole
     assert env["micro_batch"]["accumulation"] == 3 and env["micro_batch"]["batch_size"] == 8
 
 
+@pytest.mark.slow
 def test_auto_cuts_the_batch_when_memory_is_short_and_keeps_the_effective_batch(
         tmp_path, monkeypatch):
     def measured_room(device, reserve):  # room for a few samples above the resting process
@@ -103,6 +104,7 @@ def test_no_room_for_one_sample_stops_before_the_first_step(tmp_path, monkeypatc
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_plan_fits_a_measured_per_sample_cost(monkeypatch):
     """A trial that holds 40 MB per sample: the plan finds about (room / 40 MB) samples."""
     per_sample = 40 * 1024 ** 2
@@ -134,13 +136,13 @@ def test_explicit_micro_batch_is_checked_and_capped():
 def test_an_out_of_memory_step_is_retried_once_with_half_the_micro_batch(tmp_path):
     from accelerate import Accelerator
 
-    from jepactl.methods import method_module
+    from jepactl.methods import method_spec
     from jepactl.train import StepRunner, build_method, build_optimizer
 
     recipe = tiny()
-    module = method_module(recipe.method)
-    dataset, collate, _ = module.pretrain_data(recipe, recipe.data.path)
-    method = build_method(module, recipe)
+    spec = method_spec(recipe.method)
+    dataset, collate, _ = spec.pretrain_data(recipe, recipe.data.path)
+    method = build_method(spec, recipe)
     accelerator = Accelerator(cpu=True)
     optimizer = build_optimizer(method, recipe, accelerator.device)
     batch = collate([dataset[(i, i, 7)] for i in range(8)])

@@ -224,6 +224,7 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> N
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_two_pretrain_processes_into_one_run_folder(tmp_path):
     """Needs train.pretrain to hold RunLock on the main process."""
     out = tmp_path / "run"
@@ -250,6 +251,7 @@ def test_two_pretrain_processes_into_one_run_folder(tmp_path):
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_takes_over_a_stale_lock(tmp_path):
     """Needs train.pretrain to hold RunLock on the main process."""
     out = tmp_path / "run"
@@ -260,7 +262,7 @@ def test_pretrain_takes_over_a_stale_lock(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"pid {dead}" in result.stderr and "stale" in result.stderr
     assert not (out / ".lock").exists()
-    assert json.loads(result.stdout)["step"] == 1
+    assert json.loads(result.stdout)["results"]["step"] == 1
 
 
 # ------------------------------------------------------------------------------- OS errors
@@ -347,6 +349,7 @@ def test_export_files_share_one_mode_and_no_temporary_is_left(trained_run, tmp_p
     assert modes == {"config.json": _FILE_MODE, "model.safetensors": _FILE_MODE}
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_export_keeps_the_previous_export(trained_run, tmp_path):
     out = tmp_path / "exp"
     run_export(trained_run, out)  # the previous export: the target encoder
@@ -359,6 +362,7 @@ def test_a_full_disk_during_export_keeps_the_previous_export(trained_run, tmp_pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_embed_keeps_the_previous_file(trained_run, tmp_path):
     out = tmp_path / "emb.npy"
     run_embed(trained_run, "builtin:shapes", out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jepactl.masks_local import LocalWindowMask, LocalWindowMaskConfig
+from jepactl.masks import LocalWindowMask, LocalWindowMaskConfig
 
 
 def test_windows_are_square_blocks_inside_the_grid_with_80_percent_masked() -> None:

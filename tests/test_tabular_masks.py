@@ -1,10 +1,10 @@
-"""Feature-subset masks (masks_tabular.py) and the feature tokenizer."""
+"""Feature-subset masks (masks/feature_subsets.py) and the feature tokenizer."""
 
 from __future__ import annotations
 
 import torch
 
-from jepactl.masks_tabular import FeatureMaskConfig, FeatureSubsetMask
+from jepactl.masks import FeatureMaskConfig, FeatureSubsetMask
 from jepactl.nn.feature_tokenizer import FeatureTokenizer
 
 

@@ -62,13 +62,14 @@ def test_probe_compares_raw_and_tjepa_heads_over_seeds(run):
                                       str(test), "--seeds", "2", "--json",
                                       "probe.mlp_max_epochs=5"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = json.loads(result.stdout)["results"]
     assert out["task"] == "classification" and out["test_samples"] == 200
     for head in ("linear", "mlp"):
         for name in ("raw", "tjepa"):
             assert 0.5 < out[f"{head}_accuracy_{name}"] <= 1.0
             assert 0.5 < out[f"{head}_roc_auc_{name}"] <= 1.0
             assert out[f"{head}_accuracy_{name}_std"] >= 0.0
+            assert len(out[f"{head}_accuracy_{name}_per_seed"]) == 2
     # The label is a simple function of the raw features: a linear model finds it.
     assert out["linear_roc_auc_raw"] > 0.9
 
@@ -78,7 +79,7 @@ def test_probe_regression_hides_a_target_that_was_a_feature(run):
     result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train), "--test",
                                       str(test), "--target", "a", "--head", "linear", "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = json.loads(result.stdout)["results"]
     assert out["task"] == "regression" and "hidden" in out["note"]
     # 'a' is hidden, so it cannot be predicted from itself (pure noise b/size, some label info).
     assert 0.3 < out["linear_rmse_raw"] < 1.2
@@ -151,6 +152,7 @@ def test_eval_data_keeps_pretraining_class_indices_on_a_one_class_file(run, tmp_
     assert x.shape == (5,) and int(y) == 1
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_loss_curve(run, tmp_path):
     _, train, _ = run
     base = ["pretrain", "tabular/cpu", "--data", str(train), "--quiet", "data.target=label",
@@ -190,7 +192,7 @@ def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
                                       str(tmp_path / "ft"), "--quiet", "--json",
                                       "finetune.epochs=40", "finetune.batch_size=32"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = json.loads(result.stdout)["results"]
     assert out["task"] == "regression"
     # RMSE is reported on the standardised target and in the target's own units (std ~ 22).
     assert out["test_rmse_original"] == pytest.approx(out["test_rmse"] * 22.3, rel=0.15)

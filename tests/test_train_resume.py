@@ -92,6 +92,7 @@ def _start_tiny_run(run, steps=400, model=TINY_IMAGE_OVERRIDES, logged=2):
     return proc
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path):
     """The scheduler signals the whole process group, DataLoader workers included."""
     run = tmp_path / "pre"
@@ -112,6 +113,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path
     assert after[:stopped] == before and len(after) == stopped + 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_like_sigterm(tmp_path):
     run = tmp_path / "int"
     proc = _start_tiny_run(run)
@@ -124,6 +126,7 @@ def test_ctrl_c_saves_a_checkpoint_like_sigterm(tmp_path):
     assert not (run / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_releases_the_run(tmp_path):
     run = tmp_path / "int2"
     # image/tiny's own model: steps of about a second, so both signals land in one step.
@@ -137,6 +140,7 @@ def test_a_second_ctrl_c_quits_at_once_and_releases_the_run(tmp_path):
     assert not (run / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
     run = tmp_path / "torn"
     pretrain(tiny(4, ["train.checkpoint_every=2"]), run, quiet=True, stop_after=2)
@@ -148,6 +152,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
     assert "torn last line" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(tmp_path):
     from jepactl.errors import UserError
 

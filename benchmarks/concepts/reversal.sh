@@ -20,7 +20,7 @@ for recipe in "${recipes[@]}"; do
   "$jepactl" probe "$out/$name" --json > "$out/$name.json"
   python3 - "$out/$name.json" "$recipe" "$seconds" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
+r = json.load(open(sys.argv[1]))["results"]
 print(f"{sys.argv[2]:28s} train {r['train_mrr']:.3f}  atomic {r['atomic_mrr']:.3f}  "
       f"test {r['test_mrr']:.3f}  chance {r['chance_mrr']:.4f}  ({r['ranked']} MRR, "
       f"{sys.argv[3]} s training)")

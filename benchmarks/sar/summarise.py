@@ -11,6 +11,10 @@ ARMS = [("SAR-JEPA (gradient targets)", "cpu"), ("pixel targets (MAE-style)", "p
 
 
 def cell(result: dict, key: str) -> str:
+    """Mean ± std over seeds: jepactl >= 0.2 writes ``{"results": {key, key_std}}``, the stored
+    outputs of 0.1 ``key_mean``/``key_std`` at the top level."""
+    if "results" in result:
+        result = {f"{k}_mean" if k == key else k: v for k, v in result["results"].items()}
     if f"{key}_mean" not in result:
         return "-"
     return f"{100 * result[f'{key}_mean']:.1f} ± {100 * result[f'{key}_std']:.1f}"
@@ -28,7 +32,9 @@ def main(out: Path) -> None:
         paper = out / f"probe-{arm}-paper-optim.json"
         paper_result = json.loads(paper.read_text()) if paper.is_file() else {}
         pre = out / f"pretrain-{arm}.json"
-        loss = f"{json.loads(pre.read_text())['last_loss']:.4f}" if pre.is_file() else "-"
+        pretrained = json.loads(pre.read_text()) if pre.is_file() else {}
+        pretrained = pretrained.get("results", pretrained)
+        loss = f"{pretrained['last_loss']:.4f}" if pretrained else "-"
         print(f"| {label} | {cell(result, 'linear_accuracy')} | {cell(result, 'knn_accuracy')} | "
               f"{cell(paper_result, 'linear_accuracy')} | {loss} |")
 

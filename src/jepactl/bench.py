@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
-from jepactl.methods import method_module
+from jepactl.methods import method_spec
 from jepactl.micro_batch import loader_workers
 from jepactl.recipe import Recipe
 from jepactl.train import StepRunner, build_method, build_optimizer
@@ -59,12 +59,16 @@ def spec_peak_tflops(name: str, precision: str) -> float | None:
 
 
 def bench_data(recipe: Recipe, data: str | None):
-    """Return (dataset, collate) for the benchmark: synthetic unless ``data`` is given."""
-    module = method_module(recipe.method)
-    if data is None and hasattr(module, "synthetic_data"):
-        return module.synthetic_data(recipe)
-    dataset, collate, _ = module.pretrain_data(recipe, data if data is not None else
-                                               recipe.data.path)
+    """Return (dataset, collate) for the benchmark: synthetic unless ``data`` is given.
+
+    A method without synthetic data (the fact methods, which generate their facts when
+    ``data.path`` is null) reads the recipe's own data.
+    """
+    spec = method_spec(recipe.method)
+    if data is None and spec.synthetic_data is not None:
+        return spec.synthetic_data(recipe)
+    pretrain_data = spec.require("pretrain_data")
+    dataset, collate, _ = pretrain_data(recipe, data if data is not None else recipe.data.path)
     return dataset, collate
 
 
@@ -117,18 +121,19 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
         raise UserError("--steps and --repeats must be positive, --warmup non-negative")
     if peak_tflops is not None and peak_tflops <= 0:
         raise UserError(f"--peak-tflops must be positive, got {peak_tflops}")
+    spec = method_spec(recipe.method)
+    spec.require("build")  # an analysis without a torch module has no step to time
     train = replace(recipe.train, batch_size=batch_size or recipe.train.batch_size,
                     precision=precision or recipe.train.precision)
     if train.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got '{train.precision}'")
     recipe = replace(recipe, train=train)
-    module = method_module(recipe.method)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     # Data first: a table's preprocessing is fitted by reading it, and the model's tokenizer is
     # built from that fit.
     dataset, collate = bench_data(recipe, data)
-    method = build_method(module, recipe)
+    method = build_method(spec, recipe)
     optimizer = build_optimizer(method, recipe, device)
     model, optimizer = accelerator.prepare(method.to(device), optimizer)
     # The benchmarked step is one forward/backward of the whole --batch-size: no micro-batches.

@@ -77,16 +77,58 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(130) from None
 
 
-def _emit(title: str, rows: dict[str, Any], as_json: bool) -> None:
+def _emit(command: str, results: dict[str, Any], as_json: bool, settings: dict[str, Any],
+          run: Optional[Path] = None, recipe: Optional[str] = None,
+          title: Optional[str] = None) -> None:
+    """Print a command's ``results``: a metric/value table, or with ``--json`` one shape for
+    every command and domain: ``{"command", "run", "recipe", "results", "settings"}``.
+
+    ``settings`` is what was asked (the command's options); ``recipe`` defaults to the name in
+    ``run``'s recipe (a run folder or an export). Seeded metrics come as ``metric``,
+    ``metric_std``, ``metric_per_seed`` (``evaluate/seeds.py``); the table leaves out the std
+    and per-seed rows of a single seed, which say nothing more.
+    """
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        if recipe is None and run is not None:
+            recipe = _recipe_name(run)
+        print(json.dumps({"command": command, "run": None if run is None else str(run),
+                          "recipe": recipe, "results": results, "settings": settings},
+                         indent=2, default=str))
         return
-    table = Table(title=title, show_header=True)
+    table = Table(title=title or command, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in rows.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    for key, value in results.items():
+        if not _single_seed_detail(key, results):
+            table.add_row(key, _cell(value))
     stdout.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return str(value)
+
+
+def _single_seed_detail(key: str, results: dict[str, Any]) -> bool:
+    """True for ``metric_std`` / ``metric_per_seed`` of a metric measured with one seed."""
+    for suffix in ("_std", "_per_seed"):
+        if key.endswith(suffix):
+            per_seed = results.get(key[: -len(suffix)] + "_per_seed")
+            return isinstance(per_seed, list) and len(per_seed) == 1
+    return False
+
+
+def _recipe_name(run: Path) -> Optional[str]:
+    """The recipe name stored in a run folder or an export (None where none can be read)."""
+    from jepactl.evaluate.source import open_recipe
+
+    try:
+        return open_recipe(Path(run)).name or None
+    except (UserError, OSError, KeyError, ValueError):  # the results are printed regardless
+        return None
 
 
 def _positive(name: str, value: Optional[int]) -> None:
@@ -118,7 +160,7 @@ def pretrain(
     """
 
     def run() -> None:
-        from jepactl.methods import method_module
+        from jepactl.methods import method_spec
         from jepactl.output_paths import check_writable_folder
         from jepactl.recipe import load_recipe, read_yaml, recipe_from_dict
         from jepactl.runs import default_run_dir, is_run_dir
@@ -156,17 +198,21 @@ def pretrain(
             _positive("train.micro_batch_size", micro)
         run_dir = run_dir or default_run_dir(config)
         check_writable_folder(run_dir, "--out")  # now, not after the first hour of training
-        module = method_module(config.method)
-        if hasattr(module, "run_pretrain"):  # analyses that are not SGD over a data loader
+        spec = method_spec(config.method)
+        if spec.run_pretrain is not None:  # analyses that are not SGD over a data loader
             from jepactl.run_lock import RunLock
 
             with RunLock(run_dir):  # single-process: train() takes the lock on the main rank
-                result = module.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
-            _emit("pretrain", result, as_json)
+                result = spec.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
+            _emit("pretrain", result, as_json, dict(
+                recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps,
+                resume=resume), run_dir, config.name)
             return
         result = train(config, run_dir, resume=resume, quiet=quiet)
         _emit("pretrain", {"run": str(result.run_dir), "step": result.step,
-                           "finished": result.finished, "last_loss": result.last_loss}, as_json)
+                           "finished": result.finished, "last_loss": result.last_loss}, as_json,
+              dict(recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps,
+                   resume=resume), result.run_dir, config.name)
 
     _guard(run)
 
@@ -213,7 +259,8 @@ def probe(
         _positive("--shots", shots)
         request = ProbeRequest(run, data, test, labels_fraction, random_init, which, seeds, shots,
                                target, task, head, list(overrides or []))
-        _emit(f"probe {run}", run_probe(request), as_json)
+        _emit("probe", run_probe(request), as_json,
+              {k: v for k, v in vars(request).items() if k != "run"}, run, title=f"probe {run}")
 
     _guard(go)
 
@@ -249,7 +296,9 @@ def finetune(
 
         result = run_finetune(run, list(overrides or []), data, test, out, random_init, quiet,
                               target)
-        _emit(f"finetune {run}", result, as_json)
+        _emit("finetune", result, as_json,
+              dict(overrides=list(overrides or []), data=data, test=test, out=out,
+                   random_init=random_init, target=target), run, title=f"finetune {run}")
 
     _guard(go)
 
@@ -276,7 +325,8 @@ def embed(
         from jepactl.evaluate.embed import run_embed
 
         result = run_embed(run, data, out, split, which)
-        _emit("embed", result, as_json)
+        _emit("embed", result, as_json,
+              dict(data=data, out=out, split=split, which=which), run)
 
     _guard(go)
 
@@ -302,7 +352,7 @@ def export(
         from jepactl.export import run_export
 
         result = run_export(run, out, which, fmt)
-        _emit("export", result, as_json)
+        _emit("export", result, as_json, dict(out=out, which=which, format=fmt), run)
 
     _guard(go)
 
@@ -338,7 +388,10 @@ def bench(
         _positive("--batch-size", batch_size)
         result = run_bench(load_recipe(recipe, list(overrides or [])), steps, warmup, batch_size,
                            precision, data, repeats, peak_tflops)
-        _emit(f"bench {recipe}", result, as_json)
+        _emit("bench", result, as_json,
+              dict(recipe=recipe, overrides=list(overrides or []), steps=steps, warmup=warmup,
+                   repeats=repeats, batch_size=batch_size, precision=precision, data=data,
+                   peak_tflops=peak_tflops), recipe=result.get("recipe"), title=f"bench {recipe}")
 
     _guard(go)
 

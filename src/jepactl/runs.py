@@ -90,10 +90,10 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
     """Return (recipe, method with the newest readable checkpoint's weights, step)."""
-    from jepactl.methods import method_module
+    from jepactl.methods import method_spec
 
     recipe = recipe or read_run_recipe(run_dir)
-    method = method_module(recipe.method).build(recipe)
+    method = method_spec(recipe.method).require("build")(recipe)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     if not find_checkpoints(checkpoint_dir):
         raise UserError(f"run folder '{run_dir}' has no checkpoint (in {CHECKPOINT_DIR}/); "

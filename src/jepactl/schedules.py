@@ -7,20 +7,26 @@ import math
 from jepactl.recipe import EmaConfig, OptimConfig
 
 
+def cosine(progress: float, start: float, end: float) -> float:
+    """Return half a cosine from ``start`` (progress 0) to ``end`` (progress 1).
+
+    The one cosine schedule: the trainer's lr and weight decay, and every head trained in
+    ``evaluate/`` (few-shot, attentive probe, fine-tuning).
+    """
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def learning_rate(step: int, total: int, cfg: OptimConfig) -> float:
     """Linear warmup start_lr -> lr over warmup_steps, then cosine from lr to final_lr."""
     if step < cfg.warmup_steps:
         return cfg.start_lr + (cfg.lr - cfg.start_lr) * step / max(1, cfg.warmup_steps)
     progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    progress = min(1.0, progress)
-    return cfg.final_lr + (cfg.lr - cfg.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cosine(min(1.0, progress), cfg.lr, cfg.final_lr)
 
 
 def weight_decay(step: int, total: int, cfg: OptimConfig) -> float:
     """Cosine from weight_decay to final_weight_decay over the run (I-JEPA's CosineWDSchedule)."""
-    progress = min(1.0, step / max(1, total))
-    return cfg.final_weight_decay + (cfg.weight_decay - cfg.final_weight_decay) * 0.5 * (
-        1.0 + math.cos(math.pi * progress))
+    return cosine(min(1.0, step / max(1, total)), cfg.weight_decay, cfg.final_weight_decay)
 
 
 def ema_momentum(step: int, total: int, cfg: EmaConfig) -> float:

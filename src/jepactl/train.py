@@ -39,7 +39,7 @@ from jepactl.checkpoint import (
 from jepactl.compile import compile_blocks
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
-from jepactl.methods import method_module
+from jepactl.methods import method_spec
 from jepactl.micro_batch import (
     WORKER_BYTES,
     MicroPlan,
@@ -57,6 +57,7 @@ from jepactl.micro_batch import (
 from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.nn.ema import ema_update
 from jepactl.output_paths import write_errors_name
+from jepactl.precision import autocast as autocast_context
 from jepactl.progress import TrainProgress
 from jepactl.recipe import Recipe
 from jepactl.run_lock import RunLock
@@ -95,11 +96,6 @@ def build_optimizer(method: nn.Module, recipe: Recipe, device: torch.device
     return torch.optim.AdamW(param_groups(method), lr=recipe.optim.lr, betas=recipe.optim.betas,
                              eps=recipe.optim.eps, weight_decay=recipe.optim.weight_decay,
                              **({"fused": True} if fused else {"foreach": True}))
-
-
-def autocast_context(device: torch.device, precision: str):
-    return (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-            else contextlib.nullcontext())
 
 
 class StepRunner:
@@ -312,12 +308,12 @@ def _smaller_recipe(recipe: Recipe) -> str:
                  if f"{recipe.domain}/{n}" in names and f"{recipe.domain}/{n}" != recipe.name), "")
 
 
-def build_method(module, recipe: Recipe) -> nn.Module:
-    """Build the recipe's method from the train seed (identical weights on every process) and
-    switch on activation checkpointing in every module that supports it if the recipe asks,
-    and compile its transformer blocks if ``train.compile``."""
+def build_method(spec, recipe: Recipe) -> nn.Module:
+    """Build the recipe's method with ``spec.build`` from the train seed (identical weights on
+    every process), switch on activation checkpointing in every module that supports it if the
+    recipe asks, and compile its transformer blocks if ``train.compile``."""
     torch.manual_seed(recipe.train.seed)
-    method = module.build(recipe)
+    method = spec.build(recipe)
     if recipe.train.compile:
         compile_blocks(method)
     if recipe.train.activation_checkpointing:
@@ -343,7 +339,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
 
 def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
               stop_after: int | None) -> TrainResult:
-    module = method_module(recipe.method)
+    spec = method_spec(recipe.method)
     cfg = recipe.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -361,9 +357,9 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
         raise UserError(f"run folder '{run_dir}' already has a checkpoint; "
                         "pass --resume to continue it or choose another --out")
 
-    dataset, collate, source = module.pretrain_data(recipe, recipe.data.path)
+    dataset, collate, source = spec.require("pretrain_data")(recipe, recipe.data.path)
 
-    method = build_method(module, recipe)
+    method = build_method(spec, recipe)
     optimizer = build_optimizer(method, recipe, device)
     start_step = 0
     if state is not None:

@@ -8,8 +8,6 @@ head of fine-tuning, where the encoder trains with it.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from typing import Callable
 
 import torch
@@ -18,6 +16,8 @@ from timm.layers import Mlp
 from torch import nn
 
 from jepactl.nn.attention import scaled_dot_product_attention
+from jepactl.precision import autocast as autocast_for
+from jepactl.schedules import cosine
 
 
 class AttentiveClassifier(nn.Module):
@@ -88,8 +88,7 @@ def train_classifier(model: nn.Module, batches: Callable[[torch.Generator], tupl
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     device = next(model.parameters()).device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = autocast_for(device, precision)
     model.train()
     for step in range(steps):
         if step < warmup_steps:
@@ -97,8 +96,7 @@ def train_classifier(model: nn.Module, batches: Callable[[torch.Generator], tupl
         elif final_lr is None:
             rate = lr
         else:
-            progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-            rate = final_lr + (lr - final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+            rate = cosine((step - warmup_steps) / max(1, steps - warmup_steps), lr, final_lr)
         for group in optimizer.param_groups:
             group["lr"] = rate
         inputs, targets = batches(gen)

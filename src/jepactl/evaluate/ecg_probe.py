@@ -29,7 +29,6 @@ import copy
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,9 +41,10 @@ from jepactl.evaluate.attentive_probe import (
     train_classifier,
 )
 from jepactl.evaluate.ecg_metrics import average_by_group, beat_metrics, macro_auc
-from jepactl.evaluate.probe import standardise_and_hold_out
+from jepactl.evaluate.probe import fit_logistic, standardise_and_hold_out
 from jepactl.evaluate.request import ProbeRequest
 from jepactl.micro_batch import loader_workers
+from jepactl.precision import autocast as autocast_for
 from jepactl.recipe import ProbeConfig
 
 HEADS = ("linear", "attentive", "finetune")
@@ -81,8 +81,7 @@ def encode_tokens(encoder: nn.Module, dataset, batch_size: int, num_workers: int
     device = next(encoder.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=loader_workers(num_workers))
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else torch.autocast(device.type, enabled=False))
+    autocast = autocast_for(device, precision)
     out = []
     for signals, _ in loader:
         with autocast:
@@ -90,16 +89,17 @@ def encode_tokens(encoder: nn.Module, dataset, batch_size: int, num_workers: int
     return torch.cat(out)
 
 
-def cached_tokens(encoder, dataset, cache_dir, key: str, cfg: ECGProbeConfig) -> torch.Tensor:
+def cached_tokens(encoder, dataset, cache_dir, key: str, cfg: ECGProbeConfig,
+                  precision: str = "bf16") -> torch.Tensor:
     """Return ``encode_tokens`` results, reusing ``cache_dir/ecg-tokens-<hash>.pt``."""
     if cache_dir is None:
-        return encode_tokens(encoder, dataset, cfg.batch_size, cfg.num_workers)
+        return encode_tokens(encoder, dataset, cfg.batch_size, cfg.num_workers, precision)
     digest = hashlib.sha1(f"{key}|{len(dataset)}|{dataset.windows[:3]}|{dataset.windows[-3:]}"
                           .encode()).hexdigest()[:16]
     path = cache_dir / f"ecg-tokens-{digest}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    tokens = encode_tokens(encoder, dataset, cfg.batch_size, cfg.num_workers)
+    tokens = encode_tokens(encoder, dataset, cfg.batch_size, cfg.num_workers, precision)
     from jepactl.checkpoint import atomic_save
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -120,21 +120,7 @@ def pooled_features(tokens: torch.Tensor, beats: bool, centre_tokens: int) -> to
 def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, multilabel: bool,
                class_weights: torch.Tensor | None, l2: float, max_iter: int = 300) -> nn.Linear:
     """Return a linear classifier fitted by full-batch L-BFGS with an L2 penalty."""
-    head = nn.Linear(x.shape[1], classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    loss_fn = classification_loss(multilabel, class_weights)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-6)
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(head(x), y) + l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return head
+    return fit_logistic(x, y, classes, l2, max_iter, classification_loss(multilabel, class_weights))
 
 
 def _score(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool, classes: list[str],
@@ -197,7 +183,8 @@ def attentive_head(setup, tokens: torch.Tensor, labels: torch.Tensor, classes: i
     model = AttentiveClassifier(setup.encoder.embed_dim, setup.encoder.config.num_heads, classes)
     return train_classifier(model, _token_batches(tokens, labels, cfg.attentive_batch_size),
                             classification_loss(multilabel, class_weights), cfg.attentive_steps,
-                            cfg.attentive_lr, cfg.attentive_weight_decay, seed=seed)
+                            cfg.attentive_lr, cfg.attentive_weight_decay, seed=seed,
+                            precision=setup.recipe.train.precision)
 
 
 def run_probe(request: ProbeRequest, recipe) -> dict:
@@ -239,8 +226,9 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
                                  classification_loss(multilabel, class_weights),
                                  cfg.finetune_steps, cfg.finetune_lr, cfg.finetune_weight_decay,
                                  warmup_steps=cfg.finetune_warmup_steps,
-                                 final_lr=cfg.finetune_final_lr, seed=seed)
-                logits = encode_logits(model, test_set, cfg)
+                                 final_lr=cfg.finetune_final_lr, seed=seed,
+                                 precision=recipe.train.precision)
+                logits = encode_logits(model, test_set, cfg, recipe.train.precision)
             grouped = average_by_group(logits.float(), test_set.groups, len(test_set.group_labels))
             _, metrics = _score(grouped, test_set.group_labels, multilabel, classes, weights)
             row.update({f"{head}_{k}": v for k, v in metrics.items()})
@@ -249,25 +237,15 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
 
 
 @torch.no_grad()
-def encode_logits(model: nn.Module, dataset, cfg: ECGProbeConfig) -> torch.Tensor:
+def encode_logits(model: nn.Module, dataset, cfg: ECGProbeConfig, precision: str = "bf16"
+                  ) -> torch.Tensor:
     """Return the fine-tuned model's logits for every window of ``dataset``."""
     model.eval()
+    device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
                         num_workers=loader_workers(cfg.num_workers))
     out = []
     for signals, _ in loader:
-        with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda",
-                            dtype=torch.bfloat16):
-            out.append(model(signals.to(next(model.parameters()).device)).float().cpu())
+        with autocast_for(device, precision):
+            out.append(model(signals.to(device)).float().cpu())
     return torch.cat(out)
-
-
-def mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Return each metric's mean over seeds, plus ``<key>_std`` when there are several seeds."""
-    out = {}
-    for key in rows[0]:
-        values = np.array([r[key] for r in rows], dtype=float)
-        out[key] = float(values.mean())
-        if len(rows) > 1:
-            out[key + "_std"] = float(values.std(ddof=1))
-    return out

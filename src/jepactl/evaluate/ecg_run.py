@@ -16,10 +16,16 @@ from torch import nn
 
 from jepactl.data.ecg_dataset import open_ecg
 from jepactl.errors import UserError
-from jepactl.evaluate.ecg_windows import class_counts, label_kind, labelled_windows, \
-    split_exists, subsample_per_class
+from jepactl.evaluate.ecg_windows import (
+    class_counts,
+    label_kind,
+    labelled_windows,
+    split_exists,
+    subsample_per_class,
+)
 from jepactl.evaluate.features import default_device
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import open_encoder
 
 
@@ -103,13 +109,12 @@ class ProbeSetup:
         from jepactl.evaluate.ecg_probe import cached_tokens
 
         key = f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}"
-        return cached_tokens(self.encoder, dataset, self.cache_dir, key, self.recipe.probe)
+        return cached_tokens(self.encoder, dataset, self.cache_dir, key, self.recipe.probe,
+                             self.recipe.train.precision)
 
 
 def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
-    """Return the report: what was probed, on what, and each head's metrics (mean over seeds)."""
-    from jepactl.evaluate.ecg_probe import mean_std
-
+    """Return the report: what was probed, on what, and each head's metrics over seeds."""
     train_counts, test_counts = setup.full_counts
     task = {"beats": "AAMI beat classes", "dx": "header SNOMED codes (multi-label)",
             "ptbxl": f"PTB-XL {setup.recipe.data.ptbxl_task}", "csv": "record labels"}
@@ -125,5 +130,5 @@ def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
     if setup.kind == "beats":
         report["train_beats"] = " ".join(f"{k}={v}" for k, v in train_counts.items())
         report["test_beats"] = " ".join(f"{k}={v}" for k, v in test_counts.items())
-    report.update(mean_std(rows))
+    report.update(aggregate(rows))
     return report

@@ -14,7 +14,7 @@ import numpy as np
 from jepactl.errors import UserError
 from jepactl.evaluate.features import extract_features
 from jepactl.evaluate.source import open_encoder
-from jepactl.methods import method_module
+from jepactl.methods import method_spec
 from jepactl.output_paths import StagedFiles, check_writable_file, save_npy
 
 
@@ -25,7 +25,8 @@ def run_embed(run: Path, data: str, out: Path, split: str | None = None,
         raise UserError(f"--out must end in .npy or .parquet, got '{out}'")
     check_writable_file(out, "--out")
     source = open_encoder(run, which)
-    dataset = method_module(source.recipe.method).eval_data(source.recipe, data, split)
+    eval_data = method_spec(source.recipe.method).require("eval_data")
+    dataset = eval_data(source.recipe, data, split)
     feats, labels = extract_features(source.encoder, dataset, source.recipe.probe.batch_size)
     array = feats.numpy().astype(np.float32)
     with StagedFiles() as stage:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from jepactl.micro_batch import loader_workers
+from jepactl.precision import autocast as autocast_for
 
 
 def default_device() -> torch.device:
@@ -26,8 +26,7 @@ def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, num_wor
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=loader_workers(num_workers),
                         pin_memory=device.type == "cuda")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = autocast_for(device, precision)
     feats, labels = [], []
     for images, target in loader:
         with autocast:

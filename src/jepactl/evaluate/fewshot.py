@@ -14,10 +14,7 @@ reference uses a cls token, which jepactl's encoders do not have.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
-import statistics
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,9 +28,12 @@ from jepactl.evaluate.features import cached_features, default_device
 from jepactl.evaluate.metrics import accuracy
 from jepactl.evaluate.probe import knn_predict
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import Subset, labelled_splits, open_encoder
 from jepactl.micro_batch import loader_workers
+from jepactl.precision import autocast as autocast_for
 from jepactl.recipe import ProbeConfig, Recipe
+from jepactl.schedules import cosine
 
 HEADS = ("linear", "finetune", "all")
 
@@ -84,7 +84,7 @@ def epoch_lr(epoch: int, cfg: FewShotProbeConfig, base_lr: float, epochs: int) -
     """Return the learning rate of ``epoch``: constant warmup, then cosine over all epochs."""
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr
-    return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / epochs))
+    return cosine(epoch / epochs, base_lr, 0.0)
 
 
 def train_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
@@ -133,8 +133,7 @@ def finetune_few_shot(encoder: nn.Module, train_set, indices: torch.Tensor, test
                               classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.finetune_lr,
                                   weight_decay=cfg.finetune_weight_decay)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = autocast_for(device, precision)
     subset = Subset(train_set, indices)
     batch = max(2, min(cfg.head_batch_size, len(subset)))
     loader = DataLoader(subset, batch_size=batch, shuffle=True, drop_last=len(subset) > batch,
@@ -159,12 +158,6 @@ def finetune_few_shot(encoder: nn.Module, train_set, indices: torch.Tensor, test
                 preds.append(model(x.to(device)).float().argmax(1).cpu())
             labels.append(torch.as_tensor(y))
     return accuracy(torch.cat(preds), torch.cat(labels))
-
-
-def _summary(prefix: str, values: list[float]) -> dict:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {f"{prefix}_mean": statistics.fmean(values), f"{prefix}_std": std,
-            f"{prefix}_per_seed": [round(v, 4) for v in values]}
 
 
 def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
@@ -192,21 +185,23 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
         test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
                                          f"{source.tag}|{described}|test", cfg.batch_size,
                                          recipe.train.precision)
-        linear, knn = [], []
+        rows = []
         for seed in seeds:
             idx = draw_shots(train_y, shots, seed)
             probe = train_head(train_x[idx], train_y[idx], classes, cfg, seed)
             with torch.no_grad():
-                linear.append(accuracy(probe(test_x).argmax(1), test_y))
+                linear = accuracy(probe(test_x).argmax(1), test_y)
             k = min(cfg.knn_k, len(idx))
-            knn.append(accuracy(knn_predict(train_x[idx], train_y[idx], test_x, classes, k,
-                                            cfg.knn_temperature), test_y))
-        result.update(_summary("linear_accuracy", linear))
-        result.update(_summary("knn_accuracy", knn))
+            rows.append({"linear_accuracy": linear,
+                         "knn_accuracy": accuracy(knn_predict(train_x[idx], train_y[idx], test_x,
+                                                              classes, k, cfg.knn_temperature),
+                                                  test_y)})
+        result.update(aggregate(rows))
     if head in ("finetune", "all"):
         labels = train_set.labels
-        tuned = [finetune_few_shot(source.encoder, train_set, draw_shots(labels, shots, seed),
-                                   test_set, classes, cfg, seed, recipe.train.precision)
-                 for seed in seeds]
-        result.update(_summary("finetune_accuracy", tuned))
+        result.update(aggregate([
+            {"finetune_accuracy": finetune_few_shot(source.encoder, train_set,
+                                                    draw_shots(labels, shots, seed), test_set,
+                                                    classes, cfg, seed, recipe.train.precision)}
+            for seed in seeds]))
     return result

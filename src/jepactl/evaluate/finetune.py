@@ -11,7 +11,6 @@ fine-tuned encoder as a regular export (``load_encoder`` works on it) and the he
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -24,14 +23,16 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jepactl.errors import UserError
 from jepactl.evaluate.features import default_device
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
 from jepactl.export import FORMAT, clean_state_dict, module_config
 from jepactl.output_paths import StagedFiles, check_writable_folder, write_errors_name
+from jepactl.precision import autocast as autocast_for
 from jepactl.progress import TrainProgress
 from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_dict
-from jepactl.errors import UserError
+from jepactl.schedules import cosine
 
 
 class FinetuneModel(nn.Module):
@@ -161,8 +162,7 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
         raise UserError(f"fewer training samples ({len(train_set)}) than one batch "
                         f"({cfg.batch_size}); lower finetune.batch_size")
     total, warmup = cfg.epochs * per_epoch, int(cfg.warmup_epochs * per_epoch)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                if recipe.train.precision == "bf16" else contextlib.nullcontext())
+    autocast = autocast_for(device, recipe.train.precision)
 
     with write_errors_name(out / "metrics.jsonl"):
         out.mkdir(parents=True, exist_ok=True)
@@ -175,9 +175,8 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
             if step < warmup:
                 factor = (step + 1) / max(1, warmup)
             else:
-                progress_frac = (step - warmup) / max(1, total - warmup)
-                factor = (cfg.final_lr / cfg.lr) + (1 - cfg.final_lr / cfg.lr) * 0.5 * (
-                    1 + math.cos(math.pi * progress_frac))
+                factor = cosine((step - warmup) / max(1, total - warmup), 1.0,
+                                cfg.final_lr / cfg.lr)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor * group["lr_scale"]
             with autocast:

@@ -9,14 +9,21 @@ facts that training never saw; "atomic" holds their seen directions.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
-from jepactl.data.facts import (SPLITS, FactTable, build_table, describe, load_facts, read_jsonl,
-                                write_jsonl)
+from jepactl.data.facts import (
+    SPLITS,
+    FactTable,
+    build_table,
+    describe,
+    load_facts,
+    read_jsonl,
+    write_jsonl,
+)
 from jepactl.errors import DataError, UserError
+from jepactl.evaluate.seeds import aggregate
 from jepactl.recipe import Recipe
 
 
@@ -48,12 +55,12 @@ def reindex(model_table: FactTable, records: list[dict[str, str]], source: str) 
 
 
 def _open_method(request, recipe: Recipe):
-    from jepactl.methods import method_module
+    from jepactl.methods import method_spec
     from jepactl.runs import load_trained_method
 
     if request.random_init:
         torch.manual_seed(recipe.probe.seed)
-        return method_module(recipe.method).build(recipe).eval(), "random-init"
+        return method_spec(recipe.method).require("build")(recipe).eval(), "random-init"
     _, method, step = load_trained_method(Path(request.run), recipe)
     return method, f"step {step}"
 
@@ -107,11 +114,7 @@ def run_mrr_probe(request, recipe: Recipe, kind: str) -> dict:
             ranks = method.reciprocal_ranks(table.heads[pick], table.relation[pick],
                                             table.tails[pick])
             scores.append(float(ranks.mean()))
-        result[f"{split}_mrr"] = sum(scores) / len(scores)
-        if request.seeds > 1:
-            mean = result[f"{split}_mrr"]
-            result[f"{split}_mrr_std"] = math.sqrt(sum((s - mean) ** 2 for s in scores)
-                                                   / (len(scores) - 1))
+        result.update(aggregate([{f"{split}_mrr": score} for score in scores]))
         result[f"{split}_facts"] = min(len(rows), recipe.data.probe_facts)
     slots = getattr(method, "memory_slot_accuracy", lambda: None)()
     if slots is not None:

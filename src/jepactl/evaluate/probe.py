@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
-from jepactl.errors import UserError
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
-from jepactl.methods import method_module
+from jepactl.methods import method_spec
 from jepactl.recipe import Recipe
 
 
@@ -27,8 +29,13 @@ def stratified_fraction(labels: torch.Tensor, fraction: float, seed: int) -> tor
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float,
-                 max_iter: int = 200) -> torch.nn.Linear:
-    """Return a multinomial logistic regression fitted by full-batch L-BFGS with L2 penalty."""
+                 max_iter: int = 200, loss_fn: Callable | None = None) -> torch.nn.Linear:
+    """Return a multinomial logistic regression fitted by full-batch L-BFGS with L2 penalty.
+
+    ``loss_fn(logits, y)`` replaces the cross-entropy (e.g. class-weighted, or BCE for
+    multi-label targets); the L2 penalty is on the weights, not the bias.
+    """
+    loss_fn = loss_fn or F.cross_entropy
     head = torch.nn.Linear(x.shape[1], classes)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -37,7 +44,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: f
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(head(x), y) + weight_decay * head.weight.pow(2).sum()
+        loss = loss_fn(head(x), y) + weight_decay * head.weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -90,9 +97,9 @@ def knn_predict(train_x, train_y, test_x, classes: int, k: int = 20, temperature
 def run_probe(request: ProbeRequest) -> dict:
     """Return the probe results; methods with their own protocol provide ``run_probe``."""
     recipe = probe_recipe(request)
-    module = method_module(recipe.method)
-    if hasattr(module, "run_probe"):
-        return module.run_probe(request, recipe)
+    spec = method_spec(recipe.method)
+    if spec.run_probe is not None:
+        return spec.run_probe(request, recipe)
     return classification_probe(request, recipe)
 
 
@@ -111,7 +118,11 @@ def probe_recipe(request: ProbeRequest) -> Recipe:
 
 
 def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
-    """Return linear and kNN accuracy and balanced accuracy on the held-out split."""
+    """Return linear and kNN accuracy and balanced accuracy on the held-out split.
+
+    With ``--seeds N`` the seeded parts (the ``--labels-fraction`` draw, the split that picks
+    the L2 strength) repeat N times on the same cached features.
+    """
     run, data, test = request.run, request.data, request.test
     labels_fraction, random_init = request.labels_fraction, request.random_init
     source = open_encoder(run, request.which, random_init, recipe=recipe)
@@ -123,20 +134,26 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
                                        tag + "|train", cfg.batch_size)
     test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
                                      tag + "|test", cfg.batch_size)
-    if labels_fraction < 1.0:
-        keep = stratified_fraction(train_y, labels_fraction, cfg.seed)
-        train_x, train_y = train_x[keep], train_y[keep]
     classes = len(train_set.classes)
-    linear_pred, strength = linear_probe(train_x, train_y, test_x, test_y, classes, cfg.seed)
-    knn_pred = knn_predict(train_x, train_y, test_x, classes, cfg.knn_k, cfg.knn_temperature)
+    rows, train_samples = [], len(train_y)
+    for seed in range(cfg.seed, cfg.seed + request.seeds):
+        fit_x, fit_y = train_x, train_y
+        if labels_fraction < 1.0:
+            keep = stratified_fraction(train_y, labels_fraction, seed)
+            fit_x, fit_y, train_samples = train_x[keep], train_y[keep], len(keep)
+        linear_pred, strength = linear_probe(fit_x, fit_y, test_x, test_y, classes, seed)
+        knn_pred = knn_predict(fit_x, fit_y, test_x, classes, cfg.knn_k, cfg.knn_temperature)
+        rows.append({
+            "linear_accuracy": accuracy(linear_pred, test_y),
+            "linear_balanced_accuracy": balanced_accuracy(linear_pred, test_y),
+            "linear_l2": strength,
+            "knn_accuracy": accuracy(knn_pred, test_y),
+            "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
+        })
     return {
         "data": described,
         "encoder": "random-init" if random_init else source.tag,
-        "train_samples": len(train_y),
+        "train_samples": train_samples,
         "test_samples": len(test_y),
-        "linear_accuracy": accuracy(linear_pred, test_y),
-        "linear_balanced_accuracy": balanced_accuracy(linear_pred, test_y),
-        "linear_l2": strength,
-        "knn_accuracy": accuracy(knn_pred, test_y),
-        "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
+        **aggregate(rows),
     }

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from jepactl.errors import UserError
-from jepactl.methods import method_module
+from jepactl.methods import method_spec
 from jepactl.recipe import Recipe, recipe_from_dict
 from jepactl.runs import is_run_dir, load_trained_method, read_run_recipe
 
@@ -51,7 +51,7 @@ def open_encoder(path: Path, which: str | None = None, random_init: bool = False
         raise UserError(f"--which must be 'target' or 'context', got '{which}'")
     if random_init:
         torch.manual_seed(seed)
-        method = method_module(recipe.method).build(recipe)
+        method = method_spec(recipe.method).require("build")(recipe)
         return EncoderSource(recipe, method.encoder(which).eval(), f"random{seed}-{which}",
                              path / "cache")
     recipe, method, step = load_trained_method(path, recipe)
@@ -66,25 +66,25 @@ def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fra
     ``data`` defaults to the run's training data. With no ``test``, the data's own test split is
     used when it has one, otherwise a seeded ``test_fraction`` of the training data.
     """
-    module = method_module(recipe.method)
+    spec = method_spec(recipe.method)
+    eval_data, has_split = spec.require("eval_data"), spec.require("has_split")
     data = data or recipe.data.path
     if data is None:
         raise UserError("no labelled data: pass --data PATH")
     if test is not None:
-        train_set = module.eval_data(recipe, data, None if not module.has_split(recipe, data, "train")
-                                     else "train", augment=augment_train, seed=seed)
-        test_set = module.eval_data(recipe, test, None if not module.has_split(recipe, test, "test")
-                                    else "test")
+        train_set = eval_data(recipe, data, "train" if has_split(recipe, data, "train") else None,
+                              augment=augment_train, seed=seed)
+        test_set = eval_data(recipe, test, "test" if has_split(recipe, test, "test") else None)
         described = f"train={data} test={test}"
-    elif module.has_split(recipe, data, "test"):
-        train_set = module.eval_data(recipe, data, "train", augment=augment_train, seed=seed)
-        test_set = module.eval_data(recipe, data, "test")
+    elif has_split(recipe, data, "test"):
+        train_set = eval_data(recipe, data, "train", augment=augment_train, seed=seed)
+        test_set = eval_data(recipe, data, "test")
         described = f"{data} train/test splits"
     else:
-        full = module.eval_data(recipe, data, None)
+        full = eval_data(recipe, data, None)
         plain = full
         if augment_train:
-            full = module.eval_data(recipe, data, None, augment=True, seed=seed)
+            full = eval_data(recipe, data, None, augment=True, seed=seed)
         order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(seed))
         cut = int(round(len(plain) * (1 - test_fraction)))
         train_set = Subset(full, order[:cut])

@@ -26,6 +26,7 @@ from jepactl.data.tables import Table, has_split, read_table
 from jepactl.errors import UserError
 from jepactl.evaluate.probe import fit_logistic
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import open_encoder
 
 HEADS = ("linear", "mlp")
@@ -232,11 +233,6 @@ def load_splits(request: ProbeRequest, recipe) -> tuple[Table, Table, str]:
                          f"split (seed {cfg.seed})")
 
 
-def _summary(values: list[float]) -> tuple[float, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
-
-
 def tabular_probe(request: ProbeRequest, recipe) -> dict:
     """Return side-by-side head metrics on raw features and on T-JEPA embeddings."""
     cfg = recipe.probe
@@ -268,16 +264,18 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
                              embed_rows(source.encoder, test_f, visible, cfg.embedding,
                                         cfg.batch_size)),
     }
-    results: dict[str, list[float]] = {}
+    rows: list[dict[str, float]] = []
     for offset in range(request.seeds):
         seed = cfg.seed + offset
+        row: dict[str, float] = {}
         for head in heads:
             for name, (train_x, test_x) in inputs.items():
                 data = HeadData(train_x, train_y, test_x, test_y)
                 pred = (fit_linear(data, coding, cfg.val_fraction, seed) if head == "linear"
                         else fit_mlp(data, coding, cfg, seed))
                 for metric, value in score(pred, test_y, coding).items():
-                    results.setdefault(f"{head}_{metric}_{name}", []).append(value)
+                    row[f"{head}_{metric}_{name}"] = value
+        rows.append(row)
 
     out: dict = {"data": described, "target": target, "task": coding.task,
                  "encoder": "random-init" if request.random_init else source.tag,
@@ -287,9 +285,5 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
     if hidden:
         out["note"] = (f"'{target}' was a pretraining feature; its token is hidden from the "
                        "encoder (set data.target when pretraining)")
-    for key, values in results.items():
-        mean, std = _summary(values)
-        out[key] = mean
-        if request.seeds > 1:
-            out[key + "_std"] = std
+    out.update(aggregate(rows))
     return out

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data.facts import eval_data, has_split, pretrain_data  # noqa: F401 - method hooks
+from jepactl.data import facts
 from jepactl.data.facts import FactsDataConfig, FactTable, load_facts
 from jepactl.errors import RecipeError
 from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
-from jepactl.methods.base import JEPAMethod
+from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
 from jepactl.nn.memory import KeyValueMemory
 from jepactl.nn.vit import init_transformer_weights, make_blocks
 from jepactl.recipe import Recipe
@@ -62,9 +62,6 @@ class ConceptJEPARecipe(Recipe):
     method: str = "concept-jepa"
     data: FactsDataConfig = field(default_factory=FactsDataConfig)
     model: ConceptModelConfig = field(default_factory=ConceptModelConfig)
-
-
-RECIPE = ConceptJEPARecipe
 
 
 class RMSNorm(nn.Module):
@@ -250,3 +247,12 @@ def build(recipe: ConceptJEPARecipe) -> ConceptJEPA:
 def run_probe(request, recipe: ConceptJEPARecipe) -> dict:
     """Return train / atomic / test MRR of the tail concept among all entities."""
     return run_mrr_probe(request, recipe, "concept")
+
+
+def pretrain_data(recipe: ConceptJEPARecipe, path: str | None) -> PretrainData:
+    """Return (train + atomic facts, collate, source); ``path`` None generates the facts."""
+    return PretrainData(*facts.pretrain_facts(recipe.data, path))
+
+
+SPEC = MethodSpec("concept-jepa", ConceptJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe)

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data.facts import eval_data, has_split, pretrain_data  # noqa: F401 - method hooks
+from jepactl.data import facts
 from jepactl.data.facts import FactsDataConfig, load_facts
 from jepactl.errors import RecipeError
 from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
-from jepactl.methods.base import JEPAMethod
+from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
 from jepactl.nn.vit import init_transformer_weights, make_blocks
 from jepactl.recipe import Recipe
 
@@ -43,9 +43,6 @@ class ConceptLMRecipe(Recipe):
     method: str = "concept-lm"
     data: FactsDataConfig = field(default_factory=FactsDataConfig)
     model: FactLMConfig = field(default_factory=FactLMConfig)
-
-
-RECIPE = ConceptLMRecipe
 
 
 class CausalFactLM(JEPAMethod):
@@ -150,3 +147,12 @@ def build(recipe: ConceptLMRecipe) -> CausalFactLM:
 def run_probe(request, recipe: ConceptLMRecipe) -> dict:
     """Return train / atomic / test token-level MRR of the tail among the vocabulary."""
     return run_mrr_probe(request, recipe, "token")
+
+
+def pretrain_data(recipe: ConceptLMRecipe, path: str | None) -> PretrainData:
+    """Return (train + atomic facts, collate, source); ``path`` None generates the facts."""
+    return PretrainData(*facts.pretrain_facts(recipe.data, path))
+
+
+SPEC = MethodSpec("concept-lm", ConceptLMRecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe)

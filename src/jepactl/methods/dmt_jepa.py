@@ -22,19 +22,15 @@ import torch
 from torch import nn
 
 from jepactl.methods import ijepa
+from jepactl.methods.base import MethodSpec
 from jepactl.methods.ijepa import IJEPA, IJEPARecipe
-from jepactl.methods.losses import regression_loss
 from jepactl.nn.local_aggregation import LocalAggregationConfig, LocalAggregationHead
-from jepactl.nn.vit import gather_tokens, layer_norm_targets
 
 
 @dataclass
 class DMTJEPARecipe(IJEPARecipe):
     method: str = "dmt-jepa"
     aggregation: LocalAggregationConfig = field(default_factory=LocalAggregationConfig)
-
-
-RECIPE = DMTJEPARecipe
 
 
 class DMTJEPA(IJEPA):
@@ -50,28 +46,24 @@ class DMTJEPA(IJEPA):
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [*super().ema_pairs(), (self.context_head, self.target_head)]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, targets = batch["images"], batch["targets"]
-        context_index, context_valid = batch["context"], batch.get("context_valid")
-        with torch.no_grad():
-            self.target_encoder.eval()
-            self.target_head.eval()
-            full = self.target_encoder(images)
-            if self.loss_config.target_norm == "layer_norm":
-                full = layer_norm_targets(full)
-            wanted = gather_tokens(self.target_head.aggregate_neighbours(full), targets)
-        context = self.context_encoder(images, context_index, context_valid)
-        context = self.context_head.refine_context(context, context_valid)
-        predicted = self.predictor(context, context_index, context_valid, targets)
-        loss = regression_loss(predicted.float(), wanted.float(), self.loss_config.kind)
-        return {"loss": loss, "embeddings": full.mean(dim=1).detach()}
+    # forward is ContextTargetPredictor's with the two heads in its hooks.
+    def refine_targets(self, full: torch.Tensor) -> torch.Tensor:
+        self.target_head.eval()
+        return self.target_head.aggregate_neighbours(full)
+
+    def refine_context(self, encoded: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        return self.context_head.refine_context(encoded, valid)
 
 
 def build(recipe: DMTJEPARecipe) -> DMTJEPA:
     return DMTJEPA(recipe)
 
 
-# Data, masks and evaluation are I-JEPA's.
+# Data, masks, evaluation and bench's synthetic images are I-JEPA's (the recipe is a subclass).
 pretrain_data = ijepa.pretrain_data
+synthetic_data = ijepa.synthetic_data
 eval_data = ijepa.eval_data
 has_split = ijepa.has_split
+
+SPEC = MethodSpec("dmt-jepa", DMTJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data)

@@ -3,7 +3,7 @@
 Reference: Weimann & Conrad, arXiv 2410.13867, kweimann/ECG-JEPA (methods.md §4). Conv1d
 patches span all leads (kernel = stride = 25 at 500 Hz), fixed 1-D sin-cos positions, one
 register token, no bias terms anywhere. A batch keeps 15-25% of the patches; the rest are
-masked in contiguous blocks of >= 10 patches (``jepactl.masks_1d``). The context encoder sees
+masked in contiguous blocks of >= 10 patches (``masks/multiblock_1d.py``). The context encoder sees
 the kept patches only; the target encoder sees the whole crop; the predictor fills every
 masked patch and the loss is the mean L1 distance to the target tokens (the encoder ends in
 LayerNorm, so targets get no extra normalisation). The shared trainer runs AdamW (0.9, 0.99),
@@ -22,10 +22,9 @@ import torch
 from jepactl.data.ecg_dataset import ECGDataConfig, ECGPretrainDataset, open_ecg
 from jepactl.errors import DataError, RecipeError
 from jepactl.evaluate.ecg_probe import ECGProbeConfig
-from jepactl.masks_1d import MultiBlockMask1D, MultiBlockMask1DConfig
-from jepactl.methods.base import ContextTargetPredictor
-from jepactl.methods.losses import regression_loss
-from jepactl.nn.vit import EncoderConfig, TransformerEncoder, gather_tokens
+from jepactl.masks import MaskingCollate, MultiBlockMask1D, MultiBlockMask1DConfig
+from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
+from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, Recipe, TrainConfig
 
 
@@ -61,9 +60,6 @@ class ECGJEPARecipe(Recipe):
     probe: ECGProbeConfig = field(default_factory=ECGProbeConfig)
 
 
-RECIPE = ECGJEPARecipe
-
-
 def tokenizer_config(recipe: ECGJEPARecipe, signal_length: int | None = None) -> dict:
     """Return the patch1d tokenizer config for crops of ``signal_length`` samples."""
     length = signal_length or recipe.data.samples(recipe.data.crop_seconds)
@@ -88,37 +84,23 @@ class ECGJEPA(ContextTargetPredictor):
     def __init__(self, recipe: ECGJEPARecipe) -> None:
         pred = recipe.predictor
         super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads)
-        self.loss_kind = recipe.loss.kind
+                         pred.num_heads, inputs="signals", loss=recipe.loss)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        signals, context, targets = batch["signals"], batch["context"], batch["targets"]
-        with torch.no_grad():
-            self.target_encoder.eval()
-            full = self.target_encoder(signals)
-            wanted = gather_tokens(full, targets)  # (B, 1, M, D)
-        encoded = self.context_encoder(signals, context)
-        predicted = self.predictor(encoded, context, None, targets)
-        loss = regression_loss(predicted.float(), wanted.float(), self.loss_kind)
-        keep = torch.tensor(context.shape[1] / (context.shape[1] + targets.shape[-1]))
-        return {"loss": loss, "embeddings": full.mean(dim=1).detach(), "keep_ratio": keep}
+        out = super().forward(batch)  # one target set: targets (B, 1, N - K)
+        kept, masked = batch["context"].shape[1], batch["targets"].shape[-1]
+        out["keep_ratio"] = torch.tensor(kept / (kept + masked))
+        return out
 
 
 def build(recipe: ECGJEPARecipe) -> ECGJEPA:
     return ECGJEPA(recipe)
 
 
-class ECGMaskingCollate:
-    """Stack crops and draw the batch's 1-D block masks from its batch seed (picklable)."""
-
-    def __init__(self, num_patches: int, config: MultiBlockMask1DConfig) -> None:
-        self.sampler = MultiBlockMask1D(num_patches, config)
-
-    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
-        masks = self.sampler(len(samples), gen)
-        return {"signals": torch.stack([s["signals"] for s in samples]),
-                "context": masks.context, "targets": masks.targets}
+def masking_collate(recipe: ECGJEPARecipe) -> MaskingCollate:
+    """Return the collate that stacks crops and draws 1-D block masks over their patches."""
+    patches = tokenizer_config(recipe)["signal_length"] // recipe.model.patch_size
+    return MaskingCollate("signals", MultiBlockMask1D(patches, recipe.mask))
 
 
 def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
@@ -138,8 +120,7 @@ def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     min_length = recipe.data.min_epoch_samples or recipe.train.batch_size * world
     dataset = ECGPretrainDataset(source, recipe.data, min_length)
-    patches = tokenizer_config(recipe)["signal_length"] // recipe.model.patch_size
-    return dataset, ECGMaskingCollate(patches, recipe.mask), source
+    return PretrainData(dataset, masking_collate(recipe), source)
 
 
 def eval_data(recipe: ECGJEPARecipe, path: str | None, split: str | None, augment: bool = False,
@@ -167,3 +148,17 @@ def run_probe(request, recipe: ECGJEPARecipe) -> dict:
     from jepactl.evaluate.ecg_probe import run_probe as ecg_probe
 
     return ecg_probe(request, recipe)
+
+
+def synthetic_data(recipe: ECGJEPARecipe):
+    """Return (N(0,1) crops of the recipe's leads and length, collate) for ``jepactl bench``."""
+    from jepactl.data.synthetic import SyntheticTensors
+
+    length = tokenizer_config(recipe)["signal_length"]
+    dataset = SyntheticTensors("signals", (len(recipe.data.leads), length))
+    return dataset, masking_collate(recipe)
+
+
+SPEC = MethodSpec("ecg-jepa", ECGJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
+                  run_probe=run_probe)

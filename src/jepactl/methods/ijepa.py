@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from jepactl.data.image_dataset import (ImageAugmentDataset, ImageDataConfig, ImageEvalDataset,
                                         ImagePretrainDataset)
 from jepactl.data.images import open_images
 from jepactl.data.synthetic import SyntheticImages
 from jepactl.errors import UserError
-from jepactl.masks import MultiBlockMask2D, MultiBlockMaskConfig
-from jepactl.methods.base import ContextTargetPredictor
-from jepactl.methods.losses import regression_loss
-from jepactl.nn.vit import EncoderConfig, gather_tokens, layer_norm_targets
-from jepactl.recipe import LossConfig, Recipe
+from jepactl.masks import MaskingCollate, MultiBlockMask2D, MultiBlockMaskConfig
+from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
+from jepactl.nn.vit import EncoderConfig
+from jepactl.recipe import Recipe
 
 
 @dataclass
@@ -44,9 +41,6 @@ class IJEPARecipe(Recipe):
     mask: MultiBlockMaskConfig = field(default_factory=MultiBlockMaskConfig)
 
 
-RECIPE = IJEPARecipe
-
-
 def tokenizer_config(recipe: IJEPARecipe) -> dict:
     return {"kind": "patch2d", "in_chans": recipe.data.channels,
             "img_size": recipe.data.image_size}
@@ -56,41 +50,18 @@ class IJEPA(ContextTargetPredictor):
     def __init__(self, recipe: IJEPARecipe) -> None:
         pred = recipe.predictor
         super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads, shared_context=pred.shared_context)
-        self.loss_config: LossConfig = recipe.loss
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, targets = batch["images"], batch["targets"]
-        with torch.no_grad():
-            self.target_encoder.eval()
-            full = self.target_encoder(images)
-            if self.loss_config.target_norm == "layer_norm":
-                full = layer_norm_targets(full)
-            wanted = gather_tokens(full, targets)  # (B, M, T, D)
-        context = self.context_encoder(images, batch["context"], batch.get("context_valid"))
-        predicted = self.predictor(context, batch["context"], batch.get("context_valid"), targets)
-        loss = regression_loss(predicted.float(), wanted.float(), self.loss_config.kind)
-        return {"loss": loss, "embeddings": full.mean(dim=1).detach()}
+                         pred.num_heads, shared_context=pred.shared_context, inputs="images",
+                         loss=recipe.loss)
 
 
 def build(recipe: IJEPARecipe) -> IJEPA:
     return IJEPA(recipe)
 
 
-class MaskingCollate:
-    """Stack images and sample the batch's masks from the batch seed (picklable for workers)."""
-
-    def __init__(self, grid: tuple[int, int], config: MultiBlockMaskConfig) -> None:
-        self.sampler = MultiBlockMask2D(grid, config)
-
-    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
-        masks = self.sampler(len(samples), gen)
-        batch = {"images": torch.stack([s["images"] for s in samples]),
-                 "context": masks.context, "targets": masks.targets}
-        if masks.context_valid is not None:
-            batch["context_valid"] = masks.context_valid
-        return batch
+def masking_collate(recipe: IJEPARecipe) -> MaskingCollate:
+    """Return the collate that stacks images and draws multi-block masks on the patch grid."""
+    grid = (recipe.data.image_size // recipe.model.patch_size,) * 2
+    return MaskingCollate("images", MultiBlockMask2D(grid, recipe.mask))
 
 
 def pretrain_data(recipe: IJEPARecipe, path: str):
@@ -98,15 +69,14 @@ def pretrain_data(recipe: IJEPARecipe, path: str):
     if path is None:
         raise UserError("no data: pass --data PATH (or set data.path in the recipe)")
     source = open_images(path, None, recipe.data.image_column, recipe.data.label_column)
-    grid = (recipe.data.image_size // recipe.model.patch_size,) * 2
-    return ImagePretrainDataset(source, recipe.data), MaskingCollate(grid, recipe.mask), source
+    return PretrainData(ImagePretrainDataset(source, recipe.data), masking_collate(recipe),
+                        source)
 
 
 def synthetic_data(recipe: IJEPARecipe):
     """Return (random images of the recipe's shape, collate) for ``jepactl bench``."""
-    grid = (recipe.data.image_size // recipe.model.patch_size,) * 2
     dataset = SyntheticImages(recipe.data.channels, recipe.data.image_size)
-    return dataset, MaskingCollate(grid, recipe.mask)
+    return dataset, masking_collate(recipe)
 
 
 def eval_data(recipe: IJEPARecipe, path: str, split: str | None, augment: bool = False,
@@ -122,3 +92,7 @@ def has_split(recipe: IJEPARecipe, path: str, split: str) -> bool:
     from jepactl.data.images import has_split as _has_split
 
     return _has_split(path, split)
+
+
+SPEC = MethodSpec("ijepa", IJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data)

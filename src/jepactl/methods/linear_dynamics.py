@@ -10,8 +10,9 @@ shared trainer is not used): ``jepactl pretrain linear/jepa-vs-mae`` simulates g
 on every (objective, depth) at once and writes the run folder. The machinery is in
 ``jepactl.linear``; this module holds the recipe and the CLI hooks.
 
-The contract's ``build`` / ``pretrain_data`` / ``eval_data`` have nothing to act on here (no
-torch module, no files), so they raise a UserError that says what to run instead.
+Its ``SPEC`` leaves ``build`` / ``pretrain_data`` / ``eval_data`` / ``has_split`` None (no torch
+module, no files): a command that needs one gets the spec's user error, which ends with ``note``
+(what to run instead).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jepactl.errors import UserError
 from jepactl.evaluate.request import ProbeRequest
+from jepactl.methods.base import MethodSpec
 from jepactl.recipe import Recipe
 
 
@@ -119,9 +120,6 @@ class LinearDynamicsRecipe(Recipe):
     finetune: NotApplicable = field(default_factory=NotApplicable)
 
 
-RECIPE = LinearDynamicsRecipe
-
-
 def run_pretrain(recipe: LinearDynamicsRecipe, run_dir: Path, resume: bool = False,
                  quiet: bool = False) -> dict:
     """Simulate every (objective, depth); return the critical-time-ratio table and file paths."""
@@ -137,24 +135,8 @@ def run_probe(request: ProbeRequest, recipe: LinearDynamicsRecipe) -> dict:
     return probe_run(request, recipe)
 
 
-def _not_applicable(what: str) -> UserError:
-    return UserError(f"method 'linear-jepa-mae' has no {what}: it is an analysis run by "
-                     "`jepactl pretrain linear/jepa-vs-mae`; read its run folder's summary.json "
-                     "or `jepactl probe RUN`")
-
-
-def build(recipe: LinearDynamicsRecipe):
-    raise _not_applicable("torch module to train or export")
-
-
-def pretrain_data(recipe: LinearDynamicsRecipe, path: str):
-    raise _not_applicable("data files (the two-view data are generated in the run)")
-
-
-def eval_data(recipe: LinearDynamicsRecipe, path: str, split: str, augment: bool = False,
-              seed: int = 0):
-    raise _not_applicable("labelled data set")
-
-
-def has_split(recipe: LinearDynamicsRecipe, path: str, split: str) -> bool:
-    return False
+SPEC = MethodSpec(
+    "linear-jepa-mae", LinearDynamicsRecipe, build=None, pretrain_data=None, eval_data=None,
+    has_split=None, run_pretrain=run_pretrain, run_probe=run_probe,
+    note="it is an analysis run by `jepactl pretrain linear/jepa-vs-mae`; read its run "
+         "folder's summary.json or `jepactl probe RUN`")

@@ -19,7 +19,7 @@ MSE on masked patches only.
 Deviations from the reference, all recorded in recipes/sar/default.yaml: fixed 2-D sin-cos
 absolute positions (the reference uses iRPE relative positions, no absolute ones), features
 for probing are mean-pooled tokens (the reference has a cls token), window corners are drawn
-per sample (masks_local.py).
+per sample (masks/local_windows.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from jepactl.data.sar_chips import has_split as _has_split
 from jepactl.errors import RecipeError, UserError
 from jepactl.evaluate.fewshot import FewShotProbeConfig, run_fewshot_probe
 from jepactl.evaluate.request import ProbeRequest
-from jepactl.masks_local import LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks
-from jepactl.methods.base import JEPAMethod
+from jepactl.masks import (LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks,
+                           MaskingCollate)
+from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
 from jepactl.methods.losses import regression_loss
 from jepactl.nn.gradient_targets import SAR_GRADIENT_SCALES, GradientByRatio, patchify
 from jepactl.nn.vit import (EncoderConfig, TransformerEncoder, gather_tokens,
@@ -78,9 +79,6 @@ class SarJEPARecipe(Recipe):
         final_weight_decay=0.05, betas=(0.9, 0.95)))
     loss: LossConfig = field(default_factory=lambda: LossConfig(kind="mse", target_norm="none"))
     probe: FewShotProbeConfig = field(default_factory=FewShotProbeConfig)
-
-
-RECIPE = SarJEPARecipe
 
 
 def tokenizer_config(recipe: SarJEPARecipe) -> dict:
@@ -210,17 +208,12 @@ def build(recipe: SarJEPARecipe) -> SarJEPA:
     return SarJEPA(recipe)
 
 
-class LocalWindowCollate:
-    """Stack chips and draw the batch's LoMaR windows from the batch seed (picklable)."""
-
-    def __init__(self, grid: tuple[int, int], config: LocalWindowMaskConfig) -> None:
-        self.sampler = LocalWindowMask(grid, config)
-
-    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
-        masks = self.sampler(len(samples), gen)
-        return {"images": torch.stack([s["images"] for s in samples]),
-                "windows": masks.windows, "masked": masks.masked}
+def masking_collate(recipe: SarJEPARecipe) -> MaskingCollate:
+    """Return the collate that stacks chips and draws LoMaR windows on the patch grid."""
+    try:
+        return MaskingCollate("images", LocalWindowMask(_grid(recipe), recipe.mask))
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
 
 
 def _grid(recipe: SarJEPARecipe) -> tuple[int, int]:
@@ -236,11 +229,8 @@ def pretrain_data(recipe: SarJEPARecipe, path: str | None):
         raise UserError("no data: pass --data PATH (a folder of SAR chips)")
     split = recipe.data.pretrain_split if _has_split(path, recipe.data.pretrain_split) else None
     source = open_chips(path, split, recipe.data.crop_size)
-    try:
-        collate = LocalWindowCollate(_grid(recipe), recipe.mask)
-    except ValueError as err:
-        raise RecipeError(str(err)) from None
-    return SarPretrainDataset(source, recipe.data), collate, source
+    collate = masking_collate(recipe)
+    return PretrainData(SarPretrainDataset(source, recipe.data), collate, source)
 
 
 def eval_data(recipe: SarJEPARecipe, path: str, split: str | None, augment: bool = False,
@@ -260,3 +250,18 @@ def run_probe(request: ProbeRequest, recipe: SarJEPARecipe) -> dict:
     """Few-shot probe (``--shots K --seeds S --head linear|finetune|all``), SAR-JEPA's protocol."""
     return run_fewshot_probe(request, recipe)
 
+
+def synthetic_data(recipe: SarJEPARecipe):
+    """Return (U(0,1) chips of the recipe's size, collate) for ``jepactl bench``.
+
+    Non-negative like amplitudes: the gradient targets take log ratios of window sums.
+    """
+    from jepactl.data.synthetic import SyntheticTensors
+
+    size = recipe.data.image_size
+    return SyntheticTensors("images", (1, size, size), uniform=True), masking_collate(recipe)
+
+
+SPEC = MethodSpec("sar-jepa", SarJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
+                  run_probe=run_probe)

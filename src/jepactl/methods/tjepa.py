@@ -5,7 +5,7 @@ self-supervised learning for tabular data" (ICLR 2025, arXiv 2410.05016), code
 jose-melo/t-jepa; defaults in methods.md §9. Tables are read by ``data/tables.py``, turned into
 feature tensors by ``data/table_preprocess.py`` (statistics fitted on the pretraining data),
 tokenised one token per feature (``nn/feature_tokenizer.py``) and masked into feature subsets
-(``masks_tabular.py``). The [REG] tokens are the shared encoder's registers
+(``masks/feature_subsets.py``). The [REG] tokens are the shared encoder's registers
 (``model.num_registers``): always present, never predicted.
 
 Deviations, recorded in the recipes: the shared encoder is pre-LN timm blocks with a final
@@ -27,10 +27,9 @@ from jepactl.data.table_preprocess import TablePreprocessor, TargetCoding
 from jepactl.data.tables import TableDataConfig, column_roles, has_split as table_has_split, \
     read_table
 from jepactl.errors import DataError, RecipeError, UserError
-from jepactl.masks_tabular import FeatureMaskConfig, FeatureSubsetMask
-from jepactl.methods.base import ContextTargetPredictor
-from jepactl.methods.losses import regression_loss
-from jepactl.nn.vit import EncoderConfig, gather_tokens, layer_norm_targets
+from jepactl.masks import FeatureMaskConfig, FeatureSubsetMask, MaskingCollate
+from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
+from jepactl.nn.vit import EncoderConfig
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, ProbeConfig, Recipe, TrainConfig
 
 
@@ -93,9 +92,6 @@ class TJEPARecipe(Recipe):
     probe: TabularProbeConfig = field(default_factory=TabularProbeConfig)
 
 
-RECIPE = TJEPARecipe
-
-
 def preprocessor(recipe: TJEPARecipe) -> TablePreprocessor:
     """Return the preprocessing fitted by pretraining (stored in ``data.fitted``)."""
     if not recipe.data.fitted:
@@ -114,21 +110,8 @@ class TJEPA(ContextTargetPredictor):
     def __init__(self, recipe: TJEPARecipe) -> None:
         pred = recipe.predictor
         super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads, predictor_mlp_ratio=pred.mlp_ratio)
-        self.loss_config: LossConfig = recipe.loss
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        features, context_index, targets = batch["features"], batch["context"], batch["targets"]
-        with torch.no_grad():
-            self.target_encoder.eval()
-            full = self.target_encoder(features)  # (B, F, D) feature tokens, [REG] dropped
-            if self.loss_config.target_norm == "layer_norm":
-                full = layer_norm_targets(full)
-            wanted = gather_tokens(full, targets)  # (B, M, T, D)
-        context = self.context_encoder(features, context_index)
-        predicted = self.predictor(context, context_index, None, targets)
-        loss = regression_loss(predicted.float(), wanted.float(), self.loss_config.kind)
-        return {"loss": loss, "embeddings": full.mean(dim=1).detach()}
+                         pred.num_heads, predictor_mlp_ratio=pred.mlp_ratio,
+                         inputs="features", loss=recipe.loss)
 
 
 def build(recipe: TJEPARecipe) -> TJEPA:
@@ -152,17 +135,9 @@ class TablePretrainDataset(Dataset):
         return {"features": self.features[index], "batch_seed": batch_seed}
 
 
-class FeatureMaskingCollate:
-    """Stack rows and sample the batch's feature-subset masks from the batch seed."""
-
-    def __init__(self, num_features: int, config: FeatureMaskConfig) -> None:
-        self.sampler = FeatureSubsetMask(num_features, config)
-
-    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(samples[0]["batch_seed"])
-        masks = self.sampler(len(samples), gen)
-        return {"features": torch.stack([s["features"] for s in samples]),
-                "context": masks.context, "targets": masks.targets}
+def masking_collate(recipe: TJEPARecipe, num_features: int) -> MaskingCollate:
+    """Return the collate that stacks rows and draws feature-subset masks."""
+    return MaskingCollate("features", FeatureSubsetMask(num_features, recipe.mask))
 
 
 @dataclass
@@ -194,8 +169,8 @@ def pretrain_data(recipe: TJEPARecipe, path: str | None):
         raise DataError(f"table '{table.name}' has {pre.num_features} feature column(s); "
                         "T-JEPA masks feature subsets and needs at least 2")
     features = pre.transform(table)
-    return (TablePretrainDataset(features), FeatureMaskingCollate(pre.num_features, recipe.mask),
-            TableSource(table.name))
+    return PretrainData(TablePretrainDataset(features),
+                        masking_collate(recipe, pre.num_features), TableSource(table.name))
 
 
 class TabularEvalDataset(Dataset):
@@ -257,3 +232,44 @@ def run_probe(request, recipe: TJEPARecipe) -> dict:
     from jepactl.evaluate.tabular_probe import tabular_probe
 
     return tabular_probe(request, recipe)
+
+
+def synthetic_data(recipe: TJEPARecipe, numeric: int = 6, categorical: int = 8,
+                   categories: int = 8):
+    """Return (random preprocessed rows, collate) for ``jepactl bench``.
+
+    A run's recipe keeps its fitted columns; a recipe without ``data.fitted`` gets one fitted
+    on a random table of Adult's shape (``numeric`` N(0,1) columns, ``categorical`` columns of
+    ``categories`` values), as pretraining would fit it, so the tokenizer has the same layout.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from jepactl.data.tables import ColumnRoles, Table
+
+    rows = max(1024, 2 * recipe.train.batch_size)
+    rng = np.random.default_rng(recipe.train.seed)
+    if recipe.data.fitted is not None:
+        pre = preprocessor(recipe)
+        numeric, cards = pre.n_numeric, pre.cardinalities
+        codes = [rng.integers(0, card, rows) for card in cards]
+        features = np.concatenate([rng.standard_normal((rows, numeric)),
+                                   np.stack(codes, axis=1) if codes else np.zeros((rows, 0))], 1)
+        features = torch.as_tensor(features, dtype=torch.float32)
+    else:
+        columns = {f"x{i}": rng.standard_normal(rows) for i in range(numeric)}
+        columns.update({f"c{i}": rng.integers(0, categories, rows).astype(str)
+                        for i in range(categorical)})
+        table = Table("synthetic", pd.DataFrame(columns))
+        roles = ColumnRoles([f"x{i}" for i in range(numeric)],
+                            [f"c{i}" for i in range(categorical)])
+        pre = TablePreprocessor.fit(table, roles, recipe.data.numeric_transform,
+                                    recipe.data.quantiles)
+        recipe.data.fitted = pre.to_dict()  # the model's tokenizer is built from the fit
+        features = pre.transform(table)
+    return TablePretrainDataset(features), masking_collate(recipe, pre.num_features)
+
+
+SPEC = MethodSpec("tjepa", TJEPARecipe, build=build, pretrain_data=pretrain_data,
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
+                  run_probe=run_probe)

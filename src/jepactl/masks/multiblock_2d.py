@@ -125,7 +125,8 @@ class MultiBlockMask2D:
         """Return (context keep mask (B, N) bool, target indices (B, M, T))."""
         cfg, grid = self.config, self.grid
         height, width = grid
-        t_size = _block_size(grid, _uniform(cfg.target_scale, gen), _uniform(cfg.target_aspect, gen))
+        t_size = _block_size(grid, _uniform(cfg.target_scale, gen),
+                             _uniform(cfg.target_aspect, gen))
         c_size = _block_size(grid, _uniform(cfg.context_scale, gen),
                              _uniform(cfg.context_aspect, gen))
 
