@@ -8,11 +8,17 @@ Prints the compile time, the fastest and median step of each, and the median per
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/perf/compile_ab.py --config tiny64 \\
         --precision fp32 --pairs 16
+
+``--smoke`` runs one pair on ``peer_lightly.py``'s smoke configuration (a two-block ViT of
+width 32 at 64 px; for the tests; its times mean nothing). It compiles with ``--backend
+aot_eager`` (dynamo and the autograd graphs, no C++ code generation, which takes 40-80 s on one
+cold core); pass ``--backend inductor`` to smoke-test what ``train.compile`` really runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
@@ -37,8 +43,20 @@ def main() -> None:
     parser.add_argument("--blocks", choices=["all", "trainable"], default="all",
                         help="trainable: leave the EMA target encoder's blocks eager (its no-grad "
                              "forward then takes jepactl's in-place path)")
+    parser.add_argument("--backend", default=None,
+                        help="torch.compile backend (default: inductor, as train.compile; "
+                             "aot_eager with --smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny ViT, one pair: checks the script runs")
     args = parser.parse_args()
     cfg = peer_lightly.CONFIGS[args.config]
+    if args.smoke:
+        cfg, args.config, args.pairs = peer_lightly.SMOKE, "smoke", 1
+        args.backend = args.backend or "aot_eager"
+    args.backend = args.backend or "inductor"
+    if args.backend != "inductor":  # train.compile calls Module.compile(dynamic=True)
+        torch.nn.Module.compile = functools.partialmethod(torch.nn.Module.compile,
+                                                          backend=args.backend)
     step = peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True,
                                        compile_blocks=True)
     # The runner keeps its model to itself; its compiled blocks are the only ones alive.
@@ -70,7 +88,8 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times[False], times[True])]
     print(json.dumps({
         "config": args.config, "precision": args.precision, "threads": torch.get_num_threads(),
-        "blocks": args.blocks, "compiled_blocks": len(built), "pairs": args.pairs,
+        "backend": args.backend, "blocks": args.blocks, "compiled_blocks": len(built),
+        "pairs": args.pairs,
         "compile_and_3_steps_s": round(compile_s, 1),
         "eager_ms": {"fastest": round(min(times[False]) * 1e3),
                      "median": round(statistics.median(times[False]) * 1e3)},

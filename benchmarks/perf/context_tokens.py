@@ -6,11 +6,15 @@ batches of a ``peer_lightly.py`` configuration, lightly's row length and jepactl
 and padded lengths. Usage::
 
     python benchmarks/perf/context_tokens.py --config tiny64 --batches 5
+
+Needs the optional ``lightly`` (``pip install -e .[bench]``); ``--smoke`` runs one batch of
+``peer_lightly.py``'s smoke configuration, or says in one line that lightly is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -26,8 +30,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(peer_lightly.CONFIGS), default="tiny64")
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one batch of a tiny configuration")
     args = parser.parse_args()
+    if importlib.util.find_spec("lightly") is None:
+        message = "context_tokens.py needs lightly (pip install -e .[bench])"
+        if args.smoke:
+            print(f"{message}: smoke run skipped")
+            return
+        sys.exit(message)
     cfg, scales = peer_lightly.CONFIGS[args.config], peer_lightly.SCALES
+    if args.smoke:
+        cfg, args.batches = peer_lightly.SMOKE, 1
     from lightly.data import IJEPAMaskCollator
 
     collator = IJEPAMaskCollator(

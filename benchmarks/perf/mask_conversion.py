@@ -5,6 +5,9 @@ a (32, 1, 250, 250) boolean mask), forward + backward, alternating the two ways 
 reporting the median of the last 10; also the largest output difference (expected 0).
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/mask_conversion.py --precision fp32
+
+``--smoke`` runs the same code on two blocks of a tiny shape, three runs (a few seconds; for the
+tests; its times mean nothing).
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--smoke", action="store_true",
+                        help="two blocks of a tiny shape, three runs: checks the script runs")
     args = parser.parse_args()
+    # width, depth, heads, sequences, tokens, context keys
+    width, depth, heads, batch, tokens, context = (
+        (16, 2, 2, 2, 24, 8) if args.smoke else (96, 6, 3, 32, 250, 100))
+    if args.smoke:
+        args.runs = 3
     torch.manual_seed(0)
-    blocks = make_blocks(96, 6, 3, 4.0, True, True, 0.0, 1e-6)
-    x = torch.randn(32, 250, 96, requires_grad=True)
-    mask = torch.rand(32, 1, 250, 250) > 0.3
-    mask[..., :100] = True  # the context keys every query sees
+    blocks = make_blocks(width, depth, heads, 4.0, True, True, 0.0, 1e-6)
+    x = torch.randn(batch, tokens, width, requires_grad=True)
+    mask = torch.rand(batch, 1, tokens, tokens) > 0.3
+    mask[..., :context] = True  # the context keys every query sees
 
     def per_block():  # SDPA converts the boolean mask in every block
         y = x

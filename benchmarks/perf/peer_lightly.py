@@ -11,8 +11,12 @@ lightly's predictor helper hard-codes a 768-wide input, so its predictor is asse
 torchvision encoder layers of the requested width, exactly as ``from_vit_encoder`` does for
 ViT-B. Usage::
 
-    pip install lightly
+    pip install -e .[bench]    # lightly
     python benchmarks/perf/peer_lightly.py --config tiny64 --precision bf16 --json
+
+``--smoke`` runs both sides once on a two-block ViT of width 32 at 64 px (one step, one repeat,
+no loader workers; a few seconds, for the tests; its rates mean nothing). Without lightly
+installed it prints one line saying so and exits 0.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.util
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -36,6 +42,10 @@ CONFIGS = {
     "small224": dict(image=224, patch=16, dim=384, depth=12, heads=6, pred_dim=192,
                      pred_depth=6, batch=16),
 }
+# --smoke: tiny64's 16 x 16 patch grid with a two-block ViT of width 32, for the tests. (On a
+# smaller grid lightly's collator can loop for minutes: it redraws every target block until it
+# has more than min_keep patches.)
+SMOKE = dict(image=64, patch=4, dim=32, depth=2, heads=2, pred_dim=16, pred_depth=2, batch=4)
 SCALES = dict(enc=(0.85, 1.0), pred=(0.15, 0.2), aspect=(0.75, 1.5), npred=4, min_keep=10)
 
 
@@ -199,8 +209,18 @@ def main() -> None:
     parser.add_argument("--compile", choices=["on", "off"], default="off",
                         help="jepactl's train.compile (its transformer blocks compiled)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny ViT, one step, one repeat: checks the script runs")
     args = parser.parse_args()
+    if importlib.util.find_spec("lightly") is None:
+        message = "peer_lightly.py needs lightly (pip install -e .[bench])"
+        if args.smoke:
+            print(f"{message}: smoke run skipped")
+            return
+        sys.exit(message)
     cfg = CONFIGS[args.config]
+    if args.smoke:
+        cfg, args.config, args.steps, args.repeats, args.workers = SMOKE, "smoke", 1, 1, 0
     runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers, args.ragged_context,
                                          args.predictor == "shared", args.compile == "on"),
                "lightly": lightly_runner(cfg, args.precision, args.workers)}

@@ -7,6 +7,10 @@ the step.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/profile_ops.py --side jepactl \\
         --config tiny64 --precision fp32
+
+``--smoke`` profiles one step of ``peer_lightly.py``'s smoke configuration (a two-block ViT of
+width 32 at 64 px; a few seconds, for the tests; its times mean nothing). ``--side lightly``
+needs lightly.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peer_lightly  # noqa: E402 - the benchmark's own step builders
-
 
 # addmm_: the no-grad blocks accumulate projections into the residual stream in place.
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_")
@@ -41,8 +44,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny ViT, one profiled step: checks the script runs")
     args = parser.parse_args()
     cfg = peer_lightly.CONFIGS[args.config]
+    if args.smoke:
+        cfg, args.config, args.steps, args.top = peer_lightly.SMOKE, "smoke", 1, 5
     step = (peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True)
             if args.side == "jepactl" else peer_lightly.lightly_runner(cfg, args.precision, 0))
     for _ in range(2):

@@ -6,6 +6,8 @@ bf16, with PyTorch's flash and math kernels, and the path jepactl takes under bf
 warm-up call. Usage::
 
     python benchmarks/perf/sdpa_dtype.py --repeats 5 [--json]
+
+``--smoke`` runs the same code on one tiny shape with one repeat (a few seconds; for the tests).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SHAPES = {  # name: batch, heads, tokens, head dim
     "image/tiny context": (64, 3, 64, 64),
     "ViT-S/16 224 px": (32, 6, 196, 64),
 }
+SMOKE_SHAPES = {"smoke": (2, 2, 16, 8)}
 
 
 def time_call(fn, repeats: int) -> float:
@@ -57,9 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one tiny shape, one repeat: checks the script runs, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
     rows = []
-    for name, shape in SHAPES.items():
+    for name, shape in (SMOKE_SHAPES if args.smoke else SHAPES).items():
         row = {"shape": name, "b_h_n_d": list(shape), "threads": torch.get_num_threads()}
         for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
             for kernel in ("flash", "math"):

@@ -20,6 +20,9 @@ fastest runs, the median minor page faults per run of each path (``getrusage``: 
 allocator gave back to the kernel and faulted in again) and the largest output difference.
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/perf/target_forward.py --compare layout
+
+``--smoke`` runs every comparison (or the one given) on a two-block encoder at 16 px with two
+pairs (a few seconds; for the tests; its times mean nothing).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ CONFIGS = {  # the peer benchmark's two encoders
     "tiny64": dict(image=64, patch=4, dim=192, depth=12, heads=3, batch=32),
     "small224": dict(image=224, patch=16, dim=384, depth=12, heads=6, batch=16),
 }
+SMOKE = dict(image=16, patch=4, dim=32, depth=2, heads=2, batch=4)
+COMPARES = ("layout", "in-place", "batch-chunks")
 
 
 def transposed_tokens(self: PatchEmbed2D, x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +83,19 @@ def variants(compare: str, chunk: int):
             lambda: setattr(vit, "run_blocks_in_place", in_place))
 
 
+@contextlib.contextmanager
+def restored(current):
+    """Switch back to jepactl's code path on exit (the next comparison patches it again)."""
+    try:
+        yield
+    finally:
+        current()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=["layout", "in-place", "batch-chunks"],
-                        required=True)
+    parser.add_argument("--compare", choices=COMPARES,
+                        help="required, except with --smoke (then every comparison by default)")
     parser.add_argument("--chunk", type=int, default=4, help="samples per chunk (batch-chunks)")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -89,19 +103,30 @@ def main() -> None:
     parser.add_argument("--run-length", type=int, default=1,
                         help="forwards of one path in a row per turn (page faults depend on "
                              "what the allocator freed just before)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny encoder, two pairs: checks the script runs")
     args = parser.parse_args()
-    cfg = CONFIGS[args.config]
+    if args.compare is None and not args.smoke:
+        parser.error("the following arguments are required: --compare")
+    if args.smoke:
+        args.pairs, args.run_length, args.chunk = 2, 1, 2
+    for compare in [args.compare] if args.compare else COMPARES:
+        measure(args, compare, SMOKE if args.smoke else CONFIGS[args.config])
+
+
+def measure(args: argparse.Namespace, compare: str, cfg: dict) -> None:
+    """Time the two code paths of ``compare`` on the encoder ``cfg``; print one JSON line."""
     torch.manual_seed(0)
     encoder = TransformerEncoder(
         {"kind": "patch2d", "in_chans": 3, "img_size": cfg["image"]},
         EncoderConfig(embed_dim=cfg["dim"], depth=cfg["depth"], num_heads=cfg["heads"],
                       patch_size=cfg["patch"]))
-    encoder.train(args.compare == "layout")
+    encoder.train(compare == "layout")
     images = torch.randn(cfg["batch"], 3, cfg["image"], cfg["image"])
     autocast = (torch.autocast("cpu", torch.bfloat16) if args.precision == "bf16"
                 else contextlib.nullcontext())
-    old, new = variants(args.compare, args.chunk)
-    backward = args.compare == "layout"
+    old, new = variants(compare, args.chunk)
+    backward = compare == "layout"
 
     def run() -> torch.Tensor:
         out = encoder(images)
@@ -111,7 +136,8 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"old": [], "new": []}
     faults: dict[str, list[int]] = {"old": [], "new": []}
-    with torch.set_grad_enabled(backward), autocast:
+    current = old if compare == "batch-chunks" else new  # the code path jepactl runs now
+    with torch.set_grad_enabled(backward), autocast, restored(current):
         old()
         reference = run()
         new()
@@ -132,10 +158,11 @@ def main() -> None:
     ratios = [a / b for a, b in zip(times["old"], times["new"])]
     quartiles = statistics.quantiles(ratios, n=4)
     print(json.dumps({
-        "compare": args.compare, "config": args.config, "precision": args.precision,
+        "compare": compare, "config": "smoke" if args.smoke else args.config,
+        "precision": args.precision,
         "threads": torch.get_num_threads(), "pairs": args.pairs,
         "run_length": args.run_length,
-        **({"chunk": args.chunk} if args.compare == "batch-chunks" else {}),
+        **({"chunk": args.chunk} if compare == "batch-chunks" else {}),
         "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
         "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
         "median_ratio": round(statistics.median(ratios), 3),
