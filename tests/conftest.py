@@ -13,7 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Two cores: keep the test process from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-# Overrides that shrink image/tiny to a model that trains a step in well under a second.
+# Overrides that shrink image/ijepa-cpu to a model that trains a step in well under a second.
 TINY_IMAGE_OVERRIDES = [
     "data.image_size=16", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
     "predictor.embed_dim=16", "predictor.depth=1", "predictor.num_heads=2",

@@ -11,7 +11,7 @@ from jepactl.recipe import load_recipe
 
 
 def test_bench_report_is_consistent():
-    recipe = load_recipe("image/tiny", TINY_IMAGE_OVERRIDES)
+    recipe = load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES)
     report = run_bench(recipe, steps=2, warmup=1, batch_size=4, precision="fp32", repeats=1)
     assert sum(report[f"{p}_fraction"] for p in PHASES) == pytest.approx(1.0)
     assert report["batch_size"] == 4 and report["precision"] == "fp32"
@@ -23,7 +23,7 @@ def test_bench_report_is_consistent():
 
 
 def test_bench_mfu_against_a_given_peak_and_the_known_gpus():
-    recipe = load_recipe("image/tiny", TINY_IMAGE_OVERRIDES)
+    recipe = load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES)
     report = run_bench(recipe, steps=1, warmup=0, batch_size=4, precision="fp32", repeats=1,
                        peak_tflops=0.5)
     assert report["mfu_vs_spec"] == pytest.approx(report["achieved_tflops"] / 0.5)
@@ -37,13 +37,13 @@ def test_bench_mfu_against_a_given_peak_and_the_known_gpus():
 
 @pytest.mark.slow
 def test_bench_flops_scale_with_the_encoder_depth():
-    shallow = run_bench(load_recipe("image/tiny", TINY_IMAGE_OVERRIDES), steps=1, warmup=0,
+    shallow = run_bench(load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES), steps=1, warmup=0,
                         batch_size=4, precision="fp32", repeats=1)
-    deep = run_bench(load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, "model.depth=4"]),
+    deep = run_bench(load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "model.depth=4"]),
                      steps=1, warmup=0, batch_size=4, precision="fp32", repeats=1)
     assert deep["gflops_per_sample"] > 1.5 * shallow["gflops_per_sample"]
 
 
 def test_bench_rejects_a_bad_precision():
     with pytest.raises(UserError, match="--precision"):
-        run_bench(load_recipe("image/tiny", TINY_IMAGE_OVERRIDES), steps=1, precision="fp16")
+        run_bench(load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES), steps=1, precision="fp16")

@@ -209,7 +209,7 @@ def trained(tmp_path_factory):
     table = root / "table.csv"
     pd.DataFrame({"a": rng.normal(size=64), "b": rng.normal(size=64),
                   "y": rng.choice(["p", "q"], size=64)}).to_csv(table, index=False)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(table), "--out",
+    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(table), "--out",
                                       str(root / "run"), "--max-steps", "2", "--quiet",
                                       "data.target=y", *TINY_TABLE])
     assert result.exit_code == 0, result.output

@@ -34,7 +34,7 @@ def assert_user_error(result, *fragments):
     (["--max-steps", "-3"], ["--max-steps", "-3"]),
 ])
 def test_bad_pretrain_input_is_one_line_and_exit_2(tmp_path, args, fragments):
-    result = run("pretrain", "image/tiny", "--out", str(tmp_path / "r"), *args)
+    result = run("pretrain", "image/ijepa-cpu", "--out", str(tmp_path / "r"), *args)
     assert_user_error(result, *fragments)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
@@ -42,17 +42,17 @@ def test_bad_pretrain_input_is_one_line_and_exit_2(tmp_path, args, fragments):
 def test_empty_folder_and_folder_of_text_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_user_error(run("pretrain", "image/tiny", "--data", str(empty)), "is empty")
+    assert_user_error(run("pretrain", "image/ijepa-cpu", "--data", str(empty)), "is empty")
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "a.txt").write_text("hello")
     (texts / "b.png").write_text("not a png")
-    assert_user_error(run("pretrain", "image/tiny", "--data", str(texts)),
+    assert_user_error(run("pretrain", "image/ijepa-cpu", "--data", str(texts)),
                       "no readable images", "2 files skipped")
 
 
 def test_unknown_recipe_suggests_the_closest():
-    assert_user_error(run("pretrain", "image/tinyy"), "image/tinyy", "image/tiny")
+    assert_user_error(run("pretrain", "image/tinyy"), "image/tinyy", "image/ijepa-cpu")
 
 
 def test_probe_of_a_missing_run():
@@ -62,7 +62,7 @@ def test_probe_of_a_missing_run():
 def test_version_and_recipes_list_json():
     assert run("--version").stdout.startswith("jepactl ")
     names = [r["name"] for r in json.loads(run("recipes", "list", "--json").stdout)]
-    assert "image/ijepa" in names and "image/tiny" in names
+    assert "image/ijepa" in names and "image/ijepa-cpu" in names and "image/tiny" not in names
 
 
 def test_every_command_help_has_an_example():
@@ -73,7 +73,7 @@ def test_every_command_help_has_an_example():
 
 def test_pretrain_then_probe_json_on_stdout(tmp_path):
     out = tmp_path / "r"
-    result = run("pretrain", "image/tiny", "--out", str(out), "--max-steps", "2", "--json",
+    result = run("pretrain", "image/ijepa-cpu", "--out", str(out), "--max-steps", "2", "--json",
                  "--quiet", *TINY_IMAGE_OVERRIDES)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["results"]["step"] == 2

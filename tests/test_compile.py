@@ -12,7 +12,7 @@ from jepactl.train import build_method
 
 
 def tiny_method(compile_: bool):
-    recipe = load_recipe("image/tiny", ["data.image_size=16", "model.embed_dim=32",
+    recipe = load_recipe("image/ijepa-cpu", ["data.image_size=16", "model.embed_dim=32",
                                         "model.depth=2", "model.num_heads=2",
                                         "predictor.embed_dim=16", "predictor.depth=1",
                                         "predictor.num_heads=2", f"train.compile={compile_}"])

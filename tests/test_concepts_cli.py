@@ -56,7 +56,7 @@ def test_language_model_trains_on_a_users_jsonl_and_reports_token_mrr(tmp_path):
                      "split": "test" if i % 4 == 0 else "train"})
     facts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = tmp_path / "lm"
-    result = invoke("pretrain", "concepts/lm", "--data", facts, "--out", run, "--max-steps", 60,
+    result = invoke("pretrain", "concepts/concept-lm-cpu", "--data", facts, "--out", run, "--max-steps", 60,
                     "--quiet", *TINY[3:], "model.depth=1")
     assert result.exit_code == 0, result.output
     table = probe_json(run)

@@ -29,7 +29,7 @@ def test_two_process_cpu_run_trains_checkpoints_and_resumes(tmp_path):
             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "jepactl", "pretrain"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [*TINY_IMAGE_OVERRIDES, "train.checkpoint_every=2", "--quiet"]
-    subprocess.run([*base, "image/tiny", "--out", str(run), "--max-steps", "2", *args],
+    subprocess.run([*base, "image/ijepa-cpu", "--out", str(run), "--max-steps", "2", *args],
                    check=True, env=env, capture_output=True, timeout=240)
     subprocess.run([*base, str(run), "--resume", "--max-steps", "4", *args[:-1], "--quiet"],
                    check=True, env=env, capture_output=True, timeout=240)

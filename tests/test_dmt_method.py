@@ -13,7 +13,7 @@ from jepactl.train import pretrain
 
 
 def tiny_dmt(max_steps: int, extra=()):
-    return load_recipe("image/dmt-tiny", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
+    return load_recipe("image/dmt-jepa-cpu", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
                                           "train.checkpoint_every=100", *extra])
 
 
@@ -25,7 +25,7 @@ def test_dmt_recipes_are_ijepa_recipes_plus_the_aggregation_head() -> None:
         == (4, 3, 2)
     assert (paper.model, paper.mask, paper.predictor, paper.optim, paper.ema) == \
         (ijepa.model, ijepa.mask, ijepa.predictor, ijepa.optim, ijepa.ema)
-    cpu, tiny = load_recipe("image/dmt-tiny"), load_recipe("image/tiny")
+    cpu, tiny = load_recipe("image/dmt-jepa-cpu"), load_recipe("image/ijepa-cpu")
     assert (cpu.model, cpu.mask, cpu.predictor, cpu.optim, cpu.ema, cpu.train) == \
         (tiny.model, tiny.mask, tiny.predictor, tiny.optim, tiny.ema, tiny.train)
 

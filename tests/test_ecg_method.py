@@ -18,7 +18,7 @@ TINY = ["model.embed_dim=32", "model.depth=1", "model.num_heads=2", "predictor.e
         "predictor.depth=1", "predictor.num_heads=2", "train.batch_size=4", "train.num_workers=0"]
 
 
-def tiny_recipe(name: str = "ecg/cpu", *extra: str):
+def tiny_recipe(name: str = "ecg/ecg-jepa-cpu", *extra: str):
     return load_recipe(name, TINY + list(extra))
 
 
@@ -84,14 +84,14 @@ def test_pretraining_only_on_train_split_records_keeps_test_records_out():
     dataset, _, source = ecg_jepa.pretrain_data(tiny_recipe(), None)
     names = {Path(r.name).name for r in source.records}
     assert names == {"118", "119", "124", "208", "209", "223"}
-    _, _, everything = ecg_jepa.pretrain_data(tiny_recipe("ecg/cpu", "data.pretrain_split=all"),
+    _, _, everything = ecg_jepa.pretrain_data(tiny_recipe("ecg/ecg-jepa-cpu", "data.pretrain_split=all"),
                                               None)
     assert len(everything.records) == 10
 
 
 def test_a_recipe_whose_leads_no_record_has_is_a_data_error():
     with pytest.raises(DataError, match="data.leads"):
-        ecg_jepa.pretrain_data(tiny_recipe("ecg/cpu", "data.leads=[V7]"), None)
+        ecg_jepa.pretrain_data(tiny_recipe("ecg/ecg-jepa-cpu", "data.leads=[V7]"), None)
 
 
 def _cli(*args: str, cwd: Path):
@@ -105,7 +105,7 @@ def _cli(*args: str, cwd: Path):
 
 def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
     run = tmp_path / "run"
-    done = _cli("pretrain", "ecg/cpu", "--out", str(run), "--max-steps", "2", "--json", *TINY,
+    done = _cli("pretrain", "ecg/ecg-jepa-cpu", "--out", str(run), "--max-steps", "2", "--json", *TINY,
                 cwd=tmp_path)
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout[done.stdout.index("{"):])["results"]["step"] == 2
@@ -123,7 +123,7 @@ def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = _cli("pretrain", "ecg/cpu", "--data", str(tmp_path / "empty"), "--out",
+    done = _cli("pretrain", "ecg/ecg-jepa-cpu", "--data", str(tmp_path / "empty"), "--out",
                 str(tmp_path / "r"), *TINY, cwd=tmp_path)
     assert done.exit_code == 2
     assert "no ECG records under" in done.output and "Traceback" not in done.output

@@ -21,7 +21,7 @@ from jepactl.train import pretrain
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "r"
-    pretrain(load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3"]), run,
+    pretrain(load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3"]), run,
              quiet=True)
     return run
 

@@ -132,7 +132,7 @@ def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path)
     (tmp_path / "garbage").mkdir()
     for i in range(3):
         (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
-    result = jepactl("pretrain", "image/tiny", "--data", str(tmp_path / "garbage"),
+    result = jepactl("pretrain", "image/ijepa-cpu", "--data", str(tmp_path / "garbage"),
                      "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -147,7 +147,7 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         open_images(str(tmp_path / "data"))
-    result = jepactl("pretrain", "image/tiny", "--data", str(tmp_path / "data"),
+    result = jepactl("pretrain", "image/ijepa-cpu", "--data", str(tmp_path / "data"),
                      "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

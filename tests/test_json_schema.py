@@ -33,30 +33,30 @@ def json_of(*args) -> dict:
 
 # Per domain: (recipe, its tiny pretraining arguments, the cheapest probe arguments).
 def image(tmp_path):
-    return "image/tiny", TINY_IMAGE_OVERRIDES, ["probe.batch_size=64"]
+    return "image/ijepa-cpu", TINY_IMAGE_OVERRIDES, ["probe.batch_size=64"]
 
 
 def sar(tmp_path):
-    return "sar/cpu", ["--data", speckled_chips(tmp_path / "chips"), *TINY_SAR], ["--shots", "2"]
+    return "sar/sar-jepa-cpu", ["--data", speckled_chips(tmp_path / "chips"), *TINY_SAR], ["--shots", "2"]
 
 
 def ecg(tmp_path):
-    return "ecg/cpu", TINY_ECG, ["--head", "linear", "probe.max_train_per_class=20",
+    return "ecg/ecg-jepa-cpu", TINY_ECG, ["--head", "linear", "probe.max_train_per_class=20",
                                  "probe.max_test_per_class=20", "probe.num_workers=0"]
 
 
 def tabular(tmp_path):
     train = synthetic(tmp_path / "train.csv", 200, 0)
-    return ("tabular/cpu", ["--data", train, "data.target=label", *TINY_TABULAR],
+    return ("tabular/tjepa-cpu", ["--data", train, "data.target=label", *TINY_TABULAR],
             ["--head", "linear"])
 
 
 def concepts(tmp_path):
-    return "concepts/default", [*TINY_CONCEPTS, "model.predictor_depth=1"], []
+    return "concepts/concept-jepa-cpu", [*TINY_CONCEPTS, "model.predictor_depth=1"], []
 
 
 def linear(tmp_path):
-    return "linear/jepa-vs-mae", [*SMALL_LINEAR, "train.log_points=2", "train.log_every=1"], []
+    return "linear/linear-jepa-mae", [*SMALL_LINEAR, "train.log_points=2", "train.log_every=1"], []
 
 
 @pytest.mark.parametrize("domain", [image, sar, ecg, tabular, concepts, linear],

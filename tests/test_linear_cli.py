@@ -20,7 +20,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("linear") / "run"
-    result = invoke("pretrain", "linear/jepa-vs-mae", "--out", out, "--json", "--quiet", *SMALL)
+    result = invoke("pretrain", "linear/linear-jepa-mae", "--out", out, "--json", "--quiet", *SMALL)
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)["results"]
 
@@ -63,7 +63,7 @@ def test_probe_reports_top_component_r2_and_all_components_match_the_input(run_d
     (["finetune.epochs=3"], "finetune.epochs"),
 ])
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, fragment):
-    result = invoke("pretrain", "linear/jepa-vs-mae", "--out", tmp_path / "r", *args)
+    result = invoke("pretrain", "linear/linear-jepa-mae", "--out", tmp_path / "r", *args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
@@ -71,9 +71,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, fragment):
 
 def test_an_existing_run_needs_resume(run_dir):
     out, _ = run_dir
-    result = invoke("pretrain", "linear/jepa-vs-mae", "--out", out, *SMALL)
+    result = invoke("pretrain", "linear/linear-jepa-mae", "--out", out, *SMALL)
     assert result.exit_code == 2 and "--resume" in result.stderr
-    resumed = invoke("pretrain", "linear/jepa-vs-mae", "--out", out, "--resume", "--json",
+    resumed = invoke("pretrain", "linear/linear-jepa-mae", "--out", out, "--resume", "--json",
                      "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["results"]["step"] == 1500
@@ -82,5 +82,6 @@ def test_an_existing_run_needs_resume(run_dir):
 def test_the_three_experiments_are_packaged_recipes():
     from jepactl.recipe import list_recipes
 
-    assert {"linear/jepa-vs-mae", "linear/lambda-order", "linear/rho-order",
-            "linear/jepa-vs-mae-samples"} <= set(list_recipes())
+    assert {"linear/linear-jepa-mae", "linear/linear-jepa-mae-lambda-order",
+            "linear/linear-jepa-mae-rho-order", "linear/linear-jepa-mae-samples"} <= set(
+        list_recipes())

@@ -22,7 +22,7 @@ SMALL_FLIP = ["model.init_scale=5e-3", "model.depths=[1,2,3]", "train.max_steps=
               "train.log_points=400", "train.log_every=1000", "train.checkpoint_every=5000"]
 
 
-def run(tmp: Path, recipe: str = "linear/jepa-vs-mae", overrides=(), **kwargs) -> dict:
+def run(tmp: Path, recipe: str = "linear/linear-jepa-mae", overrides=(), **kwargs) -> dict:
     config = load_recipe(recipe, list(overrides))
     run_experiment(config, tmp, quiet=True, **kwargs)
     return json.loads((tmp / "summary.json").read_text())
@@ -77,7 +77,7 @@ def test_lambda_only_rescales_time_so_both_objectives_are_ordered_by_it(tmp_path
 
 
 def test_diagonal_and_dense_storage_follow_the_same_trajectory():
-    config = load_recipe("linear/jepa-vs-mae", ["model.depths=[1,3]", "model.init_scale=0.05"])
+    config = load_recipe("linear/linear-jepa-mae", ["model.depths=[1,3]", "model.init_scale=0.05"])
     diag, _ = build_simulation(config)
     config.model.init = "orthogonal"  # forces dense storage; then reset the layers to aligned
     dense, _ = build_simulation(config)
@@ -136,7 +136,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
                  "train.max_steps=1500",
                  "train.log_points=100", "train.checkpoint_every=500"]
     whole = run(tmp_path / "whole", overrides=overrides)
-    config = load_recipe("linear/jepa-vs-mae", overrides)
+    config = load_recipe("linear/linear-jepa-mae", overrides)
     result = run_experiment(config, tmp_path / "split", quiet=True, stop_at=700)
     assert result["finished"] is False and result["step"] == 700
     resumed = run(tmp_path / "split", overrides=overrides, resume=True)
@@ -155,11 +155,11 @@ def test_resume_continues_the_same_trajectory(tmp_path):
 ])
 def test_bad_recipe_values_name_their_key(overrides, key):
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
-        feature_set(load_recipe("linear/jepa-vs-mae", overrides))
+        feature_set(load_recipe("linear/linear-jepa-mae", overrides))
 
 
-@pytest.mark.parametrize("name", ["linear/jepa-vs-mae", "linear/lambda-order",
-                                  "linear/rho-order", "linear/jepa-vs-mae-samples"])
+@pytest.mark.parametrize("name", ["linear/linear-jepa-mae", "linear/linear-jepa-mae-lambda-order",
+                                  "linear/linear-jepa-mae-rho-order", "linear/linear-jepa-mae-samples"])
 def test_packaged_recipes_load_and_name_their_ratio_features(name):
     features = feature_set(load_recipe(name))
     assert features.dim >= 2

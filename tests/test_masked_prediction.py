@@ -48,14 +48,14 @@ def setup(case: str, tmp_path):
     """Return (module, recipe, dataset, collate) of a case ``method-target_norm[-ragged]``."""
     method, norm, *ragged = case.split("-")
     if method in ("ijepa", "dmt"):
-        name, module = ("image/dmt-tiny", dmt_jepa) if method == "dmt" else ("image/tiny", ijepa)
+        name, module = ("image/dmt-jepa-cpu", dmt_jepa) if method == "dmt" else ("image/ijepa-cpu", ijepa)
         recipe = load_recipe(name, IMAGE + [f"loss.target_norm={norm}",
                                             f"mask.ragged_context={ragged[0]}"])
         return (module, recipe, *ijepa.synthetic_data(recipe))
     if method == "ecg":
-        recipe = load_recipe("ecg/cpu", SMALL + [f"loss.target_norm={norm}"])
+        recipe = load_recipe("ecg/ecg-jepa-cpu", SMALL + [f"loss.target_norm={norm}"])
         return (ecg_jepa, recipe, *ecg_jepa.pretrain_data(recipe, None)[:2])
-    recipe = load_recipe("tabular/cpu", TABLE + [f"loss.target_norm={norm}"])
+    recipe = load_recipe("tabular/tjepa-cpu", TABLE + [f"loss.target_norm={norm}"])
     return (tjepa, recipe, *tjepa.pretrain_data(recipe, table(tmp_path))[:2])
 
 

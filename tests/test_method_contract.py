@@ -15,17 +15,17 @@ from jepactl.recipe import list_recipes, load_recipe
 
 # A small recipe per method (tiny overrides as in each method's own tests).
 TINY = {
-    "ijepa": ("image/tiny", TINY_IMAGE_OVERRIDES),
-    "dmt-jepa": ("image/dmt-tiny", TINY_IMAGE_OVERRIDES),
-    "ecg-jepa": ("ecg/cpu", ["model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+    "ijepa": ("image/ijepa-cpu", TINY_IMAGE_OVERRIDES),
+    "dmt-jepa": ("image/dmt-jepa-cpu", TINY_IMAGE_OVERRIDES),
+    "ecg-jepa": ("ecg/ecg-jepa-cpu", ["model.embed_dim=32", "model.depth=1", "model.num_heads=2",
                              "predictor.embed_dim=16", "predictor.depth=1",
                              "predictor.num_heads=2", "train.batch_size=4",
                              "train.num_workers=0"]),
-    "tjepa": ("tabular/cpu", ["model.embed_dim=16", "model.depth=1", "model.num_heads=2",
+    "tjepa": ("tabular/tjepa-cpu", ["model.embed_dim=16", "model.depth=1", "model.num_heads=2",
                               "predictor.embed_dim=8", "predictor.depth=1",
                               "predictor.num_heads=2", "train.batch_size=8",
                               "train.num_workers=0"]),
-    "sar-jepa": ("sar/cpu", ["data.crop_size=24", "data.image_size=16", "model.patch_size=4",
+    "sar-jepa": ("sar/sar-jepa-cpu", ["data.crop_size=24", "data.image_size=16", "model.patch_size=4",
                              "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
                              "predictor.embed_dim=16", "predictor.depth=1",
                              "predictor.num_heads=2", "mask.window_size=2",
@@ -34,7 +34,7 @@ TINY = {
     "concept-jepa": ("concepts", ["data.group_a=40", "data.group_b=20",
                                   "data.relation_pairs=2", "model.embed_dim=32",
                                   "model.num_heads=2", "model.predictor_depth=1"]),
-    "concept-lm": ("concepts/lm", ["data.group_a=40", "data.group_b=20",
+    "concept-lm": ("concepts/concept-lm-cpu", ["data.group_a=40", "data.group_b=20",
                                    "data.relation_pairs=2", "model.embed_dim=32",
                                    "model.num_heads=2", "model.depth=1"]),
     "linear-jepa-mae": ("linear", []),
@@ -135,7 +135,7 @@ def test_bench_runs_dmt_jepa_without_data():
 
 
 def test_bench_on_an_analysis_is_a_one_line_user_error():
-    result = invoke("bench", "linear/jepa-vs-mae", "--steps", "1")
+    result = invoke("bench", "linear/linear-jepa-mae", "--steps", "1")
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "method 'linear-jepa-mae' has no torch module" in lines[0]

@@ -24,7 +24,7 @@ from jepactl.train import pretrain
 
 
 def tiny(extra=()):
-    return load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3",
+    return load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3",
                                       "train.checkpoint_every=100", *extra])
 
 
@@ -96,11 +96,11 @@ def test_no_room_for_one_sample_stops_before_the_first_step(tmp_path, monkeypatc
     monkeypatch.setattr(micro_batch, "allowed_peak_bytes",
                         lambda device, reserve: micro_batch.PeakMeter(device).current() - 1)
     with pytest.raises(UserError, match=r"not enough memory: one training sample needs .* GiB"
-                       r".*image/tiny|not enough memory.*GiB") as err:
+                       r".*image/ijepa-cpu") as err:
         pretrain(load_recipe("image/ijepa", ["data.path=builtin:shapes", "data.image_size=32",
                                              "model.patch_size=8", "train.batch_size=16",
                                              "train.num_workers=0"]), tmp_path / "r", quiet=True)
-    assert "image/tiny" in str(err.value)
+    assert "image/ijepa-cpu" in str(err.value)
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
@@ -124,6 +124,13 @@ def test_plan_fits_a_measured_per_sample_cost(monkeypatch):
     assert 6 <= plan.micro_batch_size <= 8
     assert sum(plan.sizes()) == 64
     assert plan_micro_batches("auto", 4, trial, device, 0, 0).micro_batch_size == 4
+    # An explicit micro-batch that cannot fit is refused before the first step, naming the
+    # largest that fits; one that fits is kept as the recipe says.
+    with pytest.raises(UserError, match=r"train.micro_batch_size=32: .* set "
+                                        r"train.micro_batch_size=[678] \(or auto\)"):
+        plan_micro_batches(32, 64, trial, device, extra_bytes=0, reserve_bytes=0)
+    kept = plan_micro_batches(4, 64, trial, device, extra_bytes=0, reserve_bytes=0)
+    assert kept.micro_batch_size == 4 and kept.chosen_by == "recipe" and kept.accumulation == 16
 
 
 def test_explicit_micro_batch_is_checked_and_capped():
@@ -178,7 +185,7 @@ def test_loader_workers_never_exceed_the_cpus_minus_one(monkeypatch):
 
 
 def test_old_grad_accum_recipes_read_as_the_effective_batch(caplog):
-    recipe = load_recipe("image/tiny", ["train.batch_size=4", "train.grad_accum=3"])
+    recipe = load_recipe("image/ijepa-cpu", ["train.batch_size=4", "train.grad_accum=3"])
     assert recipe.train.batch_size == 12 and recipe.train.micro_batch_size == 4
     assert "deprecated" in caplog.text
 

@@ -89,7 +89,7 @@ def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("safety") / "run"
     # Small embedding batches: a file-size limit also caps the DataLoader's shared-memory files.
     overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=2", "probe.batch_size=16"]
-    pretrain(load_recipe("image/tiny", overrides), run_dir, quiet=True)
+    pretrain(load_recipe("image/ijepa-cpu", overrides), run_dir, quiet=True)
     return run_dir
 
 
@@ -228,7 +228,7 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> N
 def test_two_pretrain_processes_into_one_run_folder(tmp_path):
     """Needs train.pretrain to hold RunLock on the main process."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "jepactl", "pretrain", "image/tiny", "--out", str(out),
+    command = [sys.executable, "-m", "jepactl", "pretrain", "image/ijepa-cpu", "--out", str(out),
                "--quiet", *TINY_IMAGE_OVERRIDES]
     first = subprocess.Popen([*command, "--max-steps", "100000"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
@@ -257,7 +257,7 @@ def test_pretrain_takes_over_a_stale_lock(tmp_path):
     out = tmp_path / "run"
     dead = finished_pid()
     write_lock(out, pid=dead)
-    result = jepactl("pretrain", "image/tiny", "--out", out, "--max-steps", "1", "--quiet",
+    result = jepactl("pretrain", "image/ijepa-cpu", "--out", out, "--max-steps", "1", "--quiet",
                      "--json", *TINY_IMAGE_OVERRIDES)
     assert result.returncode == 0, result.stderr
     assert f"pid {dead}" in result.stderr and "stale" in result.stderr
@@ -293,14 +293,14 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_2(capsys, monkeypatch)
 @pytest.mark.parametrize("where", ["is a file", "under a file"])
 def test_pretrain_out_that_cannot_be_a_folder(a_file, where):
     out = a_file if where == "is a file" else a_file / "run"
-    result = run("pretrain", "image/tiny", "--out", out, "--max-steps", "1")
+    result = run("pretrain", "image/ijepa-cpu", "--out", out, "--max-steps", "1")
     line = assert_user_error(result, f"'{out}'", "--out")
     assert f"'{a_file}' is a file, not a folder" in line
 
 
 def test_pretrain_out_in_a_read_only_folder(read_only_dir):
     out = read_only_dir / "jepactl-test-run"
-    assert_user_error(run("pretrain", "image/tiny", "--out", out), f"cannot write '{out}'")
+    assert_user_error(run("pretrain", "image/ijepa-cpu", "--out", out), f"cannot write '{out}'")
     assert not out.exists()
 
 
@@ -311,7 +311,7 @@ def test_pretrain_out_on_a_read_only_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr("jepactl.output_paths.tempfile.mkstemp", read_only_disk)
     out = tmp_path / "run"
-    assert_user_error(run("pretrain", "image/tiny", "--out", out),
+    assert_user_error(run("pretrain", "image/ijepa-cpu", "--out", out),
                       f"cannot write '{out}': Read-only file system")
 
 

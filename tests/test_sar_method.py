@@ -48,7 +48,7 @@ def speckled_chips(root: Path, per_class: int = 4) -> Path:
 
 
 def tiny(kind: str, max_steps: int = 2, extra=()) -> sar_jepa.SarJEPARecipe:
-    return load_recipe("sar/cpu", [*TINY_SAR, f"target.kind={kind}",
+    return load_recipe("sar/sar-jepa-cpu", [*TINY_SAR, f"target.kind={kind}",
                                    f"train.max_steps={max_steps}", *extra])
 
 

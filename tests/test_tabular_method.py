@@ -37,7 +37,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tjepa")
     train = synthetic(root / "train.csv", 400, 0)
     test = synthetic(root / "test.csv", 200, 1)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(train), "--out",
+    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(train), "--out",
                                       str(root / "run"), "--max-steps", "6", "--quiet",
                                       "data.target=label", *TINY])
     assert result.exit_code == 0, result.output
@@ -106,7 +106,7 @@ def test_probe_data_errors_exit_2_with_one_line(run, content, args, message):
 def test_pretrain_on_unusable_files_exits_2(tmp_path, content, message):
     bad = tmp_path / "bad.csv"
     bad.write_text(content)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(bad), "--out",
+    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(bad), "--out",
                                       str(tmp_path / "r"), "data.target=label"])
     assert result.exit_code == 2 and message in result.output
 
@@ -116,7 +116,7 @@ def test_pretrain_on_nested_parquet_exits_2(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [["a"], ["b", "c"]]}), tmp_path / "n.parquet")
-    result = CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data",
+    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data",
                                       str(tmp_path / "n.parquet"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "column 'tags' is nested" in result.output
 
@@ -155,7 +155,7 @@ def test_eval_data_keeps_pretraining_class_indices_on_a_one_class_file(run, tmp_
 @pytest.mark.slow
 def test_resume_continues_the_same_loss_curve(run, tmp_path):
     _, train, _ = run
-    base = ["pretrain", "tabular/cpu", "--data", str(train), "--quiet", "data.target=label",
+    base = ["pretrain", "tabular/tjepa-cpu", "--data", str(train), "--quiet", "data.target=label",
             "train.checkpoint_every=2", *TINY]
     assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-steps",
                                     "4"]).exit_code == 0
@@ -185,7 +185,7 @@ def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
     from jepactl.evaluate.source import open_encoder, open_recipe
 
     data = regression_table(tmp_path / "houses.csv", 400, 0)
-    assert CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(data), "--out",
+    assert CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(data), "--out",
                                     str(tmp_path / "run"), "--max-steps", "4", "--quiet",
                                     "data.target=price", *TINY]).exit_code == 0
     result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--out",
@@ -208,7 +208,7 @@ def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
 
 def test_finetune_refuses_a_target_that_was_an_input_feature(tmp_path):
     data = regression_table(tmp_path / "houses.csv", 100, 0)
-    assert CliRunner().invoke(app, ["pretrain", "tabular/cpu", "--data", str(data), "--out",
+    assert CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(data), "--out",
                                     str(tmp_path / "run"), "--max-steps", "2", "--quiet",
                                     *TINY]).exit_code == 0
     result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--target", "price",

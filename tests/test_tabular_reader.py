@@ -220,7 +220,7 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         read_table(str(tmp_path / "data"), TableDataConfig())
-    result = jepactl("pretrain", "tabular/cpu", "--data", str(tmp_path / "data"),
+    result = jepactl("pretrain", "tabular/tjepa-cpu", "--data", str(tmp_path / "data"),
                      "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

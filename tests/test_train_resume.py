@@ -23,7 +23,7 @@ def losses(run_dir):
 
 
 def tiny(max_steps, extra=()):
-    return load_recipe("image/tiny", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
+    return load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
                                       "train.checkpoint_every=3", *extra])
 
 
@@ -80,7 +80,7 @@ def _start_tiny_run(run, steps=400, model=TINY_IMAGE_OVERRIDES, logged=2):
     overrides = [*model, f"train.max_steps={steps}", "train.checkpoint_every=1000",
                  "train.num_workers=1", "train.log_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/tiny",
+    proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/ijepa-cpu",
                              "--out", str(run), "--quiet", *overrides], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -129,7 +129,7 @@ def test_ctrl_c_saves_a_checkpoint_like_sigterm(tmp_path):
 @pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_releases_the_run(tmp_path):
     run = tmp_path / "int2"
-    # image/tiny's own model: steps of about a second, so both signals land in one step.
+    # image/ijepa-cpu's own model: steps of about a second, so both signals land in one step.
     proc = _start_tiny_run(run, steps=100000, model=["train.batch_size=32", "mask.min_keep=2"])
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # DMT-JEPA vs I-JEPA at equal budget on CIFAR-10 (methods.md §1 success criterion).
-# By default both arms use image/tiny's budget (600 steps of 128, 32 px, patch 4, ViT 192 x 6);
-# DMT's recipe (image/dmt-tiny) only adds the local aggregation head. Both are probed with the
+# By default both arms use image/ijepa-cpu's budget (600 steps of 128, 32 px, patch 4, ViT 192 x 6);
+# DMT's recipe (image/dmt-jepa-cpu) only adds the local aggregation head. Both are probed with the
 # same protocol, `jepactl probe RUN --json` (linear = L-BFGS logistic regression, kNN k=20).
 # Each pretraining call is cut into chunks of CHUNK seconds (SIGTERM saves a checkpoint and
 # the next call resumes exactly), so no single job runs longer than a few minutes on a shared
 # CPU; rerunning the script continues where it stopped. The I-JEPA arm reuses IJEPA_RUN when
-# it already has a checkpoint (default runs/bench-cifar, the lead's run of image/tiny).
+# it already has a checkpoint (default runs/bench-cifar, the lead's run of image/ijepa-cpu).
 #
 # Full budget:    benchmarks/dmt/run.sh
 # Reduced budget (what fitted a shared 2-core CPU; see RESULTS.md):
@@ -54,8 +54,8 @@ pretrain_in_chunks() {  # RECIPE RUN
 # ARMS="ijepa dmt" (default) runs both arms in turn; one arm per call runs them side by side.
 for arm in ${ARMS:-ijepa dmt}; do
   case $arm in
-    ijepa) recipe=image/tiny; run=$IJEPA_RUN ;;
-    dmt) recipe=image/dmt-tiny; run=$DMT_RUN ;;
+    ijepa) recipe=image/ijepa-cpu; run=$IJEPA_RUN ;;
+    dmt) recipe=image/dmt-jepa-cpu; run=$DMT_RUN ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   pretrain_in_chunks "$recipe" "$run"

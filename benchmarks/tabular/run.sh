@@ -19,13 +19,13 @@ mkdir -p "$OUT"
     "$OUT/california" 0.2 0
 
 adult() {  # $1 = number of [REG] tokens
-  $J pretrain tabular/cpu --data "$DATA/adult/adult.data" --out "$OUT/adult-reg$1" --quiet \
+  $J pretrain tabular/tjepa-cpu --data "$DATA/adult/adult.data" --out "$OUT/adult-reg$1" --quiet \
       --max-steps "$STEPS" data.target=ltgt50k model.num_registers=$1
   $J probe "$OUT/adult-reg$1" --data "$DATA/adult/adult.data" --test "$DATA/adult/adult.test" \
       --target ltgt50k --seeds "$SEEDS" --json $PROBE_FAST > "$OUT/adult-reg$1.probe.json"
 }
 california() {
-  $J pretrain tabular/cpu --data "$OUT/california/train.csv" --out "$OUT/california-reg1" \
+  $J pretrain tabular/tjepa-cpu --data "$OUT/california/train.csv" --out "$OUT/california-reg1" \
       --quiet --max-steps "$STEPS" data.target=median_house_value
   $J probe "$OUT/california-reg1" --data "$OUT/california/train.csv" \
       --test "$OUT/california/test.csv" --target median_house_value --seeds "$SEEDS" --json \

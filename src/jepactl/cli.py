@@ -154,9 +154,9 @@ def pretrain(
 ) -> None:
     """Pretrain a JEPA model.
 
-    Example: `jepactl pretrain image/tiny --data ./images --max-steps 300 train.batch_size=64`
+    Example: `jepactl pretrain image/ijepa-cpu --data ./images --max-steps 300 train.batch_size=64`
 
-    Resume after preemption: `jepactl pretrain image/tiny --out runs/tiny --resume`
+    Resume after preemption: `jepactl pretrain image/ijepa-cpu --out runs/tiny --resume`
     """
 
     def run() -> None:
@@ -231,6 +231,11 @@ def probe(
                                        "data's test split, else a seeded split)."),
     labels_fraction: float = typer.Option(1.0, "--labels-fraction",
                                           help="Use this fraction of the training labels."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label CSV for --data and "
+                                         "--test: record,label (ECG; record = its name in the "
+                                         "folder, no suffix) or file,label (images, SAR chips; "
+                                         "file = its path in the folder, or bare name); a header "
+                                         "row is optional; unlisted items are left out."),
     random_init: bool = typer.Option(False, "--random-init",
                                      help="Probe an untrained encoder of the same shape."),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
@@ -246,7 +251,8 @@ def probe(
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
 
     Example: `jepactl probe runs/tiny --data ../shared/data/images/mnist/train --test
-    ../shared/data/images/mnist/test --labels-fraction 0.1`
+    ../shared/data/images/mnist/test --labels-fraction 0.1`; unlabelled data with a label
+    file: `jepactl probe runs/tiny --data ./images --labels labels.csv`
     """
 
     def go() -> None:
@@ -258,7 +264,7 @@ def probe(
         _positive("--seeds", seeds)
         _positive("--shots", shots)
         request = ProbeRequest(run, data, test, labels_fraction, random_init, which, seeds, shots,
-                               target, task, head, list(overrides or []))
+                               target, task, head, list(overrides or []), labels)
         _emit("probe", run_probe(request), as_json,
               {k: v for k, v in vars(request).items() if k != "run"}, run, title=f"probe {run}")
 
@@ -378,7 +384,7 @@ def bench(
 ) -> None:
     """Measure a recipe's steady-state training throughput and where the step time goes.
 
-    Example: `jepactl bench image/tiny --steps 20 --batch-size 64 --precision bf16 --json`
+    Example: `jepactl bench image/ijepa-cpu --steps 20 --batch-size 64 --precision bf16 --json`
     """
 
     def go() -> None:

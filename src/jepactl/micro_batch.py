@@ -248,17 +248,19 @@ def plan_micro_batches(setting: int | str, batch_size: int, trial: Callable[[int
     allocates that the trial does not (optimizer state). ``reserve_bytes``: host memory kept
     for DataLoader workers. ``hint`` names a smaller recipe for the error line.
     """
+    wanted = None
     if setting != "auto":
-        micro = int(setting)
-        if micro < 1:
+        wanted = int(setting)
+        if wanted < 1:
             raise UserError(f"recipe key 'train.micro_batch_size': must be auto or a positive "
-                            f"integer, got {micro}")
-        micro = min(micro, batch_size)
-        return MicroPlan(batch_size, micro, len(split_sizes(batch_size, micro)), "recipe")
+                            f"integer, got {wanted}")
+        wanted = min(wanted, batch_size)
     allowed = allowed_peak_bytes(device, reserve_bytes)
     small, large = (min(batch_size, m) for m in TRIAL_SIZES)
-    if batch_size <= small:  # nothing to cut: the first step is its own trial
-        return MicroPlan(batch_size, batch_size, 1, "auto: whole batch (small)")
+    if (wanted or batch_size) <= small:  # nothing to measure: the first step is its own trial
+        micro = wanted or batch_size
+        return MicroPlan(batch_size, micro, len(split_sizes(batch_size, micro)),
+                         "recipe" if wanted else "auto: whole batch (small)")
     meter = PeakMeter(device)
     resting = meter.current()
     with meter:
@@ -279,15 +281,22 @@ def plan_micro_batches(setting: int | str, batch_size: int, trial: Callable[[int
         slope = upper_slope
     intercept = points[0][1] - slope * points[0][0] + extra_bytes
     fits = largest_fitting(intercept, slope, resting, allowed)
+    advice = f"a smaller recipe such as {hint}" if hint else "a smaller model"
     if fits < 1:
         need = with_headroom(intercept + slope, resting)
-        advice = f"a smaller recipe such as {hint}" if hint else "a smaller model"
         raise UserError(
             f"not enough memory: one training sample needs a peak of {_gib(need)} on "
             f"{device.type} and {_gib(max(allowed, 0))} is available to this run; use "
             f"{advice}, fewer loader workers (train.num_workers), or train.precision=bf16")
-    micro = max(split_sizes(batch_size, min(fits, batch_size)))
-    chosen_by = "auto: whole batch fits" if micro == batch_size else "auto: measured"
+    if wanted is not None and wanted > fits:
+        need = with_headroom(intercept + slope * wanted, resting)
+        raise UserError(
+            f"not enough memory for train.micro_batch_size={wanted}: its step needs a peak of "
+            f"{_gib(need)} on {device.type} and {_gib(allowed)} is available to this run; set "
+            f"train.micro_batch_size={fits} (or auto), or use {advice}")
+    micro = wanted or max(split_sizes(batch_size, min(fits, batch_size)))
+    chosen_by = ("recipe" if wanted else
+                 "auto: whole batch fits" if micro == batch_size else "auto: measured")
     return MicroPlan(batch_size, micro, len(split_sizes(batch_size, micro)), chosen_by,
                      round(with_headroom(intercept + slope * micro, resting) / GIB, 2),
                      round(allowed / GIB, 2), [(m, round(peak / GIB, 3)) for m, peak in points],
@@ -310,9 +319,9 @@ def refit_after_first_step(plan: MicroPlan, peak: int, may_shrink: bool = True) 
     The trial passes are small; at the full micro-batch the C allocator keeps more freed
     memory resident (glibc raises its mmap threshold as large blocks are freed), and the
     optimizer allocates its state. When the first step (with ``GROWTH`` head-room) peaked above
-    the allowed memory, the
-    line through the smallest trial and that step gives the per-sample cost that the real step
-    shows, and the micro-batch shrinks to fit it; otherwise the plan stands, with the peak kept.
+    the allowed memory, the line through the smallest trial and that step gives the per-sample
+    cost that the real step shows, and an automatic micro-batch shrinks to fit it; otherwise
+    the plan stands, with the peak kept.
     ``may_shrink`` is False under DDP, where every process must keep the same cut.
     """
     observed = round(peak / GIB, 2)
@@ -322,7 +331,7 @@ def refit_after_first_step(plan: MicroPlan, peak: int, may_shrink: bool = True) 
     small, small_peak = plan.trial_peaks_gib[0]
     small_peak *= GIB
     if with_headroom(peak, resting) <= allowed or plan.micro_batch_size <= small \
-            or not may_shrink:
+            or not may_shrink or not plan.chosen_by.startswith("auto"):
         return replace(plan, first_step_peak_gib=observed)
     slope = max((peak - small_peak) / (plan.micro_batch_size - small), 1.0)
     intercept = small_peak - slope * small

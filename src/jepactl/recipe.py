@@ -155,8 +155,11 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` converted to ``tp``; raise RecipeError naming ``key`` otherwise."""
+def _coerce(value: Any, tp: Any, key: str, default: Any = None) -> Any:
+    """Return ``value`` converted to ``tp``; raise RecipeError naming ``key`` otherwise.
+
+    A section (``tp`` a dataclass) is built over ``default``, the section the recipe class
+    would have without it, so unnamed keys keep the method's defaults."""
     origin = get_origin(tp)
     bad = RecipeError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
     if tp is Any:
@@ -223,7 +226,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"recipe key '{key}': expected a section (a mapping), got {value!r}")
-        return build_dataclass(tp, value, prefix=key + ".")
+        return build_dataclass(tp, value, prefix=key + ".",
+                               base=default if isinstance(default, tp) else None)
     raise bad
 
 
@@ -233,16 +237,34 @@ def _unknown_key(key: str, valid: list[str], prefix: str) -> RecipeError:
     return RecipeError(f"unknown recipe key '{prefix}{key}'{hint}")
 
 
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Return an instance of dataclass ``cls`` with ``values`` validated over its defaults."""
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "",
+                    base: Any = None) -> Any:
+    """Return an instance of dataclass ``cls`` with ``values`` validated over its defaults, or
+    over ``base`` (an instance of ``cls``) where given.
+
+    A nested section takes its defaults from the enclosing class's field default, not from the
+    section class: ``model: {depth: 4}`` in an ECG recipe keeps ECG-JEPA's ViT-XS width, not
+    the generic encoder's."""
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
+    by_name = {f.name: f for f in fields(cls)}
+    valid = list(by_name)
     kwargs = {}
     for key, value in values.items():
-        if key not in valid:
+        if key not in by_name:
             raise _unknown_key(key, valid, prefix)
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
+        default = getattr(base, key) if base is not None else _field_default(by_name[key])
+        kwargs[key] = _coerce(value, hints[key], prefix + key, default)
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(obj: Any) -> Any:
@@ -296,10 +318,74 @@ def recipes_root() -> Path:
     return Path(__file__).resolve().parents[2] / "recipes"
 
 
+# Packaged recipes are named ``<domain>/<method>[-<variant>][-<scale>]`` (recipes/README.md):
+# no scale word is the paper's configuration, ``-s`` another of the paper's model sizes, ``-cpu``
+# sized to train in minutes on a laptop CPU. ``recipes/<domain>/DEFAULT`` names the recipe that
+# the bare domain (``jepactl pretrain ecg``) stands for. The names of 0.2.0 (RENAMED) still
+# resolve, with a deprecation line, until ALIASES_REMOVED_IN.
+ALIASES_REMOVED_IN = "0.3"
+RENAMED: dict[str, str] = {
+    "image/default": "image/ijepa",
+    "image/tiny": "image/ijepa-cpu",
+    "image/dmt-tiny": "image/dmt-jepa-cpu",
+    "ecg/default": "ecg/ecg-jepa",
+    "ecg/cpu": "ecg/ecg-jepa-cpu",
+    "sar/default": "sar/sar-jepa",
+    "sar/cpu": "sar/sar-jepa-cpu",
+    "sar/pixel-targets": "sar/sar-jepa-pixel-targets-cpu",
+    "sar/ema-targets": "sar/sar-jepa-ema-targets-cpu",
+    "tabular/default": "tabular/tjepa",
+    "tabular/cpu": "tabular/tjepa-cpu",
+    "concepts/default": "concepts/concept-jepa-cpu",
+    "concepts/entangled": "concepts/concept-jepa-entangled-cpu",
+    "concepts/entangled-memory": "concepts/concept-jepa-entangled-memory-cpu",
+    "concepts/lm": "concepts/concept-lm-cpu",
+    "concepts/lm-untied": "concepts/concept-lm-untied-cpu",
+    "linear/default": "linear/linear-jepa-mae",
+    "linear/jepa-vs-mae": "linear/linear-jepa-mae",
+    "linear/jepa-vs-mae-samples": "linear/linear-jepa-mae-samples",
+    "linear/lambda-order": "linear/linear-jepa-mae-lambda-order",
+    "linear/rho-order": "linear/linear-jepa-mae-rho-order",
+}
+
+
 def list_recipes() -> list[str]:
-    """Return every packaged recipe name (``domain/name``)."""
+    """Return every packaged recipe name (``domain/name``); the old names are not listed."""
     root = recipes_root()
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def domain_default(domain: str) -> str | None:
+    """Return the recipe the bare ``domain`` stands for (its ``DEFAULT`` file), or None."""
+    path = recipes_root() / domain / "DEFAULT"
+    if not path.is_file():
+        return None
+    stem = path.read_text().strip()
+    if not stem or "/" in stem or not (path.parent / f"{stem}.yaml").is_file():
+        raise RecipeError(f"'{path}' must name one recipe of the domain (a file name without "
+                          f".yaml), not {stem!r}")
+    return f"{domain}/{stem}"
+
+
+def current_name(name: str, warn: bool = True) -> str:
+    """Return the current name of a recipe renamed since 0.2.0 (any other name unchanged); with
+    ``warn``, say so on the jepactl logger."""
+    new = RENAMED.get(name)
+    if new is None:
+        return name
+    if warn:
+        logging.getLogger("jepactl").warning(
+            "recipe '%s' is now '%s' (the old name works until %s)", name, new,
+            ALIASES_REMOVED_IN)
+    return new
+
+
+def cpu_recipe(recipe: Recipe) -> str:
+    """Return the name of the recipe's CPU-sized sibling (``<domain>/<method>-cpu``), or ''."""
+    name = f"{recipe.domain}/{recipe.method}-cpu"
+    if name == recipe.name or not (recipes_root() / f"{name}.yaml").is_file():
+        return ""
+    return name
 
 
 def resolve_recipe_path(name: str) -> Path:
@@ -310,12 +396,16 @@ def resolve_recipe_path(name: str) -> Path:
             return candidate
         raise RecipeError(f"recipe file '{name}' does not exist")
     root = recipes_root()
-    for path in (root / f"{name}.yaml", root / name / "default.yaml"):
-        if path.is_file():
-            return path
-    names = list_recipes() + sorted({n.split("/")[0] for n in list_recipes()})
+    name = current_name(name)
+    path = root / f"{name}.yaml"
+    if path.is_file():
+        return path
+    default = domain_default(name) if "/" not in name else None
+    if default is not None:
+        return root / f"{default}.yaml"
+    names = list_recipes() + sorted({n.split("/")[0] for n in list_recipes()}) + list(RENAMED)
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f"; did you mean '{current_name(close[0], warn=False)}'?" if close else ""
     raise RecipeError(f"unknown recipe '{name}'{hint} (see `jepactl recipes list`)")
 
 
@@ -323,7 +413,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise RecipeError(f"recipe file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
+        message = f"recipe file '{path}' is not valid YAML: {err}".splitlines()[0]
+        raise RecipeError(message) from None
     except OSError as err:
         raise RecipeError(f"cannot read recipe file '{path}': {err.strerror}") from None
     if not isinstance(data, dict):
@@ -360,10 +451,14 @@ def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
     """Return the validated recipe ``name`` (name, domain or path) with overrides applied.
 
     A recipe may start from another with ``base: domain/name`` and change only some keys.
+    An old name (RENAMED) is a drop-in until it is removed: the recipe keeps the name it was
+    asked by, so run folders and ``--json`` output read as before.
     """
     path = resolve_recipe_path(name)
     raw = read_recipe_tree(path)
-    if not raw.get("name"):
+    if name in RENAMED:
+        raw["name"] = name
+    elif not raw.get("name"):
         root = recipes_root()
         try:
             raw["name"] = str(path.resolve().relative_to(root.resolve()).with_suffix(""))
@@ -401,7 +496,8 @@ def _upgrade_grad_accum(raw: dict[str, Any], cls: type) -> None:
                           f"{accum!r} (deprecated: set train.batch_size to the effective batch "
                           "and train.micro_batch_size instead)")
     if accum > 1:
-        micro = train.get("batch_size", hints["train"]().batch_size)
+        micro = train.get("batch_size", _field_default(
+            next(f for f in fields(cls) if f.name == "train")).batch_size)
         train["batch_size"] = micro * accum
         train.setdefault("micro_batch_size", micro)
         logging.getLogger("jepactl").warning(

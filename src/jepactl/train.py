@@ -59,7 +59,7 @@ from jepactl.nn.ema import ema_update
 from jepactl.output_paths import write_errors_name
 from jepactl.precision import autocast as autocast_context
 from jepactl.progress import TrainProgress
-from jepactl.recipe import Recipe
+from jepactl.recipe import Recipe, cpu_recipe
 from jepactl.run_lock import RunLock
 from jepactl.runs import CHECKPOINT_DIR, write_run_files
 from jepactl.schedules import ema_momentum, learning_rate, weight_decay
@@ -299,15 +299,6 @@ def _trial_step(model: nn.Module, accelerator: Accelerator, recipe: Recipe, batc
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
-def _smaller_recipe(recipe: Recipe) -> str:
-    """Name the domain's CPU-sized recipe for the not-enough-memory line, if it has one."""
-    from jepactl.recipe import list_recipes
-
-    names = set(list_recipes())
-    return next((f"{recipe.domain}/{n}" for n in ("cpu", "tiny")
-                 if f"{recipe.domain}/{n}" in names and f"{recipe.domain}/{n}" != recipe.name), "")
-
-
 def build_method(spec, recipe: Recipe) -> nn.Module:
     """Build the recipe's method with ``spec.build`` from the train seed (identical weights on
     every process), switch on activation checkpointing in every module that supports it if the
@@ -392,7 +383,7 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
         lambda size: _trial_step(model, accelerator, recipe, slice_batch(first, 0, size)),
         device, optimizer_state_bytes(model, optimizer),
         reserve_bytes=workers * (2 * batch_bytes(first) + WORKER_BYTES),
-        hint=_smaller_recipe(recipe))
+        hint=cpu_recipe(recipe))
     if world > 1:  # every process must cut its batch the same way (DDP syncs the last piece)
         smallest = torch.tensor(micro_plan.micro_batch_size, device=device)
         torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN)

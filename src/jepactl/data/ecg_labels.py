@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jepactl.data.label_files import notice_left_out, read_label_file
 from jepactl.data.wfdb_records import ECGRecord, ECGSource
 from jepactl.errors import DataError
 
@@ -158,26 +159,27 @@ def ptbxl_labels(source: ECGSource, task: str, sample_rate: int) -> RecordLabels
 
 
 def csv_labels(source: ECGSource, csv_path: str) -> RecordLabels:
-    """Return single-label targets from a ``record,label`` CSV (a header row is optional)."""
-    path = Path(csv_path)
-    if not path.is_absolute() and not path.is_file():
-        path = source.root / path
-    if not path.is_file():
-        raise DataError(f"label file '{csv_path}' does not exist")
+    """Return single-label targets from a ``record,label`` CSV (a header row is optional).
+
+    The file is read by ``data/label_files.py`` (found as given, else under the data folder);
+    records are matched by their name relative to the data folder, or their bare name. The
+    classes are every label in the file, so one file covering ``--data`` and ``--test`` gives
+    both the same classes; records the file does not list are left out with one notice.
+    """
+    table = read_label_file(csv_path, "record", base=source.root)
     names = _by_relative_name(source)
-    pairs: list[tuple[int, str]] = []
-    with path.open(newline="") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
-            if not row or (line == 1 and row[0].strip().lower() == "record"):
-                continue
-            if len(row) < 2:
-                raise DataError(f"'{path}' line {line}: expected 'record,label'")
-            name = row[0].strip()
-            index = names.get(name, names.get(str(Path(name).with_suffix(""))))
-            if index is not None:
-                pairs.append((index, row[1].strip()))
+    pairs: dict[int, str] = {}
+    for name, label in table.labels.items():
+        index = names.get(name, names.get(str(Path(name).with_suffix(""))))
+        if index is not None:
+            pairs.setdefault(index, label)
     if not pairs:
-        raise DataError(f"no record named in '{path}' was found under '{source.root}'")
-    classes = sorted({label for _, label in pairs})
-    targets = np.array([classes.index(label) for _, label in pairs], dtype=np.int64)
-    return RecordLabels([p[0] for p in pairs], targets, classes, multilabel=False)
+        raise DataError(f"no record named in '{table.path}' was found under '{source.root}' "
+                        f"(its first record is '{next(iter(table.labels))}'; records are named "
+                        "relative to the data folder, without suffix)")
+    notice_left_out(len(source.records) - len(pairs), len(source.records), "records",
+                    str(source.root), table.path)
+    classes = table.classes
+    records = list(pairs)  # in the file's order
+    targets = np.array([classes.index(pairs[i]) for i in records], dtype=np.int64)
+    return RecordLabels(records, targets, classes, multilabel=False)

@@ -359,6 +359,11 @@ def pretrain_data(recipe, path: str | None):
     return pretrain_facts(recipe.data, path)
 
 
+# Why `jepactl probe --labels` does not apply (methods' ``labels_from``).
+LABELS_FROM = ("its labels are each fact's tail entity: pass a JSONL facts file as "
+               "--data FACTS.jsonl")
+
+
 def eval_data(recipe, path: str | None, split: str | None, augment: bool = False,
               seed: int = 0) -> "FactsEvalDataset":
     """Method hook: one split as a labelled dataset, x = (head, relation), y = tail entity."""

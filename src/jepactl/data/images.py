@@ -41,6 +41,7 @@ class ImageSource:
     labels: np.ndarray  # int64, -1 where unlabelled
     classes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # files that could not be read
+    files: list[Path] = field(default_factory=list)  # item i's file (folders only)
 
     def __len__(self) -> int:
         return self.size
@@ -127,7 +128,7 @@ def folder_source(root: Path) -> ImageSource:
     paths = [str(p) for p in images]
     return ImageSource(str(root), len(paths), lambda i: _open_rgb_or_l(paths[i]), labels,
                        classes if len(classes) > 0 and (labels >= 0).all() else [],
-                       [str(p) for p in skipped])
+                       [str(p) for p in skipped], images)
 
 
 def _open_rgb_or_l(path: str) -> Image.Image:
@@ -233,6 +234,29 @@ def arrow_source(root: Path, split: str | None, image_column: str | None,
             raise DataError(f"dataset '{root}' has no split '{split}' (has: {', '.join(dataset)})")
         dataset = dataset[names[0]]
     return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
+
+
+# ------------------------------------------------------------------------------ label files
+
+
+def with_label_file(source: ImageSource, label_path: str, data_path: str) -> ImageSource:
+    """Return ``source`` restricted to the files a ``file,label`` CSV lists, with its labels.
+
+    Keys are paths relative to ``data_path`` (or to the split folder read), or bare file names
+    when unique (``data/label_files.py``); files the CSV leaves out are dropped with a notice.
+    """
+    from jepactl.data.label_files import match_files, read_label_file
+
+    if not source.files:
+        raise DataError(f"--labels needs a folder of image files; '{source.name}' has no file "
+                        "names (parquet/arrow data take labels from a column: data.label_column)")
+    data_root = Path(data_path).expanduser()
+    table = read_label_file(label_path, "file", base=data_root)
+    keep, labels, classes = match_files(table, source.files, [data_root, Path(source.name)],
+                                        source.name)
+    load = source.loader
+    return ImageSource(source.name, len(keep), lambda i: load(keep[i]), labels, classes,
+                       source.skipped, [source.files[i] for i in keep])
 
 
 # ------------------------------------------------------------------------------ entry point

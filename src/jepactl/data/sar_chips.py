@@ -190,6 +190,22 @@ def open_chips(path: str, split: str | None, crop_size: int) -> SarChipSource:
     return SarChipSource(str(root), chips, labels, classes, crop_size, skipped)
 
 
+def with_label_file(source: SarChipSource, label_path: str, data_path: str) -> SarChipSource:
+    """Return ``source`` restricted to the chips a ``file,label`` CSV lists, with its labels.
+
+    Keys are paths relative to ``data_path`` (or to the split folder read), or bare file names
+    when unique (``data/label_files.py``); chips the CSV leaves out are dropped with a notice.
+    """
+    from jepactl.data.label_files import match_files, read_label_file
+
+    data_root = Path(data_path).expanduser()
+    table = read_label_file(label_path, "file", base=data_root)
+    keep, labels, classes = match_files(table, source.paths, [data_root, Path(source.name)],
+                                        source.name)
+    return SarChipSource(source.name, [source.paths[i] for i in keep], labels, classes,
+                         source.crop_size, source.skipped)
+
+
 # ------------------------------------------------------------------------------ transforms
 
 

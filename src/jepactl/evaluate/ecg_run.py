@@ -43,12 +43,16 @@ class ProbeSetup:
     heads: list[str]
     described: str
     random_init: bool
+    labels_digest: str = ""  # the --labels file's content, for the token cache key
 
     @classmethod
     def open(cls, request: ProbeRequest, recipe) -> "ProbeSetup":
+        from jepactl.data.label_files import label_file_digest
         from jepactl.evaluate.ecg_probe import HEADS
+        from jepactl.evaluate.ecg_windows import with_label_csv
         from jepactl.methods.ecg_jepa import encoder_for_length
 
+        recipe = with_label_csv(recipe, request.labels)  # --labels: a record,label CSV
         cfg, data_cfg = recipe.probe, recipe.data
         heads = (request.head or ",".join(cfg.heads)).split(",")
         heads = list(HEADS) if heads == ["all"] else [h.strip() for h in heads if h.strip()]
@@ -67,8 +71,8 @@ class ProbeSetup:
         kind = label_kind(train_source, data_cfg)
         if kind is None:
             raise UserError(f"the data '{train_source.root}' has no labels (.atr beat "
-                            "annotations, '# Dx:' header codes, ptbxl_database.csv, or "
-                            "data.labels=csv with data.label_csv)")
+                            "annotations, '# Dx:' header codes, ptbxl_database.csv, or a "
+                            "record,label CSV: --labels FILE.csv)")
         if request.test is not None:
             test_source = open_ecg(request.test, data_cfg)
             train_split = "train" if split_exists(train_source, data_cfg, "train") else None
@@ -80,8 +84,11 @@ class ProbeSetup:
                 raise UserError(f"'{train_source.root}' has no test split: pass --test PATH")
             test_source, train_split, test_split = train_source, "train", "test"
             described = f"{train_source.root} train/test splits"
+        if request.labels is not None:
+            described += f" labels={request.labels}"
         return cls(recipe, encoder, source.tag, source.cache_dir, train_source, train_split,
-                   test_source, test_split, kind, heads, described, request.random_init)
+                   test_source, test_split, kind, heads, described, request.random_init,
+                   label_file_digest(request.labels))
 
     @property
     def centre_tokens(self) -> int:
@@ -108,7 +115,8 @@ class ProbeSetup:
     def tokens(self, dataset, which: str) -> torch.Tensor:
         from jepactl.evaluate.ecg_probe import cached_tokens
 
-        key = f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}"
+        key = f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}" \
+              f"{self.labels_digest}"
         return cached_tokens(self.encoder, dataset, self.cache_dir, key, self.recipe.probe,
                              self.recipe.train.precision)
 
@@ -130,5 +138,8 @@ def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
     if setup.kind == "beats":
         report["train_beats"] = " ".join(f"{k}={v}" for k, v in train_counts.items())
         report["test_beats"] = " ".join(f"{k}={v}" for k, v in test_counts.items())
+    elif setup.kind == "csv":  # one label per record: records per class
+        report["train_records"] = " ".join(f"{k}={v}" for k, v in train_counts.items())
+        report["test_records"] = " ".join(f"{k}={v}" for k, v in test_counts.items())
     report.update(aggregate(rows))
     return report

@@ -8,6 +8,7 @@ record never lands in both.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,16 @@ from jepactl.errors import DataError
 
 _PTBXL_FOLDS = {"train": set(range(1, 9)), "val": {9}, "test": {10}}
 _TEST_FRACTION = 0.2
+
+
+def with_label_csv(recipe, labels: str | None):
+    """Return ``recipe`` reading its labels from the ``record,label`` CSV ``labels`` (if given).
+
+    ``jepactl probe --labels FILE`` is ``data.labels=csv data.label_csv=FILE`` at probe time.
+    """
+    if labels is None:
+        return recipe
+    return replace(recipe, data=replace(recipe.data, labels="csv", label_csv=str(labels)))
 
 
 def label_kind(source: ECGSource, cfg: ECGDataConfig) -> str | None:

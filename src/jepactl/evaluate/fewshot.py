@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jepactl.data.label_files import label_file_digest
 from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features, default_device
 from jepactl.evaluate.metrics import accuracy
-from jepactl.evaluate.probe import knn_predict
+from jepactl.evaluate.probe import class_counts, knn_predict
 from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import Subset, labelled_splits, open_encoder
@@ -171,13 +172,19 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
         raise UserError(f"--head must be one of {', '.join(HEADS)} for this method, got '{head}'")
     source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
     train_set, test_set, described = labelled_splits(source.recipe, request.data, request.test,
-                                                     cfg.test_fraction, cfg.seed)
+                                                     cfg.test_fraction, cfg.seed,
+                                                     labels=request.labels,
+                                                     label_option="--labels")
     classes = len(train_set.classes)
     seeds = [cfg.seed + s for s in range(request.seeds)]
     result = {"data": described,
               "encoder": "random-init" if request.random_init else source.tag,
               "shots": shots if shots > 0 else "all", "seeds": len(seeds),
               "train_pool": len(train_set), "test_samples": len(test_set)}
+    if request.labels is not None:  # what the label file gave: samples per class
+        result["train_classes"] = class_counts(train_set.labels, train_set.classes)
+        result["test_classes"] = class_counts(test_set.labels, train_set.classes)
+    described += label_file_digest(request.labels)  # feature-cache keys follow the file
     if head in ("linear", "all"):
         train_x, train_y = cached_features(source.encoder, train_set, source.cache_dir,
                                            f"{source.tag}|{described}|train", cfg.batch_size,

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from jepactl.data.label_files import label_file_digest
 from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
@@ -98,6 +99,8 @@ def run_probe(request: ProbeRequest) -> dict:
     """Return the probe results; methods with their own protocol provide ``run_probe``."""
     recipe = probe_recipe(request)
     spec = method_spec(recipe.method)
+    if request.labels is not None:
+        spec.require_label_file()  # methods whose labels never come from a file say what instead
     if spec.run_probe is not None:
         return spec.run_probe(request, recipe)
     return classification_probe(request, recipe)
@@ -128,8 +131,9 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     source = open_encoder(run, request.which, random_init, recipe=recipe)
     cfg = recipe.probe
     train_set, test_set, described = labelled_splits(source.recipe, data, test, cfg.test_fraction,
-                                                     cfg.seed)
-    tag = f"{source.tag}|{described}"
+                                                     cfg.seed, labels=request.labels,
+                                                     label_option="--labels")
+    tag = f"{source.tag}|{described}{label_file_digest(request.labels)}"
     train_x, train_y = cached_features(source.encoder, train_set, source.cache_dir,
                                        tag + "|train", cfg.batch_size)
     test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
@@ -150,10 +154,19 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
             "knn_accuracy": accuracy(knn_pred, test_y),
             "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
         })
-    return {
+    report = {
         "data": described,
         "encoder": "random-init" if random_init else source.tag,
         "train_samples": train_samples,
         "test_samples": len(test_y),
-        **aggregate(rows),
     }
+    if request.labels is not None:  # what the label file gave: samples per class
+        report["train_classes"] = class_counts(train_y, train_set.classes)
+        report["test_classes"] = class_counts(test_y, train_set.classes)
+    return {**report, **aggregate(rows)}
+
+
+def class_counts(labels: torch.Tensor, classes: list[str]) -> str:
+    """Return ``"name=count ..."`` for every class (0 for a class with no sample)."""
+    counts = torch.bincount(labels.long().flatten(), minlength=len(classes)).tolist()
+    return " ".join(f"{name}={count}" for name, count in zip(classes, counts))

@@ -20,3 +20,4 @@ class ProbeRequest:
     task: str | None = None  # classification, regression or multilabel (detected when None)
     head: str | None = None  # method-specific: e.g. linear, attentive, mlp, all
     overrides: list[str] = field(default_factory=list)  # probe.key=value
+    labels: str | None = None  # a label CSV for data and test: record,label (ECG), file,label

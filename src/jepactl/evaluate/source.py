@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +61,21 @@ def open_encoder(path: Path, which: str | None = None, random_init: bool = False
 
 
 def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fraction: float,
-                    seed: int, augment_train: bool = False):
+                    seed: int, augment_train: bool = False, labels: str | None = None,
+                    label_option: str | None = None):
     """Return (train dataset, test dataset, description) with labels, choosing splits sensibly.
 
     ``data`` defaults to the run's training data. With no ``test``, the data's own test split is
     used when it has one, otherwise a seeded ``test_fraction`` of the training data.
+    ``labels`` (``probe --labels``): a label CSV, for the method's ``label_file`` rows, that
+    labels both ``data`` and ``test``; ``label_option`` (``--labels``) is named in the error
+    for unlabelled data where the caller takes a label file.
     """
     spec = method_spec(recipe.method)
     eval_data, has_split = spec.require("eval_data"), spec.require("has_split")
+    if labels is not None:
+        spec.require_label_file()
+        eval_data = functools.partial(eval_data, labels=labels)
     data = data or recipe.data.path
     if data is None:
         raise UserError("no labelled data: pass --data PATH")
@@ -90,12 +98,16 @@ def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fra
         train_set = Subset(full, order[:cut])
         test_set = Subset(plain, order[cut:])
         described = f"{data} seeded {1 - test_fraction:.0%}/{test_fraction:.0%} split (seed {seed})"
+    if labels is not None:
+        described += f" labels={labels}"
     for name, ds in (("training", train_set), ("test", test_set)):
         if getattr(ds, "task", "classification") == "regression":
             continue  # real-valued labels (a tabular regression target): no classes to check
         if len(getattr(ds, "classes", [])) == 0 or bool((ds.labels < 0).any()):
-            raise UserError(f"the {name} data has no labels (use class sub-folders, or a label "
-                            "column in parquet/arrow data)")
+            how = (f"{label_option} FILE.csv of {spec.label_file} rows, "
+                   if label_option and spec.label_file else "")
+            raise UserError(f"the {name} data has no labels (use {how}class sub-folders, or a "
+                            "label column in parquet/arrow data)")
     return train_set, test_set, described
 
 

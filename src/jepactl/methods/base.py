@@ -67,7 +67,8 @@ class MethodSpec:
     ``synthetic_data(recipe) -> (dataset, collate)`` (``jepactl bench`` without ``--data``),
     ``run_probe(request, recipe) -> dict`` (a probe protocol of its own),
     ``run_pretrain(recipe, run_dir, resume, quiet) -> dict``. ``note`` ends the user error for
-    a missing hook when the caller gives no fix.
+    a missing hook when the caller gives no fix. A method whose labels can come from a file
+    names the file's rows in ``label_file`` and takes ``eval_data(..., labels=PATH)``.
     """
 
     name: str
@@ -80,6 +81,11 @@ class MethodSpec:
     run_probe: Callable[[ProbeRequest, Recipe], dict] | None = None
     run_pretrain: Callable[[Recipe, Path, bool, bool], dict] | None = None
     note: str = ""
+    # Probe-time label files (``jepactl probe --labels FILE.csv``): the CSV's rows
+    # ("record,label", "file,label"), passed to eval_data as ``labels=FILE``; "" when the
+    # method's labels never come from a file, and then ``labels_from`` says what to use instead.
+    label_file: str = ""
+    labels_from: str = ""
 
     def __post_init__(self) -> None:
         for hook in HOOK_NAMES:
@@ -92,6 +98,13 @@ class MethodSpec:
             if missing:
                 raise TypeError(f"method '{self.name}' trains with the shared trainer, so it "
                                 f"needs {', '.join(missing)}")
+
+    def require_label_file(self) -> str:
+        """Return ``label_file``; a UserError saying what to use instead when it is empty."""
+        if not self.label_file:
+            raise UserError(f"--labels: method '{self.name}' takes no label file: "
+                            + (self.labels_from or "its labels come with its data"))
+        return self.label_file
 
     def require(self, hook: str, fix: str = "") -> Callable:
         """Return hook ``hook``; a UserError naming the method and ``fix`` (or the note) if None.

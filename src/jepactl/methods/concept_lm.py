@@ -155,4 +155,5 @@ def pretrain_data(recipe: ConceptLMRecipe, path: str | None) -> PretrainData:
 
 
 SPEC = MethodSpec("concept-lm", ConceptLMRecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe)
+                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe,
+                  labels_from=facts.LABELS_FROM)

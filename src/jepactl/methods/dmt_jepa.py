@@ -66,4 +66,5 @@ eval_data = ijepa.eval_data
 has_split = ijepa.has_split
 
 SPEC = MethodSpec("dmt-jepa", DMTJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data)
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
+                  label_file="file,label")

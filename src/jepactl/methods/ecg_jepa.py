@@ -124,14 +124,16 @@ def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
 
 
 def eval_data(recipe: ECGJEPARecipe, path: str | None, split: str | None, augment: bool = False,
-              seed: int = 0):
+              seed: int = 0, labels: str | None = None):
     """Return labelled crop-long windows (beats centred, or each record's sliding crops).
 
     Windows have the pretraining crop length, so ``build(recipe)``'s encoders take them as
     they are; ``augment`` is accepted for the contract and ignored (no ECG augmentation).
+    ``labels``: a ``record,label`` CSV, read as ``data.labels=csv data.label_csv=FILE``.
     """
-    from jepactl.evaluate.ecg_windows import labelled_windows
+    from jepactl.evaluate.ecg_windows import labelled_windows, with_label_csv
 
+    recipe = with_label_csv(recipe, labels)
     source = open_ecg(path, recipe.data)
     crop = recipe.data.crop_seconds
     return labelled_windows(source, recipe.data, split, crop, crop)
@@ -161,4 +163,4 @@ def synthetic_data(recipe: ECGJEPARecipe):
 
 SPEC = MethodSpec("ecg-jepa", ECGJEPARecipe, build=build, pretrain_data=pretrain_data,
                   eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe)
+                  run_probe=run_probe, label_file="record,label")

@@ -80,9 +80,16 @@ def synthetic_data(recipe: IJEPARecipe):
 
 
 def eval_data(recipe: IJEPARecipe, path: str, split: str | None, augment: bool = False,
-              seed: int = 0):
-    """Return a labelled dataset ``i -> (tensor, label)`` with ``.labels`` and ``.classes``."""
+              seed: int = 0, labels: str | None = None):
+    """Return a labelled dataset ``i -> (tensor, label)`` with ``.labels`` and ``.classes``.
+
+    ``labels``: a ``file,label`` CSV replacing the data's own labels (``jepactl probe --labels``).
+    """
     source = open_images(path, split, recipe.data.image_column, recipe.data.label_column)
+    if labels is not None:
+        from jepactl.data.images import with_label_file
+
+        source = with_label_file(source, labels, path)
     if augment:
         return ImageAugmentDataset(source, recipe.data, seed)
     return ImageEvalDataset(source, recipe.data)
@@ -95,4 +102,5 @@ def has_split(recipe: IJEPARecipe, path: str, split: str) -> bool:
 
 
 SPEC = MethodSpec("ijepa", IJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data)
+                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
+                  label_file="file,label")

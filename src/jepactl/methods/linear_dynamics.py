@@ -6,7 +6,7 @@ greedy in their influence ρ (how well one view's feature predicts the other's),
 the encoder deepens; when noisy features have high λ and low ρ the learning order flips.
 
 This method is an analysis, not SGD over a data loader, so it provides ``run_pretrain`` (the
-shared trainer is not used): ``jepactl pretrain linear/jepa-vs-mae`` simulates gradient descent
+shared trainer is not used): ``jepactl pretrain linear/linear-jepa-mae`` simulates gradient descent
 on every (objective, depth) at once and writes the run folder. The machinery is in
 ``jepactl.linear``; this module holds the recipe and the CLI hooks.
 
@@ -138,5 +138,7 @@ def run_probe(request: ProbeRequest, recipe: LinearDynamicsRecipe) -> dict:
 SPEC = MethodSpec(
     "linear-jepa-mae", LinearDynamicsRecipe, build=None, pretrain_data=None, eval_data=None,
     has_split=None, run_pretrain=run_pretrain, run_probe=run_probe,
-    note="it is an analysis run by `jepactl pretrain linear/jepa-vs-mae`; read its run "
-         "folder's summary.json or `jepactl probe RUN`")
+    note="it is an analysis run by `jepactl pretrain linear/linear-jepa-mae`; read its run "
+         "folder's summary.json or `jepactl probe RUN`",
+    labels_from="its probe regresses the latents its data was generated from; run "
+                "`jepactl probe RUN` without --labels")

@@ -234,9 +234,16 @@ def pretrain_data(recipe: SarJEPARecipe, path: str | None):
 
 
 def eval_data(recipe: SarJEPARecipe, path: str, split: str | None, augment: bool = False,
-              seed: int = 0):
-    """Return a labelled dataset ``i -> (chip tensor, label)`` with ``.labels`` and ``.classes``."""
+              seed: int = 0, labels: str | None = None):
+    """Return a labelled dataset ``i -> (chip tensor, label)`` with ``.labels`` and ``.classes``.
+
+    ``labels``: a ``file,label`` CSV replacing the class folders (``jepactl probe --labels``).
+    """
     source = open_chips(path, split, recipe.data.crop_size)
+    if labels is not None:
+        from jepactl.data.sar_chips import with_label_file
+
+        source = with_label_file(source, labels, path)
     if augment:
         return SarAugmentDataset(source, recipe.data, seed)
     return SarEvalDataset(source, recipe.data)
@@ -264,4 +271,4 @@ def synthetic_data(recipe: SarJEPARecipe):
 
 SPEC = MethodSpec("sar-jepa", SarJEPARecipe, build=build, pretrain_data=pretrain_data,
                   eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe)
+                  run_probe=run_probe, label_file="file,label")

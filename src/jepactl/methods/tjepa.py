@@ -272,4 +272,5 @@ def synthetic_data(recipe: TJEPARecipe, numeric: int = 6, categorical: int = 8,
 
 SPEC = MethodSpec("tjepa", TJEPARecipe, build=build, pretrain_data=pretrain_data,
                   eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe)
+                  run_probe=run_probe,
+                  labels_from="its labels are a column of the table: pass --target COLUMN")
