@@ -50,8 +50,11 @@ def test_half_inputs_keep_their_dtype_off_the_upcast_list(monkeypatch):
     monkeypatch.setattr(attention, "UPCAST_DEVICES", frozenset())
     seen = []
     real = F.scaled_dot_product_attention
-    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
-                        lambda q, k, v, **kw: seen.append(q.dtype) or real(q, k, v, **kw))
+    monkeypatch.setattr(
+        attention.F,
+        "scaled_dot_product_attention",
+        lambda q, k, v, **kw: seen.append(q.dtype) or real(q, k, v, **kw),
+    )
     q = torch.randn(1, 2, 4, 8, dtype=torch.bfloat16)
     attention.scaled_dot_product_attention(q, q, q)
     assert seen == [torch.bfloat16]
@@ -64,9 +67,11 @@ def test_no_module_bypasses_the_attention_kernel():
     import jepactl
 
     root = Path(jepactl.__file__).parent
-    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
-                 if path.name != "attention.py"
-                 and "F.scaled_dot_product_attention" in path.read_text()]
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "attention.py" and "F.scaled_dot_product_attention" in path.read_text()
+    ]
     assert offenders == []
 
 
@@ -90,9 +95,13 @@ def test_blocks_convert_a_boolean_mask_once_with_the_same_result(monkeypatch):
                 expected = block(expected, attn_mask=mask)
             masks_seen = []
             real_sdpa = F.scaled_dot_product_attention
-            monkeypatch.setattr(F, "scaled_dot_product_attention",
-                                lambda *a, attn_mask=None, **k: masks_seen.append(attn_mask)
-                                or real_sdpa(*a, attn_mask=attn_mask, **k))
+            monkeypatch.setattr(
+                F,
+                "scaled_dot_product_attention",
+                lambda *a, attn_mask=None, **k: (
+                    masks_seen.append(attn_mask) or real_sdpa(*a, attn_mask=attn_mask, **k)
+                ),
+            )
             got = run_blocks(blocks, x, mask, False)
             monkeypatch.setattr(F, "scaled_dot_product_attention", real_sdpa)
         assert torch.equal(got, expected)

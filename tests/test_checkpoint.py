@@ -57,16 +57,37 @@ def assert_identical(a, b, where="state"):
 def nested_state():
     weight = torch.arange(12.0).reshape(3, 4)
     return {
-        "model": {"weight": weight, "tied": weight, "row": weight[1], "transposed": weight.t(),
-                  "half": torch.ones(2, dtype=torch.bfloat16), "flag": torch.tensor(True),
-                  "empty": torch.zeros(0, 5), "scalar": torch.tensor(3.5, dtype=torch.float64)},
-        "optimizer": {"state": {0: {"step": torch.tensor(7.0)}, 1: {}},
-                      "param_groups": [{"params": [0, 1], "betas": (0.9, 0.95), "lr": 1e-3,
-                                        "fused": None, "amsgrad": False}]},
-        "arrays": [np.arange(5, dtype=np.uint32), np.eye(2)[None], np.float64(0.1),
-                   np.array(2.5, dtype=np.float32)],
+        "model": {
+            "weight": weight,
+            "tied": weight,
+            "row": weight[1],
+            "transposed": weight.t(),
+            "half": torch.ones(2, dtype=torch.bfloat16),
+            "flag": torch.tensor(True),
+            "empty": torch.zeros(0, 5),
+            "scalar": torch.tensor(3.5, dtype=torch.float64),
+        },
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(7.0)}, 1: {}},
+            "param_groups": [
+                {
+                    "params": [0, 1],
+                    "betas": (0.9, 0.95),
+                    "lr": 1e-3,
+                    "fused": None,
+                    "amsgrad": False,
+                }
+            ],
+        },
+        "arrays": [
+            np.arange(5, dtype=np.uint32),
+            np.eye(2)[None],
+            np.float64(0.1),
+            np.array(2.5, dtype=np.float32),
+        ],
         "keys": {(1, "a"): "tuple key", 3: ("x", None, float("nan"))},
-        "step": 123, "name": "run",
+        "step": 123,
+        "name": "run",
     }
 
 
@@ -100,8 +121,10 @@ def test_rng_states_round_trip_so_the_next_draws_repeat(tmp_path):
 def test_keep_leaves_exactly_the_newest_checkpoints(tmp_path):
     for step in (1, 2, 3, 4, 5):
         save_checkpoint(tmp_path, step, {"step": step}, keep=2)
-    assert [p.name for p in find_checkpoints(tmp_path)] == ["step-00000005.safetensors",
-                                                            "step-00000004.safetensors"]
+    assert [p.name for p in find_checkpoints(tmp_path)] == [
+        "step-00000005.safetensors",
+        "step-00000004.safetensors",
+    ]
     save_checkpoint(tmp_path, 6, {"step": 6}, keep=1)
     assert [p.name for p in tmp_path.iterdir()] == ["step-00000006.safetensors"]
 
@@ -130,8 +153,10 @@ def test_temporary_files_of_an_interrupted_save_are_removed(tmp_path):
     leftover.write_bytes(b"half a checkpoint")
     assert load_latest_checkpoint(tmp_path)[0] == {"step": 1}  # not taken for a checkpoint
     save_checkpoint(tmp_path, 2, {"step": 2})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000001.safetensors",
-                                                         "step-00000002.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-00000001.safetensors",
+        "step-00000002.safetensors",
+    ]
 
 
 def test_a_state_of_another_shape_names_the_key_and_both_shapes(tmp_path):
@@ -142,11 +167,17 @@ def test_a_state_of_another_shape_names_the_key_and_both_shapes(tmp_path):
     assert f"'{source}'" in message and "'weight'" in message
     assert "(3, 4) in the checkpoint" in message and "(3, 5) in the model" in message
     with pytest.raises(UserError, match=r"the model has '1\.weight' \(2, 3\) but the checkpoint"):
-        load_model_state(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)),
-                         nn.Sequential(nn.Linear(4, 3)).state_dict(), source)
+        load_model_state(
+            nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)),
+            nn.Sequential(nn.Linear(4, 3)).state_dict(),
+            source,
+        )
     with pytest.raises(UserError, match=r"the checkpoint has '1\.weight' \(2, 3\) but the model"):
-        load_model_state(nn.Sequential(nn.Linear(4, 3)),
-                         nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).state_dict(), source)
+        load_model_state(
+            nn.Sequential(nn.Linear(4, 3)),
+            nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)).state_dict(),
+            source,
+        )
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -158,8 +189,10 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.os, "fsync", no_space)
     with pytest.raises(UserError) as err:
         save_checkpoint(tmp_path, 2, {"w": torch.zeros(10), "step": 2})
-    assert str(err.value) == (f"disk full while writing '{tmp_path / 'step-00000002.safetensors'}'"
-                              f": the previous checkpoint '{previous}' is intact")
+    assert str(err.value) == (
+        f"disk full while writing '{tmp_path / 'step-00000002.safetensors'}'"
+        f": the previous checkpoint '{previous}' is intact"
+    )
     assert list(tmp_path.iterdir()) == [previous]
 
 
@@ -180,13 +213,20 @@ def test_a_file_size_limit_mid_write_keeps_the_previous_checkpoint(tmp_path):
             print(err)
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                         text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     previous = tmp_path / "step-00000001.safetensors"
-    assert out.stdout.strip() == (f"file size limit reached while writing "
-                                  f"'{tmp_path / 'step-00000002.safetensors'}': the previous "
-                                  f"checkpoint '{previous}' is intact")
+    assert out.stdout.strip() == (
+        f"file size limit reached while writing "
+        f"'{tmp_path / 'step-00000002.safetensors'}': the previous "
+        f"checkpoint '{previous}' is intact"
+    )
     assert list(tmp_path.iterdir()) == [previous]  # the temporary file is gone
     state, path = load_latest_checkpoint(tmp_path)
     assert path == previous and state["step"] == 1 and torch.equal(state["w"], torch.ones(10))
@@ -196,9 +236,17 @@ def test_a_file_size_limit_mid_write_keeps_the_previous_checkpoint(tmp_path):
 # old pickle checkpoints through the CLI
 # --------------------------------------------------------------------------------------------
 
-TINY_TABLE = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2",
-              "predictor.embed_dim=8", "predictor.depth=1", "predictor.num_heads=2",
-              "train.batch_size=16", "train.num_workers=0", "train.precision=fp32"]
+TINY_TABLE = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+    "predictor.embed_dim=8",
+    "predictor.depth=1",
+    "predictor.num_heads=2",
+    "train.batch_size=16",
+    "train.num_workers=0",
+    "train.precision=fp32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +255,25 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("legacy")
     rng = np.random.default_rng(0)
     table = root / "table.csv"
-    pd.DataFrame({"a": rng.normal(size=64), "b": rng.normal(size=64),
-                  "y": rng.choice(["p", "q"], size=64)}).to_csv(table, index=False)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(table), "--out",
-                                      str(root / "run"), "--max-steps", "2", "--quiet",
-                                      "data.target=y", *TINY_TABLE])
+    pd.DataFrame(
+        {"a": rng.normal(size=64), "b": rng.normal(size=64), "y": rng.choice(["p", "q"], size=64)}
+    ).to_csv(table, index=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "tabular/tjepa-cpu",
+            "--data",
+            str(table),
+            "--out",
+            str(root / "run"),
+            "--max-steps",
+            "2",
+            "--quiet",
+            "data.target=y",
+            *TINY_TABLE,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return root / "run", table
 
@@ -247,15 +309,19 @@ def test_an_old_pickle_checkpoint_is_refused_without_running_it(trained, tmp_pat
     marker = tmp_path / "MARKER"
     run = legacy_copy(trained[0], tmp_path, Evil(marker))
     table = str(trained[1])
-    args = {"export": ["export", str(run), "--out", str(tmp_path / "export")],
-            "probe": ["probe", str(run), "--data", table],
-            "embed": ["embed", str(run), "--data", table, "--out", str(tmp_path / "e.npy")],
-            "finetune": ["finetune", str(run), "--out", str(tmp_path / "ft"), "--quiet"],
-            "pretrain": ["pretrain", str(run), "--resume", "--max-steps", "4", "--quiet"]}
+    args = {
+        "export": ["export", str(run), "--out", str(tmp_path / "export")],
+        "probe": ["probe", str(run), "--data", table],
+        "embed": ["embed", str(run), "--data", table, "--out", str(tmp_path / "e.npy")],
+        "finetune": ["finetune", str(run), "--out", str(tmp_path / "ft"), "--quiet"],
+        "pretrain": ["pretrain", str(run), "--resume", "--max-steps", "4", "--quiet"],
+    }
     result = CliRunner().invoke(app, args[command])
     assert result.exit_code == 2, result.output
-    assert (f"checkpoint '{run / 'checkpoints' / 'last.pt'}' is in the old pickle format"
-            in result.output)
+    assert (
+        f"checkpoint '{run / 'checkpoints' / 'last.pt'}' is in the old pickle format"
+        in result.output
+    )
     assert "jepactl --unsafe-pickle" in result.output
     assert not marker.exists()
 
@@ -264,8 +330,9 @@ def test_unsafe_pickle_loads_a_trusted_old_checkpoint(trained, tmp_path, caplog)
     state, _ = load_latest_checkpoint(trained[0] / "checkpoints")
     run = legacy_copy(trained[0], tmp_path, state)
     with caplog.at_level(logging.WARNING, logger="jepactl"):
-        result = CliRunner().invoke(app, ["--unsafe-pickle", "export", str(run), "--out",
-                                          str(tmp_path / "export")])
+        result = CliRunner().invoke(
+            app, ["--unsafe-pickle", "export", str(run), "--out", str(tmp_path / "export")]
+        )
     assert result.exit_code == 0, result.output
     assert any("unpickling the old-format checkpoint" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "export" / "model.safetensors").is_file()
@@ -274,9 +341,12 @@ def test_unsafe_pickle_loads_a_trusted_old_checkpoint(trained, tmp_path, caplog)
 def test_resuming_with_a_changed_model_names_the_key(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    result = CliRunner().invoke(app, ["pretrain", str(run), "--resume", "--max-steps", "4",
-                                      "--quiet", "model.depth=2"])
+    result = CliRunner().invoke(
+        app, ["pretrain", str(run), "--resume", "--max-steps", "4", "--quiet", "model.depth=2"]
+    )
     assert result.exit_code == 2, result.output
-    assert ("does not match the recipe's model: the model has 'context_encoder.blocks.1."
-            in result.output)
+    assert (
+        "does not match the recipe's model: the model has 'context_encoder.blocks.1."
+        in result.output
+    )
     assert "Traceback" not in result.output

@@ -27,12 +27,15 @@ def assert_user_error(result, *fragments):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--data", "/does/not/exist"], ["'/does/not/exist'", "does not exist"]),
-    (["train.batchsize=3"], ["train.batchsize", "train.batch_size"]),
-    (["train.batch_size=abc"], ["train.batch_size", "integer"]),
-    (["--max-steps", "-3"], ["--max-steps", "-3"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--data", "/does/not/exist"], ["'/does/not/exist'", "does not exist"]),
+        (["train.batchsize=3"], ["train.batchsize", "train.batch_size"]),
+        (["train.batch_size=abc"], ["train.batch_size", "integer"]),
+        (["--max-steps", "-3"], ["--max-steps", "-3"]),
+    ],
+)
 def test_bad_pretrain_input_is_one_line_and_exit_2(tmp_path, args, fragments):
     result = run("pretrain", "image/ijepa-cpu", "--out", str(tmp_path / "r"), *args)
     assert_user_error(result, *fragments)
@@ -47,8 +50,11 @@ def test_empty_folder_and_folder_of_text_files(tmp_path):
     texts.mkdir()
     (texts / "a.txt").write_text("hello")
     (texts / "b.png").write_text("not a png")
-    assert_user_error(run("pretrain", "image/ijepa-cpu", "--data", str(texts)),
-                      "no readable images", "2 files skipped")
+    assert_user_error(
+        run("pretrain", "image/ijepa-cpu", "--data", str(texts)),
+        "no readable images",
+        "2 files skipped",
+    )
 
 
 def test_unknown_recipe_suggests_the_closest():
@@ -73,8 +79,17 @@ def test_every_command_help_has_an_example():
 
 def test_pretrain_then_probe_json_on_stdout(tmp_path):
     out = tmp_path / "r"
-    result = run("pretrain", "image/ijepa-cpu", "--out", str(out), "--max-steps", "2", "--json",
-                 "--quiet", *TINY_IMAGE_OVERRIDES)
+    result = run(
+        "pretrain",
+        "image/ijepa-cpu",
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--json",
+        "--quiet",
+        *TINY_IMAGE_OVERRIDES,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["results"]["step"] == 2
     result = run("probe", str(out), "--json", "probe.batch_size=64")

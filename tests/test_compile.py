@@ -12,10 +12,19 @@ from jepactl.train import build_method
 
 
 def tiny_method(compile_: bool):
-    recipe = load_recipe("image/ijepa-cpu", ["data.image_size=16", "model.embed_dim=32",
-                                        "model.depth=2", "model.num_heads=2",
-                                        "predictor.embed_dim=16", "predictor.depth=1",
-                                        "predictor.num_heads=2", f"train.compile={compile_}"])
+    recipe = load_recipe(
+        "image/ijepa-cpu",
+        [
+            "data.image_size=16",
+            "model.embed_dim=32",
+            "model.depth=2",
+            "model.num_heads=2",
+            "predictor.embed_dim=16",
+            "predictor.depth=1",
+            "predictor.num_heads=2",
+            f"train.compile={compile_}",
+        ],
+    )
     return build_method(ijepa, recipe)
 
 
@@ -28,8 +37,9 @@ def test_compile_marks_every_transformer_block_and_keeps_parameter_names():
     assert list(compiled.state_dict()) == list(eager.state_dict())
     # A compiled block runs its compiled forward, not the eager in-place no-grad path.
     assert not supports_in_place_forward(blocks[0])
-    assert supports_in_place_forward(next(m for m in eager.modules()
-                                          if m.__class__.__name__ == "Block").eval())
+    assert supports_in_place_forward(
+        next(m for m in eager.modules() if m.__class__.__name__ == "Block").eval()
+    )
     assert compile_blocks(compiled) == 0  # already compiled: nothing to do
 
 

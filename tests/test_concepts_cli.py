@@ -8,10 +8,21 @@ from typer.testing import CliRunner
 
 from jepactl.cli import app
 
-TINY = ["data.group_a=40", "data.group_b=20", "data.relation_pairs=2", "model.embed_dim=32",
-        "model.num_heads=2", "train.batch_size=16", "train.precision=fp32", "train.log_every=10",
-        "optim.warmup_steps=5", "optim.lr=1e-2", "optim.final_lr=1e-2", "optim.weight_decay=0.0",
-        "optim.final_weight_decay=0.0"]
+TINY = [
+    "data.group_a=40",
+    "data.group_b=20",
+    "data.relation_pairs=2",
+    "model.embed_dim=32",
+    "model.num_heads=2",
+    "train.batch_size=16",
+    "train.precision=fp32",
+    "train.log_every=10",
+    "optim.warmup_steps=5",
+    "optim.lr=1e-2",
+    "optim.final_lr=1e-2",
+    "optim.weight_decay=0.0",
+    "optim.final_weight_decay=0.0",
+]
 
 
 def invoke(*args):
@@ -26,8 +37,17 @@ def probe_json(run, *extra):
 
 def test_concept_jepa_memorises_its_facts_and_probe_prints_every_split(tmp_path):
     run = tmp_path / "jepa"
-    result = invoke("pretrain", "concepts", "--out", run, "--max-steps", 160, "--quiet",
-                    *TINY, "model.predictor_depth=1")
+    result = invoke(
+        "pretrain",
+        "concepts",
+        "--out",
+        run,
+        "--max-steps",
+        160,
+        "--quiet",
+        *TINY,
+        "model.predictor_depth=1",
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["loss"] < 0.5 * records[0]["loss"]
@@ -52,12 +72,29 @@ def test_language_model_trains_on_a_users_jsonl_and_reports_token_mrr(tmp_path):
     rows = []
     for i in range(24):
         rows.append({"head": f"ann {i}", "relation": "likes", "tail": f"bob {i}", "split": "train"})
-        rows.append({"head": f"bob {i}", "relation": "liked_by", "tail": f"ann {i}",
-                     "split": "test" if i % 4 == 0 else "train"})
+        rows.append(
+            {
+                "head": f"bob {i}",
+                "relation": "liked_by",
+                "tail": f"ann {i}",
+                "split": "test" if i % 4 == 0 else "train",
+            }
+        )
     facts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = tmp_path / "lm"
-    result = invoke("pretrain", "concepts/concept-lm-cpu", "--data", facts, "--out", run, "--max-steps", 60,
-                    "--quiet", *TINY[3:], "model.depth=1")
+    result = invoke(
+        "pretrain",
+        "concepts/concept-lm-cpu",
+        "--data",
+        facts,
+        "--out",
+        run,
+        "--max-steps",
+        60,
+        "--quiet",
+        *TINY[3:],
+        "model.depth=1",
+    )
     assert result.exit_code == 0, result.output
     table = probe_json(run)
     assert table["ranked"] == "token" and table["data"] == str(facts)

@@ -8,8 +8,16 @@ from collections import Counter
 import pytest
 import torch
 
-from jepactl.data.facts import (FactsCollate, FactsDataConfig, FactsPretrainDataset, build_table,
-                                generate_facts, load_facts, read_jsonl, write_jsonl)
+from jepactl.data.facts import (
+    FactsCollate,
+    FactsDataConfig,
+    FactsPretrainDataset,
+    build_table,
+    generate_facts,
+    load_facts,
+    read_jsonl,
+    write_jsonl,
+)
 from jepactl.errors import DataError, RecipeError
 
 
@@ -101,23 +109,33 @@ def test_jsonl_round_trip_and_table_encoding(tmp_path):
 
 def test_user_jsonl_with_multi_token_names_and_default_split(tmp_path):
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"head": "Tom  Cruise", "relation": "parent_of", "tail": "X"})
-                    + "\n\n" + json.dumps({"head": "X", "relation": "child_of",
-                                           "tail": "Tom Cruise", "split": "test"}) + "\n")
+    path.write_text(
+        json.dumps({"head": "Tom  Cruise", "relation": "parent_of", "tail": "X"})
+        + "\n\n"
+        + json.dumps({"head": "X", "relation": "child_of", "tail": "Tom Cruise", "split": "test"})
+        + "\n"
+    )
     records = read_jsonl(path)
-    assert records[0] == {"head": "Tom Cruise", "relation": "parent_of", "tail": "X",
-                          "split": "train"}
+    assert records[0] == {
+        "head": "Tom Cruise",
+        "relation": "parent_of",
+        "tail": "X",
+        "split": "train",
+    }
     table = load_facts(FactsDataConfig(path=str(path)))
     assert table.entities == ("Tom Cruise", "X")
     assert table.entity_lengths.tolist() == [2, 1]
     assert table.entity_tokens[1].tolist() == [2, table.pad_token]
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"head": "a", "relation": "r"}', "mine.jsonl:1: 'tail' must be a non-empty string"),
-    ('{"head": "a", "relation": "r", "tail": "b", "split": "dev"}', "split 'dev' is not one"),
-    ("not json", "mine.jsonl:1: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('{"head": "a", "relation": "r"}', "mine.jsonl:1: 'tail' must be a non-empty string"),
+        ('{"head": "a", "relation": "r", "tail": "b", "split": "dev"}', "split 'dev' is not one"),
+        ("not json", "mine.jsonl:1: not valid JSON"),
+    ],
+)
 def test_bad_jsonl_lines_name_the_file_and_line(tmp_path, line, message):
     path = tmp_path / "mine.jsonl"
     path.write_text(line + "\n")

@@ -10,8 +10,10 @@ import torch
 
 from jepactl.data.facts import FactsCollate, FactsPretrainDataset, load_facts
 from jepactl.evaluate.mrr import chance_mrr, reciprocal_ranks
-from jepactl.methods.concept_jepa import ConceptJEPARecipe, build as build_jepa
-from jepactl.methods.concept_lm import ConceptLMRecipe, build as build_lm
+from jepactl.methods.concept_jepa import ConceptJEPARecipe
+from jepactl.methods.concept_jepa import build as build_jepa
+from jepactl.methods.concept_lm import ConceptLMRecipe
+from jepactl.methods.concept_lm import build as build_lm
 from jepactl.nn.memory import KeyValueMemory
 from jepactl.recipe import build_dataclass, to_dict
 
@@ -61,8 +63,11 @@ def test_top2_memory_mixes_two_slots_by_softmax():
 
 def test_memory_gives_each_entangled_entity_its_own_slot():
     data = dict(SMALL_DATA, name_share=4)
-    method = build_jepa(recipe(ConceptJEPARecipe, data=data,
-                              model={"encoder": "memory", "concept_norm": "layer_norm"}))
+    method = build_jepa(
+        recipe(
+            ConceptJEPARecipe, data=data, model={"encoder": "memory", "concept_norm": "layer_norm"}
+        )
+    )
     assert method.memory_slot_accuracy() == 1.0
     assert not method.encoder_module.vocab_embed.weight.requires_grad  # value-only training
 
@@ -70,8 +75,11 @@ def test_memory_gives_each_entangled_entity_its_own_slot():
 @pytest.mark.parametrize("model", [{}, {"encoder_depth": 1}, {"encoder": "memory"}])
 def test_concept_loss_starts_at_log_candidates_and_gradients_reach_targets(model):
     torch.manual_seed(0)
-    cfg = recipe(ConceptJEPARecipe, data=dict(SMALL_DATA, name_share=4 if model else 0),
-                 model=dict(model, embed_dim=32, predictor_depth=1, num_heads=2))
+    cfg = recipe(
+        ConceptJEPARecipe,
+        data=dict(SMALL_DATA, name_share=4 if model else 0),
+        model=dict(model, embed_dim=32, predictor_depth=1, num_heads=2),
+    )
     method = build_jepa(cfg)
     batch = first_batch(load_facts(cfg.data))
     out = method(batch)
@@ -88,8 +96,11 @@ def test_concept_loss_starts_at_log_candidates_and_gradients_reach_targets(model
 
 def test_full_ranking_matches_a_brute_force_score_over_all_entities():
     torch.manual_seed(0)
-    cfg = recipe(ConceptJEPARecipe, data=SMALL_DATA,
-                 model={"embed_dim": 32, "predictor_depth": 1, "num_heads": 2})
+    cfg = recipe(
+        ConceptJEPARecipe,
+        data=SMALL_DATA,
+        model={"embed_dim": 32, "predictor_depth": 1, "num_heads": 2},
+    )
     method = build_jepa(cfg).eval()
     table = load_facts(cfg.data)
     rows = table.rows("test")
@@ -106,10 +117,14 @@ def test_full_ranking_matches_a_brute_force_score_over_all_entities():
 def test_lm_packs_head_relation_tail_for_names_of_different_lengths(tmp_path):
     path = tmp_path / "facts.jsonl"
     facts = [("a b c", "r", "d"), ("d", "r_inv", "a b c"), ("e f", "r", "g h")]
-    path.write_text("".join(json.dumps({"head": h, "relation": r, "tail": t}) + "\n"
-                            for h, r, t in facts))
-    cfg = recipe(ConceptLMRecipe, data={"path": str(path)},
-                 model={"embed_dim": 16, "depth": 1, "num_heads": 2})
+    path.write_text(
+        "".join(json.dumps({"head": h, "relation": r, "tail": t}) + "\n" for h, r, t in facts)
+    )
+    cfg = recipe(
+        ConceptLMRecipe,
+        data={"path": str(path)},
+        model={"embed_dim": 16, "depth": 1, "num_heads": 2},
+    )
     method = build_lm(cfg)
     table = load_facts(cfg.data)
     tokens, is_tail = method.sequences(table.heads, table.relation, table.tails)
@@ -141,8 +156,9 @@ def test_predictor_has_no_position_embedding_unless_the_recipe_asks():
     plain = build_jepa(recipe(ConceptJEPARecipe, data=SMALL_DATA, model=small))
     assert plain.predictor.pos_embed is None
     assert not any("pos_embed" in name for name, _ in plain.named_parameters())
-    positioned = build_jepa(recipe(ConceptJEPARecipe, data=SMALL_DATA,
-                                   model=dict(small, position_embedding=True)))
+    positioned = build_jepa(
+        recipe(ConceptJEPARecipe, data=SMALL_DATA, model=dict(small, position_embedding=True))
+    )
     assert positioned.predictor.pos_embed.shape == (3, 32)
     batch = first_batch(load_facts(recipe(ConceptJEPARecipe, data=SMALL_DATA).data))
     assert torch.isfinite(positioned(batch)["loss"])
@@ -154,8 +170,9 @@ def test_entity_encoder_has_no_position_embedding_unless_the_recipe_asks():
     small = {"embed_dim": 32, "predictor_depth": 1, "num_heads": 2, "encoder_depth": 2}
     plain = build_jepa(recipe(ConceptJEPARecipe, data=data, model=small))
     assert plain.encoder_module.patch_pos is None
-    positioned = build_jepa(recipe(ConceptJEPARecipe, data=data,
-                                   model=dict(small, position_embedding=True)))
+    positioned = build_jepa(
+        recipe(ConceptJEPARecipe, data=data, model=dict(small, position_embedding=True))
+    )
     assert positioned.encoder_module.patch_pos.shape == (2, 32)
     # Without positions, the causal mask still tells first from last name: swapping them
     # changes the concept.
@@ -169,8 +186,9 @@ def test_entity_encoder_has_no_position_embedding_unless_the_recipe_asks():
 def test_untied_lm_scores_with_its_own_output_matrix():
     small = {"embed_dim": 16, "depth": 1, "num_heads": 2}
     tied = build_lm(recipe(ConceptLMRecipe, data=SMALL_DATA, model=small))
-    untied = build_lm(recipe(ConceptLMRecipe, data=SMALL_DATA,
-                             model=dict(small, tie_embeddings=False)))
+    untied = build_lm(
+        recipe(ConceptLMRecipe, data=SMALL_DATA, model=dict(small, tie_embeddings=False))
+    )
     assert tied.output_embed is None and tied.output_weight() is tied.vocab_embed.weight
     assert untied.output_weight() is untied.output_embed.weight
     assert untied.output_embed.weight.shape == untied.vocab_embed.weight.shape

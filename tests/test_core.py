@@ -38,10 +38,13 @@ def test_context_encoder_sees_only_kept_tokens_and_ignores_padding():
         assert torch.allclose(enc(x2, keep), kept, atol=1e-6)
 
 
-@pytest.mark.parametrize("config, shape", [
-    ({"kind": "patch2d", "in_chans": 3, "img_size": 16}, (2, 3, 16, 16)),
-    ({"kind": "patch1d", "leads": 12, "signal_length": 40}, (2, 12, 40)),
-])
+@pytest.mark.parametrize(
+    "config, shape",
+    [
+        ({"kind": "patch2d", "in_chans": 3, "img_size": 16}, (2, 3, 16, 16)),
+        ({"kind": "patch1d", "leads": 12, "signal_length": 40}, (2, 12, 40)),
+    ],
+)
 def test_patch_tokenizers_return_contiguous_tokens_in_patch_order(config, shape):
     # A transposed (channel-stride-N) token tensor would make every LayerNorm of the target
     # encoder copy its input; the tokens must be contiguous (B, N, D) with patch n in row n.
@@ -56,16 +59,24 @@ def test_patch_tokenizers_return_contiguous_tokens_in_patch_order(config, shape)
 
 def test_ema_update_is_the_lerp_formula():
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)
-    expected = [0.9 * t.detach() + 0.1 * o.detach() for t, o in zip(target.parameters(),
-                                                                      online.parameters())]
+    expected = [
+        0.9 * t.detach() + 0.1 * o.detach()
+        for t, o in zip(target.parameters(), online.parameters())
+    ]
     ema_update(target, online, 0.9)
     for got, want in zip(target.parameters(), expected):
         assert torch.allclose(got, want, atol=1e-7)
 
 
 def test_schedules_follow_the_ijepa_formulas():
-    cfg = OptimConfig(lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_steps=10,
-                      weight_decay=0.04, final_weight_decay=0.4)
+    cfg = OptimConfig(
+        lr=1e-3,
+        start_lr=2e-4,
+        final_lr=1e-6,
+        warmup_steps=10,
+        weight_decay=0.04,
+        final_weight_decay=0.4,
+    )
     assert learning_rate(0, 110, cfg) == pytest.approx(2e-4)
     assert learning_rate(5, 110, cfg) == pytest.approx(6e-4)
     assert learning_rate(10, 110, cfg) == pytest.approx(1e-3)

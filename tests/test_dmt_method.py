@@ -13,21 +13,42 @@ from jepactl.train import pretrain
 
 
 def tiny_dmt(max_steps: int, extra=()):
-    return load_recipe("image/dmt-jepa-cpu", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
-                                          "train.checkpoint_every=100", *extra])
+    return load_recipe(
+        "image/dmt-jepa-cpu",
+        [
+            *TINY_IMAGE_OVERRIDES,
+            f"train.max_steps={max_steps}",
+            "train.checkpoint_every=100",
+            *extra,
+        ],
+    )
 
 
 def test_dmt_recipes_are_ijepa_recipes_plus_the_aggregation_head() -> None:
     paper = load_recipe("image/dmt-jepa")
     ijepa = load_recipe("image/ijepa")
     assert paper.method == "dmt-jepa"
-    assert (paper.aggregation.neighbours, paper.aggregation.window, paper.aggregation.depth) \
-        == (4, 3, 2)
-    assert (paper.model, paper.mask, paper.predictor, paper.optim, paper.ema) == \
-        (ijepa.model, ijepa.mask, ijepa.predictor, ijepa.optim, ijepa.ema)
+    assert (paper.aggregation.neighbours, paper.aggregation.window, paper.aggregation.depth) == (
+        4,
+        3,
+        2,
+    )
+    assert (paper.model, paper.mask, paper.predictor, paper.optim, paper.ema) == (
+        ijepa.model,
+        ijepa.mask,
+        ijepa.predictor,
+        ijepa.optim,
+        ijepa.ema,
+    )
     cpu, tiny = load_recipe("image/dmt-jepa-cpu"), load_recipe("image/ijepa-cpu")
-    assert (cpu.model, cpu.mask, cpu.predictor, cpu.optim, cpu.ema, cpu.train) == \
-        (tiny.model, tiny.mask, tiny.predictor, tiny.optim, tiny.ema, tiny.train)
+    assert (cpu.model, cpu.mask, cpu.predictor, cpu.optim, cpu.ema, cpu.train) == (
+        tiny.model,
+        tiny.mask,
+        tiny.predictor,
+        tiny.optim,
+        tiny.ema,
+        tiny.train,
+    )
 
 
 def test_the_target_head_is_an_ema_copy_of_the_context_head() -> None:

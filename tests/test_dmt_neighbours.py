@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from jepactl.nn.local_aggregation import (LocalAggregationConfig, LocalAggregationHead,
-                                          neighbour_table, select_neighbours)
+from jepactl.nn.local_aggregation import (
+    LocalAggregationConfig,
+    LocalAggregationHead,
+    neighbour_table,
+    select_neighbours,
+)
 
 
 def test_neighbour_table_wraps_around_edges_like_the_reference() -> None:
@@ -49,7 +53,7 @@ def test_selection_is_batched_per_image() -> None:
     table, valid = neighbour_table((4, 4), 3, wrap=True)
     together = select_neighbours(feats, table, valid, k=4)
     for b in range(3):
-        alone = select_neighbours(feats[b:b + 1], table, valid, k=4)
+        alone = select_neighbours(feats[b : b + 1], table, valid, k=4)
         assert torch.equal(together[b], alone[0])
 
 

@@ -14,8 +14,16 @@ from jepactl.methods import ecg_jepa
 from jepactl.nn.vit import TransformerEncoder, gather_tokens
 from jepactl.recipe import load_recipe
 
-TINY = ["model.embed_dim=32", "model.depth=1", "model.num_heads=2", "predictor.embed_dim=16",
-        "predictor.depth=1", "predictor.num_heads=2", "train.batch_size=4", "train.num_workers=0"]
+TINY = [
+    "model.embed_dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "predictor.embed_dim=16",
+    "predictor.depth=1",
+    "predictor.num_heads=2",
+    "train.batch_size=4",
+    "train.num_workers=0",
+]
 
 
 def tiny_recipe(name: str = "ecg/ecg-jepa-cpu", *extra: str):
@@ -84,8 +92,9 @@ def test_pretraining_only_on_train_split_records_keeps_test_records_out():
     dataset, _, source = ecg_jepa.pretrain_data(tiny_recipe(), None)
     names = {Path(r.name).name for r in source.records}
     assert names == {"118", "119", "124", "208", "209", "223"}
-    _, _, everything = ecg_jepa.pretrain_data(tiny_recipe("ecg/ecg-jepa-cpu", "data.pretrain_split=all"),
-                                              None)
+    _, _, everything = ecg_jepa.pretrain_data(
+        tiny_recipe("ecg/ecg-jepa-cpu", "data.pretrain_split=all"), None
+    )
     assert len(everything.records) == 10
 
 
@@ -105,15 +114,33 @@ def _cli(*args: str, cwd: Path):
 
 def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
     run = tmp_path / "run"
-    done = _cli("pretrain", "ecg/ecg-jepa-cpu", "--out", str(run), "--max-steps", "2", "--json", *TINY,
-                cwd=tmp_path)
+    done = _cli(
+        "pretrain",
+        "ecg/ecg-jepa-cpu",
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
+        "--json",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert done.exit_code == 0, done.output
-    assert json.loads(done.stdout[done.stdout.index("{"):])["results"]["step"] == 2
-    probe = _cli("probe", str(run), "--json", "--head", "linear,attentive",
-                 "probe.max_train_per_class=20", "probe.max_test_per_class=20",
-                 "probe.attentive_steps=5", "probe.num_workers=0", cwd=tmp_path)
+    assert json.loads(done.stdout[done.stdout.index("{") :])["results"]["step"] == 2
+    probe = _cli(
+        "probe",
+        str(run),
+        "--json",
+        "--head",
+        "linear,attentive",
+        "probe.max_train_per_class=20",
+        "probe.max_test_per_class=20",
+        "probe.attentive_steps=5",
+        "probe.num_workers=0",
+        cwd=tmp_path,
+    )
     assert probe.exit_code == 0, probe.output
-    report = json.loads(probe.stdout[probe.stdout.index("{"):])["results"]
+    report = json.loads(probe.stdout[probe.stdout.index("{") :])["results"]
     assert report["task"] == "AAMI beat classes"
     assert report["test_beats"].startswith("N=1188 S=221 V=290 F=98")  # embedded DS2 part
     for head in ("linear", "attentive"):
@@ -123,7 +150,15 @@ def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = _cli("pretrain", "ecg/ecg-jepa-cpu", "--data", str(tmp_path / "empty"), "--out",
-                str(tmp_path / "r"), *TINY, cwd=tmp_path)
+    done = _cli(
+        "pretrain",
+        "ecg/ecg-jepa-cpu",
+        "--data",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "r"),
+        *TINY,
+        cwd=tmp_path,
+    )
     assert done.exit_code == 2
     assert "no ECG records under" in done.output and "Traceback" not in done.output

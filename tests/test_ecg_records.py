@@ -16,11 +16,26 @@ from jepactl.errors import DataError
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
 
 
-def write_record(folder: Path, name: str, signal: np.ndarray, fs: float, leads: list[str],
-                 fmt: str = "16", comments: list[str] | None = None) -> None:
+def write_record(
+    folder: Path,
+    name: str,
+    signal: np.ndarray,
+    fs: float,
+    leads: list[str],
+    fmt: str = "16",
+    comments: list[str] | None = None,
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(leads), sig_name=leads, p_signal=signal,
-                fmt=[fmt] * len(leads), comments=comments or [], write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * len(leads),
+        sig_name=leads,
+        p_signal=signal,
+        fmt=[fmt] * len(leads),
+        comments=comments or [],
+        write_dir=str(folder),
+    )
 
 
 def sine(fs: float, seconds: float, hz: float = 5.0, leads: int = 2) -> np.ndarray:
@@ -36,7 +51,9 @@ def test_discovery_reads_good_records_and_skips_each_bad_file_with_its_reason(tm
     write_record(tmp_path, "short", sine(500, 2), 500, ["I", "II"])
     data = (tmp_path / "short.dat").read_bytes()
     (tmp_path / "short.dat").write_bytes(data[: len(data) // 2])
-    (tmp_path / "garbled.hea").write_text("garbled 2 500 1000\ngarbled.dat 16 200 16 0 0 0 0 I\n!! x y\n")
+    (tmp_path / "garbled.hea").write_text(
+        "garbled 2 500 1000\ngarbled.dat 16 200 16 0 0 0 0 I\n!! x y\n"
+    )
     np.save(tmp_path / "array.npy", sine(500, 3).T.astype(np.float32))
 
     source = open_records(tmp_path, 500.0, ["I", "II"])
@@ -55,7 +72,9 @@ def test_nothing_readable_and_empty_folders_are_one_line_errors(tmp_path):
         open_records(tmp_path, 500.0, [])
     write_record(tmp_path, "nodat", sine(500, 2), 500, ["I", "II"])
     (tmp_path / "nodat.dat").unlink()
-    with pytest.raises(DataError, match=r"no readable ECG record .*1 skipped.*nodat.dat' is missing"):
+    with pytest.raises(
+        DataError, match=r"no readable ECG record .*1 skipped.*nodat.dat' is missing"
+    ):
         open_records(tmp_path, 500.0, [])
     with pytest.raises(DataError, match="does not exist"):
         open_records(tmp_path / "nope", 500.0, [])
@@ -72,8 +91,9 @@ def test_windows_read_only_the_requested_samples_of_a_long_record(tmp_path):
 
 def test_leads_are_picked_by_name_resampled_normalised_and_missing_leads_zero_filled(tmp_path):
     write_record(tmp_path, "r", sine(360, 10, hz=3.0), 360, ["MLII", "V5"], "16")
-    cfg = ECGDataConfig(path=str(tmp_path), sample_rate=250, leads=("V1|V5", "I", "II"),
-                        crop_seconds=2.0)
+    cfg = ECGDataConfig(
+        path=str(tmp_path), sample_rate=250, leads=("V1|V5", "I", "II"), crop_seconds=2.0
+    )
     source = open_ecg(str(tmp_path), cfg)
     window, present = ECGWindowReader(source, cfg).read(0, 4.0, 500)
     assert window.shape == (3, 500) and present.tolist() == [True, False, True]
@@ -137,10 +157,12 @@ def test_ptbxl_table_gives_statements_superclasses_and_folds(tmp_path):
     (tmp_path / "ptbxl_database.csv").write_text(
         "ecg_id,scp_codes,strat_fold,filename_lr,filename_hr\n"
         "1,\"{'NORM': 100.0, 'SR': 0.0}\",3,records100/00000/00001_lr,records500/00000/00001_hr\n"
-        "2,\"{'IMI': 50.0}\",10,records100/00000/00002_lr,records500/00000/00002_hr\n")
+        "2,\"{'IMI': 50.0}\",10,records100/00000/00002_lr,records500/00000/00002_hr\n"
+    )
     (tmp_path / "scp_statements.csv").write_text(
         ",description,diagnostic,diagnostic_class\nNORM,normal,1.0,NORM\nIMI,inferior MI,1.0,MI\n"
-        "SR,sinus rhythm,,\n")
+        "SR,sinus rhythm,,\n"
+    )
     source = open_records(tmp_path, 500.0, [])
     every = ptbxl_labels(source, "all", 500)
     assert every.classes == ["IMI", "NORM", "SR"] and every.folds == [3, 10]
@@ -188,13 +210,22 @@ def test_direct_decoding_matches_wfdb_for_formats_16_212_and_24(tmp_path):
         assert np.isnan(read_window(record, 5, 6)[1, 0])
 
 
-def write_invalid_record(folder: Path, name: str, samples: int, fs: float, leads: list[str]
-                         ) -> None:
+def write_invalid_record(
+    folder: Path, name: str, samples: int, fs: float, leads: list[str]
+) -> None:
     """Write a format-16 record whose every sample is WFDB's "no sample" value (read as NaN)."""
     folder.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(leads), sig_name=leads, fmt=["16"] * len(leads),
-                d_signal=np.full((samples, len(leads)), -32768, dtype=np.int16),
-                adc_gain=[200.0] * len(leads), baseline=[0] * len(leads), write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * len(leads),
+        sig_name=leads,
+        fmt=["16"] * len(leads),
+        d_signal=np.full((samples, len(leads)), -32768, dtype=np.int16),
+        adc_gain=[200.0] * len(leads),
+        baseline=[0] * len(leads),
+        write_dir=str(folder),
+    )
 
 
 def test_single_lead_records_under_any_name_are_read_as_the_first_recipe_lead(tmp_path, caplog):
@@ -220,7 +251,8 @@ def test_unnamed_single_lead_wfdb_channel_and_one_row_arrays_are_the_first_lead(
     write_record(tmp_path, "named", sine(250, 4, leads=1), 250, ["ECG"])
     header = (tmp_path / "named.hea").read_text().splitlines()
     (tmp_path / "unnamed.hea").write_text(  # the signal line without its description field
-        "unnamed" + header[0][len("named"):] + "\n" + " ".join(header[1].split()[:-1]) + "\n")
+        "unnamed" + header[0][len("named") :] + "\n" + " ".join(header[1].split()[:-1]) + "\n"
+    )
     np.save(tmp_path / "flat.npy", sine(250, 4, leads=1)[:, 0].astype(np.float32))  # shape (n,)
     np.save(tmp_path / "row.npy", sine(250, 4, leads=1).T.astype(np.float32))  # shape (1, n)
     cfg = ECGDataConfig(leads=("II", "V1"), array_sample_rate=250.0, crop_seconds=2.0)
@@ -236,8 +268,9 @@ def test_unnamed_single_lead_wfdb_channel_and_one_row_arrays_are_the_first_lead(
         assert present.tolist() == [True, False] and window[0].std() > 0.5
     notices = [r.getMessage() for r in caplog.records if "single-lead" in r.getMessage()]
     # Arrays are positional (row 0 is data.leads[0] by definition): only the WFDB pair is noted.
-    assert notices == ["2 single-lead records (leads 'ECG', 'ch0') are used as lead II "
-                       "(data.leads[0])"]
+    assert notices == [
+        "2 single-lead records (leads 'ECG', 'ch0') are used as lead II (data.leads[0])"
+    ]
 
 
 def test_array_rows_are_the_recipe_leads_by_position_even_with_lead_alternatives(tmp_path):
@@ -268,7 +301,11 @@ def test_all_nan_records_are_skipped_with_their_reason_and_healthy_ones_kept(tmp
     assert len(source.skipped) == 4
     assert all("all samples are NaN" in reason for reason in source.skipped)
     assert {Path(reason.split(": ")[0]).name for reason in source.skipped} == {
-        "blank.npy", "blank_npz.npz", "blank_wfdb.hea", "blank_holter.hea"}
+        "blank.npy",
+        "blank_npz.npz",
+        "blank_wfdb.hea",
+        "blank_holter.hea",
+    }
     (tmp_path / "healthy.npy").unlink()
     with pytest.raises(DataError, match="no readable ECG record .*4 skipped.*all samples are NaN"):
         open_ecg(str(tmp_path), ECGDataConfig(leads=("I", "II")))

@@ -21,8 +21,11 @@ from jepactl.train import pretrain
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "r"
-    pretrain(load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3"]), run,
-             quiet=True)
+    pretrain(
+        load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3"]),
+        run,
+        quiet=True,
+    )
     return run
 
 
@@ -48,9 +51,11 @@ def test_load_encoder_in_a_fresh_process_gives_the_same_features(trained_run, tm
     torch.save(images, tmp_path / "x.pt")
     with torch.no_grad():
         expected = jepactl.load_encoder(tmp_path / "exp").pooled(images)
-    code = ("import torch, jepactl; torch.set_grad_enabled(False); x = torch.load(r'%s'); "
-            "e = jepactl.load_encoder(r'%s'); torch.save(e.pooled(x), r'%s')"
-            % (tmp_path / "x.pt", tmp_path / "exp", tmp_path / "y.pt"))
+    code = (
+        "import torch, jepactl; torch.set_grad_enabled(False); x = torch.load(r'%s'); "
+        "e = jepactl.load_encoder(r'%s'); torch.save(e.pooled(x), r'%s')"
+        % (tmp_path / "x.pt", tmp_path / "exp", tmp_path / "y.pt")
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
 
@@ -88,8 +93,9 @@ def test_clean_state_dict_strips_wrapper_prefixes():
     assert set(clean_state_dict(state)) == {"blocks.0.w", "norm.bias"}
 
 
-def test_embed_writes_parquet_with_single_and_multi_label_columns(trained_run, tmp_path,
-                                                                  monkeypatch):
+def test_embed_writes_parquet_with_single_and_multi_label_columns(
+    trained_run, tmp_path, monkeypatch
+):
     import pyarrow.parquet as pq
 
     from jepactl.evaluate import embed as embed_module
@@ -101,8 +107,9 @@ def test_embed_writes_parquet_with_single_and_multi_label_columns(trained_run, t
     assert table.schema.field("embedding").type.list_size == 32
 
     multi = torch.tensor([[1, 0, 1]] * 500)
-    monkeypatch.setattr(embed_module, "extract_features",
-                        lambda *a, **k: (torch.zeros(500, 32), multi))
+    monkeypatch.setattr(
+        embed_module, "extract_features", lambda *a, **k: (torch.zeros(500, 32), multi)
+    )
     embed_module.run_embed(trained_run, "builtin:shapes", tmp_path / "m.parquet", split="test")
     labels = pq.read_table(tmp_path / "m.parquet").column("label").to_pylist()
     assert labels[0] == [1, 0, 1]

@@ -62,10 +62,13 @@ def test_greyscale_and_colour_both_become_the_recipes_channels(tmp_path):
 
 def test_hf_parquet_with_image_and_label_columns(tmp_path):
     datasets = pytest.importorskip("datasets")
-    rows = {"image": [Image.new("RGB", (10, 10), (i * 20, 0, 0)) for i in range(6)],
-            "label": [0, 1, 2, 0, 1, 2]}
-    features = datasets.Features({"image": datasets.Image(),
-                                  "label": datasets.ClassLabel(names=["x", "y", "z"])})
+    rows = {
+        "image": [Image.new("RGB", (10, 10), (i * 20, 0, 0)) for i in range(6)],
+        "label": [0, 1, 2, 0, 1, 2],
+    }
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y", "z"])}
+    )
     ds = datasets.Dataset.from_dict(rows, features=features)
     ds.to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
     ds.select(range(3)).to_parquet(str(tmp_path / "test-00000-of-00001.parquet"))
@@ -105,16 +108,25 @@ def png_bytes(size=(32, 32)) -> bytes:
 
 def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
-    return subprocess.run([sys.executable, "-m", "jepactl", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jepactl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_folder_of_only_corrupt_images_is_one_data_error(tmp_path):
     for i in range(3):
         (tmp_path / "garbage" / f"{i}.png").parent.mkdir(exist_ok=True)
         (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
-    with pytest.raises(DataError, match=r"no readable images under '.*garbage' \(3 files "
-                                        r"skipped, first: 0.png: not a recognised image\)"):
+    with pytest.raises(
+        DataError,
+        match=r"no readable images under '.*garbage' \(3 files "
+        r"skipped, first: 0.png: not a recognised image\)",
+    ):
         open_images(str(tmp_path / "garbage"))
     # A header that parses over pixels that do not: caught when the folder is opened, too.
     (tmp_path / "truncated").mkdir()
@@ -132,8 +144,17 @@ def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path)
     (tmp_path / "garbage").mkdir()
     for i in range(3):
         (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
-    result = jepactl("pretrain", "image/ijepa-cpu", "--data", str(tmp_path / "garbage"),
-                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    result = jepactl(
+        "pretrain",
+        "image/ijepa-cpu",
+        "--data",
+        str(tmp_path / "garbage"),
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -147,8 +168,17 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         open_images(str(tmp_path / "data"))
-    result = jepactl("pretrain", "image/ijepa-cpu", "--data", str(tmp_path / "data"),
-                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    result = jepactl(
+        "pretrain",
+        "image/ijepa-cpu",
+        "--data",
+        str(tmp_path / "data"),
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

@@ -37,18 +37,34 @@ def image(tmp_path):
 
 
 def sar(tmp_path):
-    return "sar/sar-jepa-cpu", ["--data", speckled_chips(tmp_path / "chips"), *TINY_SAR], ["--shots", "2"]
+    return (
+        "sar/sar-jepa-cpu",
+        ["--data", speckled_chips(tmp_path / "chips"), *TINY_SAR],
+        ["--shots", "2"],
+    )
 
 
 def ecg(tmp_path):
-    return "ecg/ecg-jepa-cpu", TINY_ECG, ["--head", "linear", "probe.max_train_per_class=20",
-                                 "probe.max_test_per_class=20", "probe.num_workers=0"]
+    return (
+        "ecg/ecg-jepa-cpu",
+        TINY_ECG,
+        [
+            "--head",
+            "linear",
+            "probe.max_train_per_class=20",
+            "probe.max_test_per_class=20",
+            "probe.num_workers=0",
+        ],
+    )
 
 
 def tabular(tmp_path):
     train = synthetic(tmp_path / "train.csv", 200, 0)
-    return ("tabular/tjepa-cpu", ["--data", train, "data.target=label", *TINY_TABULAR],
-            ["--head", "linear"])
+    return (
+        "tabular/tjepa-cpu",
+        ["--data", train, "data.target=label", *TINY_TABULAR],
+        ["--head", "linear"],
+    )
 
 
 def concepts(tmp_path):
@@ -59,13 +75,15 @@ def linear(tmp_path):
     return "linear/linear-jepa-mae", [*SMALL_LINEAR, "train.log_points=2", "train.log_every=1"], []
 
 
-@pytest.mark.parametrize("domain", [image, sar, ecg, tabular, concepts, linear],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "domain", [image, sar, ecg, tabular, concepts, linear], ids=lambda f: f.__name__
+)
 def test_pretrain_and_probe_json_have_one_top_level_on_every_domain(tmp_path, domain):
     recipe, pretrain_args, probe_args = domain(tmp_path)
     run = tmp_path / "run"
-    done = json_of("pretrain", recipe, *pretrain_args, "--out", run, "--max-steps", 2, "--quiet",
-                   "--json")
+    done = json_of(
+        "pretrain", recipe, *pretrain_args, "--out", run, "--max-steps", 2, "--quiet", "--json"
+    )
     assert done["command"] == "pretrain" and done["run"] == str(run) and done["recipe"] == recipe
     assert done["settings"]["recipe"] == recipe and done["settings"]["out"] == str(run)
     assert done["settings"]["max_steps"] == 2 and done["settings"]["resume"] is False
@@ -81,8 +99,19 @@ def test_pretrain_and_probe_json_have_one_top_level_on_every_domain(tmp_path, do
 
 def test_seeded_metrics_are_mean_std_and_per_seed_values(tmp_path):
     run = tmp_path / "run"
-    json_of("pretrain", "concepts", *TINY_CONCEPTS, "model.predictor_depth=1",
-            "data.probe_facts=8", "--out", run, "--max-steps", 2, "--quiet", "--json")
+    json_of(
+        "pretrain",
+        "concepts",
+        *TINY_CONCEPTS,
+        "model.predictor_depth=1",
+        "data.probe_facts=8",
+        "--out",
+        run,
+        "--max-steps",
+        2,
+        "--quiet",
+        "--json",
+    )
     results = json_of("probe", run, "--seeds", 2, "--json")["results"]
     metrics = [k for k in results if f"{k}_per_seed" in results]
     assert {"train_mrr", "atomic_mrr", "test_mrr"} <= set(metrics)

@@ -9,8 +9,14 @@ from typer.testing import CliRunner
 
 from jepactl.cli import app
 
-SMALL = ["model.depths=[1,2]", "model.init_scale=1e-2", "optim.mae_lr=0.05",
-         "train.max_steps=1500", "train.log_points=200", "train.log_every=500"]
+SMALL = [
+    "model.depths=[1,2]",
+    "model.init_scale=1e-2",
+    "optim.mae_lr=0.05",
+    "train.max_steps=1500",
+    "train.log_points=200",
+    "train.log_every=500",
+]
 
 
 def invoke(*args):
@@ -29,7 +35,11 @@ def test_pretrain_prints_the_ratio_table_and_writes_the_run_folder(run_dir):
     out, table = run_dir
     assert table["finished"] is True and table["step"] == 1500
     assert set(k for k in table if k.endswith("_ratio")) == {
-        "jepa_L1_ratio", "jepa_L2_ratio", "mae_L1_ratio", "mae_L2_ratio"}
+        "jepa_L1_ratio",
+        "jepa_L2_ratio",
+        "mae_L1_ratio",
+        "mae_L2_ratio",
+    }
     assert table["mae_L1_ratio"] < 1 and table["jepa_L1_order"] == "noisy < influential"
     for key in ("figure", "metrics", "summary"):
         assert (out / table[key].split("/")[-1]).is_file()
@@ -56,12 +66,15 @@ def test_probe_reports_top_component_r2_and_all_components_match_the_input(run_d
         assert both[key] == pytest.approx(both["input_probe_r2"], rel=1e-6)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--data", "/some/folder"], "data.path"),
-    (["data.rhos=[1.5,0.9]"], "data.rhos"),
-    (["report.ratio_of=[noisy,clean]"], "report.ratio_of"),
-    (["finetune.epochs=3"], "finetune.epochs"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--data", "/some/folder"], "data.path"),
+        (["data.rhos=[1.5,0.9]"], "data.rhos"),
+        (["report.ratio_of=[noisy,clean]"], "report.ratio_of"),
+        (["finetune.epochs=3"], "finetune.epochs"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, fragment):
     result = invoke("pretrain", "linear/linear-jepa-mae", "--out", tmp_path / "r", *args)
     assert result.exit_code == 2, result.output
@@ -73,8 +86,9 @@ def test_an_existing_run_needs_resume(run_dir):
     out, _ = run_dir
     result = invoke("pretrain", "linear/linear-jepa-mae", "--out", out, *SMALL)
     assert result.exit_code == 2 and "--resume" in result.stderr
-    resumed = invoke("pretrain", "linear/linear-jepa-mae", "--out", out, "--resume", "--json",
-                     "--quiet")
+    resumed = invoke(
+        "pretrain", "linear/linear-jepa-mae", "--out", out, "--resume", "--json", "--quiet"
+    )
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["results"]["step"] == 1500
 
@@ -82,6 +96,9 @@ def test_an_existing_run_needs_resume(run_dir):
 def test_the_three_experiments_are_packaged_recipes():
     from jepactl.recipe import list_recipes
 
-    assert {"linear/linear-jepa-mae", "linear/linear-jepa-mae-lambda-order",
-            "linear/linear-jepa-mae-rho-order", "linear/linear-jepa-mae-samples"} <= set(
-        list_recipes())
+    assert {
+        "linear/linear-jepa-mae",
+        "linear/linear-jepa-mae-lambda-order",
+        "linear/linear-jepa-mae-rho-order",
+        "linear/linear-jepa-mae-samples",
+    } <= set(list_recipes())

@@ -18,8 +18,14 @@ from jepactl.linear.deep_linear import DeepLinearModels
 from jepactl.linear.experiment import build_simulation, feature_set, run_experiment
 from jepactl.recipe import load_recipe
 
-SMALL_FLIP = ["model.init_scale=5e-3", "model.depths=[1,2,3]", "train.max_steps=7000",
-              "train.log_points=400", "train.log_every=1000", "train.checkpoint_every=5000"]
+SMALL_FLIP = [
+    "model.init_scale=5e-3",
+    "model.depths=[1,2,3]",
+    "train.max_steps=7000",
+    "train.log_points=400",
+    "train.log_every=1000",
+    "train.checkpoint_every=5000",
+]
 
 
 def run(tmp: Path, recipe: str = "linear/linear-jepa-mae", overrides=(), **kwargs) -> dict:
@@ -50,7 +56,8 @@ def test_gradient_descent_ratios_match_the_gradient_flow_ode(flip_summary):
 
 
 def test_final_weights_are_rho_to_the_L_for_jepa_and_rho_to_the_L_over_L_plus_1_for_mae(
-        flip_summary):
+    flip_summary,
+):
     for name, model in flip_summary["models"].items():
         for feature, value in model["final"].items():
             assert value == pytest.approx(model["theory_final"][feature], rel=2e-3), (name, feature)
@@ -68,10 +75,20 @@ def test_jepa_top_component_probe_reads_the_clean_latent_better_than_mae(flip_su
 
 
 def test_lambda_only_rescales_time_so_both_objectives_are_ordered_by_it(tmp_path):
-    summary = run(tmp_path, overrides=[
-        "data.names=[big,small]", "data.lambdas=[2.0,0.5]", "data.rhos=[1.0,1.0]",
-        "report.ratio_of=[small,big]", "model.depths=[1,2]", "model.init_scale=1e-2",
-        "optim.jepa_lr=0.2", "train.max_steps=6000", "train.log_points=400"])
+    summary = run(
+        tmp_path,
+        overrides=[
+            "data.names=[big,small]",
+            "data.lambdas=[2.0,0.5]",
+            "data.rhos=[1.0,1.0]",
+            "report.ratio_of=[small,big]",
+            "model.depths=[1,2]",
+            "model.init_scale=1e-2",
+            "optim.jepa_lr=0.2",
+            "train.max_steps=6000",
+            "train.log_points=400",
+        ],
+    )
     for name, model in summary["models"].items():
         assert model["ratio"] == pytest.approx(4.0, rel=0.02), name
 
@@ -86,14 +103,23 @@ def test_diagonal_and_dense_storage_follow_the_same_trajectory():
     for _ in range(300):
         diag.models.descend(diag.train.xx, diag.train.yx)
         dense.models.descend(pop.xx, pop.yx)
-    np.testing.assert_allclose(diag.models.algebra.dense(diag.models.layers), dense.models.layers,
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        diag.models.algebra.dense(diag.models.layers), dense.models.layers, rtol=1e-12, atol=1e-15
+    )
 
 
 def test_ema_target_keeps_the_fixed_points(tmp_path):
-    summary = run(tmp_path, overrides=SMALL_FLIP[:1] + [
-        "model.depths=[1,2]", "ema.momentum=0.9", "loss.objectives=[jepa]",
-        "train.max_steps=3000", "train.log_points=200"])
+    summary = run(
+        tmp_path,
+        overrides=SMALL_FLIP[:1]
+        + [
+            "model.depths=[1,2]",
+            "ema.momentum=0.9",
+            "loss.objectives=[jepa]",
+            "train.max_steps=3000",
+            "train.log_points=200",
+        ],
+    )
     for name, model in summary["models"].items():
         assert "ode_ratio" not in model  # the ODEs assume a stop-gradient target
         for feature, value in model["final"].items():
@@ -102,8 +128,9 @@ def test_ema_target_keeps_the_fixed_points(tmp_path):
 
 
 def test_orthogonal_init_is_balanced_with_encoder_gain_epsilon():
-    models = DeepLinearModels.create(["jepa"], [3], 4, "orthogonal", 1e-3, 0, 0.0, False,
-                                     {"jepa": 1.0})
+    models = DeepLinearModels.create(
+        ["jepa"], [3], 4, "orthogonal", 1e-3, 0, 0.0, False, {"jepa": 1.0}
+    )
     layers = models.layers[0]
     for lower, upper in zip(layers[:-1], layers[1:]):
         np.testing.assert_allclose(upper.T @ upper, lower @ lower.T, atol=1e-15)
@@ -114,14 +141,22 @@ def test_orthogonal_init_is_balanced_with_encoder_gain_epsilon():
 def test_samples_mode_reaches_the_population_weights_and_order(tmp_path):
     # jepa_lr 0.4, not 1: finite samples open off-diagonal directions whose curvature mixes
     # one feature's λ with another's weight (see LinearOptimConfig).
-    overrides = ["model.depths=[1]", "model.init_scale=1e-2", "optim.jepa_lr=0.4",
-                 "optim.mae_lr=0.05", "train.max_steps=2500", "train.log_points=300"]
+    overrides = [
+        "model.depths=[1]",
+        "model.init_scale=1e-2",
+        "optim.jepa_lr=0.4",
+        "optim.mae_lr=0.05",
+        "train.max_steps=2500",
+        "train.log_points=300",
+    ]
     population = run(tmp_path / "population", overrides=overrides)
     # Full-batch GD on 4000 pairs: the sample's λ̂, ρ̂ differ from the population's by ~2%, and
     # its off-diagonal covariances (~0.03) couple the features: the noisy row of W̄ picks up
     # some x_influential, which speeds that column's gain up (ratio 0.84 vs 0.76, measured).
-    samples = run(tmp_path / "samples", overrides=overrides + [
-        "data.mode=samples", "data.num_pairs=4000", "train.batch_size=4000"])
+    samples = run(
+        tmp_path / "samples",
+        overrides=overrides + ["data.mode=samples", "data.num_pairs=4000", "train.batch_size=4000"],
+    )
     for name, model in samples["models"].items():
         reference = population["models"][name]
         assert model["order"] == reference["order"] == "noisy < influential"
@@ -131,35 +166,53 @@ def test_samples_mode_reaches_the_population_weights_and_order(tmp_path):
 
 
 def test_resume_continues_the_same_trajectory(tmp_path):
-    overrides = ["data.mode=samples", "data.num_pairs=1000", "train.batch_size=50",
-                 "model.depths=[1,2]", "model.init_scale=1e-2", "optim.jepa_lr=0.4",
-                 "train.max_steps=1500",
-                 "train.log_points=100", "train.checkpoint_every=500"]
+    overrides = [
+        "data.mode=samples",
+        "data.num_pairs=1000",
+        "train.batch_size=50",
+        "model.depths=[1,2]",
+        "model.init_scale=1e-2",
+        "optim.jepa_lr=0.4",
+        "train.max_steps=1500",
+        "train.log_points=100",
+        "train.checkpoint_every=500",
+    ]
     whole = run(tmp_path / "whole", overrides=overrides)
     config = load_recipe("linear/linear-jepa-mae", overrides)
     result = run_experiment(config, tmp_path / "split", quiet=True, stop_at=700)
     assert result["finished"] is False and result["step"] == 700
     resumed = run(tmp_path / "split", overrides=overrides, resume=True)
     assert resumed["models"] == whole["models"]
-    assert ((tmp_path / "split" / "metrics.jsonl").read_text()
-            == (tmp_path / "whole" / "metrics.jsonl").read_text())
+    assert (tmp_path / "split" / "metrics.jsonl").read_text() == (
+        tmp_path / "whole" / "metrics.jsonl"
+    ).read_text()
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["data.rhos=[1.5,0.9]"], "data.rhos"),
-    (["data.lambdas=[4.0]"], "data.lambdas"),
-    (["report.ratio_of=[noisy,clean]"], "report.ratio_of"),
-    (["model.depths=[0,1]"], "model.depths"),
-    (["data.path=/some/folder"], "data.path"),
-    (["optim.jepa_lr=0"], "optim.jepa_lr"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data.rhos=[1.5,0.9]"], "data.rhos"),
+        (["data.lambdas=[4.0]"], "data.lambdas"),
+        (["report.ratio_of=[noisy,clean]"], "report.ratio_of"),
+        (["model.depths=[0,1]"], "model.depths"),
+        (["data.path=/some/folder"], "data.path"),
+        (["optim.jepa_lr=0"], "optim.jepa_lr"),
+    ],
+)
 def test_bad_recipe_values_name_their_key(overrides, key):
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         feature_set(load_recipe("linear/linear-jepa-mae", overrides))
 
 
-@pytest.mark.parametrize("name", ["linear/linear-jepa-mae", "linear/linear-jepa-mae-lambda-order",
-                                  "linear/linear-jepa-mae-rho-order", "linear/linear-jepa-mae-samples"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "linear/linear-jepa-mae",
+        "linear/linear-jepa-mae-lambda-order",
+        "linear/linear-jepa-mae-rho-order",
+        "linear/linear-jepa-mae-samples",
+    ],
+)
 def test_packaged_recipes_load_and_name_their_ratio_features(name):
     features = feature_set(load_recipe(name))
     assert features.dim >= 2

@@ -18,34 +18,46 @@ def random_moments(seed: int) -> Moments:
     factor = rng.standard_normal((3 * DIM, 3 * DIM))
     joint = factor @ factor.T / (3 * DIM) + 0.1 * np.eye(3 * DIM)
     x, y, z = slice(0, DIM), slice(DIM, 2 * DIM), slice(2 * DIM, 3 * DIM)
-    return Moments(xx=joint[x, x], yx=joint[y, x], yy=joint[y, y], zx=joint[z, x],
-                   zz=joint[z, z])
+    return Moments(xx=joint[x, x], yx=joint[y, x], yy=joint[y, y], zx=joint[z, x], zz=joint[z, z])
 
 
 def random_models(momentum: float, seed: int) -> DeepLinearModels:
-    models = DeepLinearModels.create(["jepa", "mae"], [1, 2, 3], DIM, "orthogonal", 0.5, seed,
-                                     momentum, diagonal=False,
-                                     learning_rates={"jepa": 0.1, "mae": 0.1})
+    models = DeepLinearModels.create(
+        ["jepa", "mae"],
+        [1, 2, 3],
+        DIM,
+        "orthogonal",
+        0.5,
+        seed,
+        momentum,
+        diagonal=False,
+        learning_rates={"jepa": 0.1, "mae": 0.1},
+    )
     rng = np.random.default_rng(seed + 1)
     # Move away from the scaled-orthogonal init so no term vanishes by symmetry.
     models.layers += 0.3 * rng.standard_normal(models.layers.shape) * models.active
     if models.ema_layers is not None:
         # (padding slots stay the identity, as the EMA of identity layers does)
-        models.ema_layers += (0.3 * rng.standard_normal(models.ema_layers.shape)
-                              * models.active[:, :-1])
+        models.ema_layers += (
+            0.3 * rng.standard_normal(models.ema_layers.shape) * models.active[:, :-1]
+        )
     return models
 
 
-def closed_form_loss(layers: list[torch.Tensor], head: torch.Tensor, target: torch.Tensor,
-                     m: Moments) -> torch.Tensor:
+def closed_form_loss(
+    layers: list[torch.Tensor], head: torch.Tensor, target: torch.Tensor, m: Moments
+) -> torch.Tensor:
     """½ tr(P Σxx Pᵀ) − tr(P Σyxᵀ Tᵀ) + ½ tr(T Σyy Tᵀ) with P = V W_L···W_1, T held fixed."""
     xx, yx, yy = (torch.tensor(a) for a in (m.xx, m.yx, m.yy))
     encoder = layers[0]
     for layer in layers[1:]:
         encoder = layer @ encoder
     pred = head @ encoder
-    return (0.5 * torch.trace(pred @ xx @ pred.T) - torch.trace(pred @ yx.T @ target.T)
-            + 0.5 * torch.trace(target @ yy @ target.T))
+    return (
+        0.5 * torch.trace(pred @ xx @ pred.T)
+        - torch.trace(pred @ yx.T @ target.T)
+        + 0.5 * torch.trace(target @ yy @ target.T)
+    )
 
 
 def autograd_gradients(models: DeepLinearModels, p: int, m: Moments) -> list[np.ndarray]:
@@ -56,8 +68,11 @@ def autograd_gradients(models: DeepLinearModels, p: int, m: Moments) -> list[np.
     if models.objectives[p] == "mae":
         target = torch.eye(DIM, dtype=torch.float64)
     elif models.ema_layers is not None:
-        target = torch.tensor(np.linalg.multi_dot([models.ema_layers[p, s] for s in
-                                                   reversed(range(depth))] + [np.eye(DIM)]))
+        target = torch.tensor(
+            np.linalg.multi_dot(
+                [models.ema_layers[p, s] for s in reversed(range(depth))] + [np.eye(DIM)]
+            )
+        )
     else:  # StopGrad of the online encoder
         target = layers[0]
         for layer in layers[1:]:
@@ -78,8 +93,7 @@ def test_gradients_of_jepa_and_mae_equal_autograd_of_their_closed_forms(momentum
         depth = models.depths[p]
         got = [grads[p, s] for s in range(depth)] + [grads[p, -1]]
         for slot, (g, e) in enumerate(zip(got, expected)):
-            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12,
-                                       err_msg=f"{name} slot {slot}")
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12, err_msg=f"{name} slot {slot}")
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["stopgrad-target", "ema-target"])
@@ -111,9 +125,16 @@ def test_closed_form_with_batch_covariances_is_the_mean_loss_over_the_pairs():
 def test_diagonal_storage_gives_the_dense_gradients_for_aligned_layers():
     features = FeatureSet.from_lambda_rho(["a", "b", "c"], [4.0, 1.0, 2.0], [0.3, 0.9, 0.6])
     pop = population_moments(features)
-    kwargs = dict(objectives=["jepa", "mae"], depths=[1, 2, 4], dim=3, init="aligned",
-                  init_scale=0.05, seed=0, ema_momentum=0.0,
-                  learning_rates={"jepa": 0.5, "mae": 0.1})
+    kwargs = dict(
+        objectives=["jepa", "mae"],
+        depths=[1, 2, 4],
+        dim=3,
+        init="aligned",
+        init_scale=0.05,
+        seed=0,
+        ema_momentum=0.0,
+        learning_rates={"jepa": 0.5, "mae": 0.1},
+    )
     diag = DeepLinearModels.create(**kwargs, diagonal=True)
     dense = DeepLinearModels.create(**kwargs, diagonal=False)
     rng = np.random.default_rng(0)
@@ -121,8 +142,9 @@ def test_diagonal_storage_gives_the_dense_gradients_for_aligned_layers():
     diag.layers *= 1 + 0.5 * rng.random(diag.layers.shape) * diag.active
     dense.layers = diag.algebra.dense(diag.layers)
     got = diag.algebra.dense(diag.gradients(pop.xx, pop.yx))
-    np.testing.assert_allclose(got, dense.gradients(*(np.diag(a) for a in (pop.xx, pop.yx))),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        got, dense.gradients(*(np.diag(a) for a in (pop.xx, pop.yx))), rtol=1e-12, atol=1e-15
+    )
     # Only the active slots of a shallow model move; its padding stays the identity.
     diag.descend(pop.xx, pop.yx)
     np.testing.assert_array_equal(diag.layers[diag.names.index("jepa_L1"), 1:-1], 1.0)

@@ -18,8 +18,16 @@ from jepactl.methods.losses import regression_loss
 from jepactl.nn.vit import gather_tokens, layer_norm_targets
 from jepactl.recipe import load_recipe
 
-SMALL = ["model.embed_dim=32", "model.depth=1", "model.num_heads=2", "predictor.embed_dim=16",
-         "predictor.depth=1", "predictor.num_heads=2", "train.batch_size=4", "train.num_workers=0"]
+SMALL = [
+    "model.embed_dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "predictor.embed_dim=16",
+    "predictor.depth=1",
+    "predictor.num_heads=2",
+    "train.batch_size=4",
+    "train.num_workers=0",
+]
 IMAGE = SMALL + ["data.image_size=16", "model.patch_size=4", "predictor.shared_context=false"]
 TABLE = SMALL + ["model.embed_dim=16", "predictor.embed_dim=8"]
 
@@ -38,8 +46,14 @@ REFERENCE = {
 
 def table(path):
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=64).round(3), "b": rng.normal(size=64).round(3),
-                          "c": rng.choice(["x", "y", "z"], 64), "d": rng.integers(1, 5, 64)})
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=64).round(3),
+            "b": rng.normal(size=64).round(3),
+            "c": rng.choice(["x", "y", "z"], 64),
+            "d": rng.integers(1, 5, 64),
+        }
+    )
     frame.to_csv(path / "t.csv", index=False)
     return str(path / "t.csv")
 
@@ -48,9 +62,12 @@ def setup(case: str, tmp_path):
     """Return (module, recipe, dataset, collate) of a case ``method-target_norm[-ragged]``."""
     method, norm, *ragged = case.split("-")
     if method in ("ijepa", "dmt"):
-        name, module = ("image/dmt-jepa-cpu", dmt_jepa) if method == "dmt" else ("image/ijepa-cpu", ijepa)
-        recipe = load_recipe(name, IMAGE + [f"loss.target_norm={norm}",
-                                            f"mask.ragged_context={ragged[0]}"])
+        name, module = (
+            ("image/dmt-jepa-cpu", dmt_jepa) if method == "dmt" else ("image/ijepa-cpu", ijepa)
+        )
+        recipe = load_recipe(
+            name, IMAGE + [f"loss.target_norm={norm}", f"mask.ragged_context={ragged[0]}"]
+        )
         return (module, recipe, *ijepa.synthetic_data(recipe))
     if method == "ecg":
         recipe = load_recipe("ecg/ecg-jepa-cpu", SMALL + [f"loss.target_norm={norm}"])
@@ -86,9 +103,16 @@ def old_forward(method, batch: dict, inputs: str, target_norm: str, kind: str):
     return regression_loss(predicted.float(), wanted.float(), kind), full.mean(dim=1).detach()
 
 
-CASES = ["ijepa-layer_norm-pad", "ijepa-layer_norm-truncate", "ijepa-none-pad",
-         "dmt-layer_norm-pad", "dmt-layer_norm-truncate", "ecg-none", "tjepa-none",
-         "tjepa-layer_norm"]
+CASES = [
+    "ijepa-layer_norm-pad",
+    "ijepa-layer_norm-truncate",
+    "ijepa-none-pad",
+    "dmt-layer_norm-pad",
+    "dmt-layer_norm-truncate",
+    "ecg-none",
+    "tjepa-none",
+    "tjepa-layer_norm",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -107,15 +131,15 @@ def test_shared_forward_reproduces_the_recorded_per_method_losses(case, tmp_path
 def test_shared_forward_is_the_old_algorithm_bit_for_bit(case, tmp_path):
     module, recipe, dataset, collate = setup(case, tmp_path)
     batch = fixed_batch(dataset, collate)
-    inputs = {"ijepa": "images", "dmt": "images", "ecg": "signals",
-              "tjepa": "features"}[case.split("-")[0]]
+    inputs = {"ijepa": "images", "dmt": "images", "ecg": "signals", "tjepa": "features"}[
+        case.split("-")[0]
+    ]
     torch.manual_seed(0)
     method = module.build(recipe)
     torch.manual_seed(0)
     twin = module.build(recipe)
     out = method(batch)
-    loss, embeddings = old_forward(twin, batch, inputs, recipe.loss.target_norm,
-                                   recipe.loss.kind)
+    loss, embeddings = old_forward(twin, batch, inputs, recipe.loss.target_norm, recipe.loss.kind)
     assert torch.equal(out["loss"], loss) and torch.equal(out["embeddings"], embeddings)
     out["loss"].backward()
     loss.backward()

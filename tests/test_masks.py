@@ -32,13 +32,15 @@ def reference_context_counts(grid, cfg, t_size, c_size, samples, seed):
         covered = set()
         for _ in range(cfg.num_targets):
             top, left = rng.randint(0, height - t_size[0]), rng.randint(0, width - t_size[1])
-            covered |= {(top + r) * width + left + c for r in range(t_size[0])
-                        for c in range(t_size[1])}
+            covered |= {
+                (top + r) * width + left + c for r in range(t_size[0]) for c in range(t_size[1])
+            }
         keep = None
         for _ in range(cfg.tries):
             top, left = rng.randint(0, height - c_size[0]), rng.randint(0, width - c_size[1])
-            block = {(top + r) * width + left + c for r in range(c_size[0])
-                     for c in range(c_size[1])} - covered
+            block = {
+                (top + r) * width + left + c for r in range(c_size[0]) for c in range(c_size[1])
+            } - covered
             if len(block) >= cfg.min_keep:
                 keep = block
                 break
@@ -66,8 +68,12 @@ def batched_context_frequency(sampler, batches, batch, seed, truncate=False):
 
 
 def fixed_size_config(scale_t=0.15, scale_c=0.9):
-    return MultiBlockMaskConfig(target_scale=(scale_t, scale_t), target_aspect=(1.0, 1.0),
-                                context_scale=(scale_c, scale_c), min_keep=10)
+    return MultiBlockMaskConfig(
+        target_scale=(scale_t, scale_t),
+        target_aspect=(1.0, 1.0),
+        context_scale=(scale_c, scale_c),
+        min_keep=10,
+    )
 
 
 def test_context_position_frequencies_match_a_non_truncating_reference():
@@ -94,8 +100,9 @@ def test_truncating_to_the_batch_minimum_would_fail_the_same_check():
     cfg = replace(fixed_size_config(), ragged_context="truncate")
     sampler = MultiBlockMask2D(grid, cfg)
     got = batched_context_frequency(sampler, 24, 128, seed=1)
-    ref = reference_context_counts(grid, cfg, _block_size(grid, 0.15, 1.0),
-                                   _block_size(grid, 0.9, 1.0), 3000, seed=2)
+    ref = reference_context_counts(
+        grid, cfg, _block_size(grid, 0.15, 1.0), _block_size(grid, 0.9, 1.0), 3000, seed=2
+    )
     top_rows, bottom_rows = got.view(14, 14)[:3].mean(), got.view(14, 14)[-3:].mean()
     assert top_rows - bottom_rows > 0.1  # the truncated sampler favours the top of the image
     assert (got - ref).abs().max() > 0.2
@@ -107,8 +114,11 @@ def test_targets_are_blocks_outside_the_context_and_counts_are_respected():
     masks = sampler(64, torch.Generator().manual_seed(0))
     b, m, t = masks.targets.shape
     assert (b, m) == (64, 4)
-    valid = masks.context_valid if masks.context_valid is not None else \
-        torch.ones_like(masks.context, dtype=torch.bool)
+    valid = (
+        masks.context_valid
+        if masks.context_valid is not None
+        else torch.ones_like(masks.context, dtype=torch.bool)
+    )
     for i in range(b):
         ctx = set(masks.context[i][valid[i]].tolist())
         tgt = set(masks.targets[i].flatten().tolist())
@@ -170,20 +180,34 @@ def test_unknown_ragged_context_mode_is_a_recipe_error():
 
 def shared_collate_cases():
     return {
-        "multiblock_2d": ("images", (3, 32, 32), MultiBlockMask2D((8, 8), MultiBlockMaskConfig(
-            min_keep=4))),
-        "multiblock_2d-truncate": ("images", (3, 32, 32), MultiBlockMask2D(
-            (8, 8), MultiBlockMaskConfig(min_keep=4, ragged_context="truncate"))),
+        "multiblock_2d": (
+            "images",
+            (3, 32, 32),
+            MultiBlockMask2D((8, 8), MultiBlockMaskConfig(min_keep=4)),
+        ),
+        "multiblock_2d-truncate": (
+            "images",
+            (3, 32, 32),
+            MultiBlockMask2D((8, 8), MultiBlockMaskConfig(min_keep=4, ragged_context="truncate")),
+        ),
         "multiblock_1d": ("signals", (2, 640), MultiBlockMask1D(40, MultiBlockMask1DConfig())),
         "feature_subsets": ("features", (9,), FeatureSubsetMask(9, FeatureMaskConfig())),
-        "local_windows": ("images", (1, 32, 32), LocalWindowMask(
-            (8, 8), LocalWindowMaskConfig(window_size=3))),
+        "local_windows": (
+            "images",
+            (1, 32, 32),
+            LocalWindowMask((8, 8), LocalWindowMaskConfig(window_size=3)),
+        ),
     }
 
 
 def collate_samples(field, shape, count=6, batch_seed=1234):
-    return [{field: torch.randn(shape, generator=torch.Generator().manual_seed(i)),
-             "batch_seed": batch_seed} for i in range(count)]
+    return [
+        {
+            field: torch.randn(shape, generator=torch.Generator().manual_seed(i)),
+            "batch_seed": batch_seed,
+        }
+        for i in range(count)
+    ]
 
 
 @pytest.mark.parametrize("case", list(shared_collate_cases()))
@@ -194,8 +218,11 @@ def test_shared_collate_stacks_the_field_and_draws_the_samplers_masks_from_the_b
     samples = collate_samples(field, shape)
     batch = MaskingCollate(field, sampler)(samples)
     direct = sampler(len(samples), torch.Generator().manual_seed(1234))
-    expected = {f.name: getattr(direct, f.name) for f in fields(direct)
-                if getattr(direct, f.name) is not None}
+    expected = {
+        f.name: getattr(direct, f.name)
+        for f in fields(direct)
+        if getattr(direct, f.name) is not None
+    }
     assert set(batch) == {field, *expected}
     assert torch.equal(batch[field], torch.stack([s[field] for s in samples]))
     for name, value in expected.items():
@@ -220,8 +247,10 @@ def test_shared_collate_survives_pickling_for_loader_workers(case):
 
 def test_shared_collate_refuses_masks_that_are_not_batch_first():
     def transposed(batch, gen):
-        return Masks1D(context=torch.zeros(3, batch, dtype=torch.long),
-                       targets=torch.zeros(batch, 1, 2, dtype=torch.long))
+        return Masks1D(
+            context=torch.zeros(3, batch, dtype=torch.long),
+            targets=torch.zeros(batch, 1, 2, dtype=torch.long),
+        )
 
     with pytest.raises(ValueError, match="'context' of shape \\(3, 4\\).*batch-first"):
         MaskingCollate("x", transposed)(collate_samples("x", (2,), count=4))

@@ -17,26 +17,73 @@ from jepactl.recipe import list_recipes, load_recipe
 TINY = {
     "ijepa": ("image/ijepa-cpu", TINY_IMAGE_OVERRIDES),
     "dmt-jepa": ("image/dmt-jepa-cpu", TINY_IMAGE_OVERRIDES),
-    "ecg-jepa": ("ecg/ecg-jepa-cpu", ["model.embed_dim=32", "model.depth=1", "model.num_heads=2",
-                             "predictor.embed_dim=16", "predictor.depth=1",
-                             "predictor.num_heads=2", "train.batch_size=4",
-                             "train.num_workers=0"]),
-    "tjepa": ("tabular/tjepa-cpu", ["model.embed_dim=16", "model.depth=1", "model.num_heads=2",
-                              "predictor.embed_dim=8", "predictor.depth=1",
-                              "predictor.num_heads=2", "train.batch_size=8",
-                              "train.num_workers=0"]),
-    "sar-jepa": ("sar/sar-jepa-cpu", ["data.crop_size=24", "data.image_size=16", "model.patch_size=4",
-                             "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
-                             "predictor.embed_dim=16", "predictor.depth=1",
-                             "predictor.num_heads=2", "mask.window_size=2",
-                             "mask.mask_ratio=0.5", "target.gradient_scales=[1,2]",
-                             "train.batch_size=4", "train.num_workers=0"]),
-    "concept-jepa": ("concepts", ["data.group_a=40", "data.group_b=20",
-                                  "data.relation_pairs=2", "model.embed_dim=32",
-                                  "model.num_heads=2", "model.predictor_depth=1"]),
-    "concept-lm": ("concepts/concept-lm-cpu", ["data.group_a=40", "data.group_b=20",
-                                   "data.relation_pairs=2", "model.embed_dim=32",
-                                   "model.num_heads=2", "model.depth=1"]),
+    "ecg-jepa": (
+        "ecg/ecg-jepa-cpu",
+        [
+            "model.embed_dim=32",
+            "model.depth=1",
+            "model.num_heads=2",
+            "predictor.embed_dim=16",
+            "predictor.depth=1",
+            "predictor.num_heads=2",
+            "train.batch_size=4",
+            "train.num_workers=0",
+        ],
+    ),
+    "tjepa": (
+        "tabular/tjepa-cpu",
+        [
+            "model.embed_dim=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "predictor.embed_dim=8",
+            "predictor.depth=1",
+            "predictor.num_heads=2",
+            "train.batch_size=8",
+            "train.num_workers=0",
+        ],
+    ),
+    "sar-jepa": (
+        "sar/sar-jepa-cpu",
+        [
+            "data.crop_size=24",
+            "data.image_size=16",
+            "model.patch_size=4",
+            "model.embed_dim=32",
+            "model.depth=1",
+            "model.num_heads=2",
+            "predictor.embed_dim=16",
+            "predictor.depth=1",
+            "predictor.num_heads=2",
+            "mask.window_size=2",
+            "mask.mask_ratio=0.5",
+            "target.gradient_scales=[1,2]",
+            "train.batch_size=4",
+            "train.num_workers=0",
+        ],
+    ),
+    "concept-jepa": (
+        "concepts",
+        [
+            "data.group_a=40",
+            "data.group_b=20",
+            "data.relation_pairs=2",
+            "model.embed_dim=32",
+            "model.num_heads=2",
+            "model.predictor_depth=1",
+        ],
+    ),
+    "concept-lm": (
+        "concepts/concept-lm-cpu",
+        [
+            "data.group_a=40",
+            "data.group_b=20",
+            "data.relation_pairs=2",
+            "model.embed_dim=32",
+            "model.num_heads=2",
+            "model.depth=1",
+        ],
+    ),
     "linear-jepa-mae": ("linear", []),
 }
 # Tokenizers whose inputs have a fixed shape a recipe names: `jepactl bench` can make them up.
@@ -50,8 +97,11 @@ def tiny(name: str):
 
 
 def tokenizer_kinds(method: torch.nn.Module) -> set[str]:
-    return {m.tokenizer_config.get("kind") for m in method.modules()
-            if isinstance(getattr(m, "tokenizer_config", None), dict)}
+    return {
+        m.tokenizer_config.get("kind")
+        for m in method.modules()
+        if isinstance(getattr(m, "tokenizer_config", None), dict)
+    }
 
 
 def test_every_method_and_packaged_recipe_is_covered_here():
@@ -84,8 +134,9 @@ def test_methods_with_a_shaped_tokenizer_have_synthetic_data_of_batch_first_tens
     dataset, collate = spec.synthetic_data(recipe)  # before build: T-JEPA fits its columns
     size = 4
     batch = collate([dataset[(i, 100 + i, 7)] for i in range(size)])
-    assert batch and all(t.shape[0] == size for t in batch.values()), \
-        {k: tuple(t.shape) for k, t in batch.items()}
+    assert batch and all(t.shape[0] == size for t in batch.values()), {
+        k: tuple(t.shape) for k, t in batch.items()
+    }
     torch.manual_seed(0)
     method = spec.build(recipe)
     assert tokenizer_kinds(method) & SHAPED_TOKENIZERS
@@ -104,12 +155,18 @@ def test_pretrain_data_is_typed_and_still_unpacks_as_three():
 
 
 def test_a_missing_hook_is_a_user_error_naming_the_method():
-    with pytest.raises(UserError, match=r"^method 'concept-jepa' has no synthetic data: "
-                                        r"pass --data$"):
+    with pytest.raises(
+        UserError,
+        match=r"^method 'concept-jepa' has no synthetic data: "
+        r"pass --data$",
+    ):
         method_spec("concept-jepa").require("synthetic_data", "pass --data")
     linear = method_spec("linear-jepa-mae")
-    with pytest.raises(UserError, match="method 'linear-jepa-mae' has no labelled data set: it "
-                                        "is an analysis run by `jepactl pretrain linear"):
+    with pytest.raises(
+        UserError,
+        match="method 'linear-jepa-mae' has no labelled data set: it "
+        "is an analysis run by `jepactl pretrain linear",
+    ):
         linear.require("eval_data")
     assert method_spec("ijepa").require("build") is method_spec("ijepa").build
     with pytest.raises(RecipeError, match="did you mean 'ijepa'"):
@@ -118,8 +175,14 @@ def test_a_missing_hook_is_a_user_error_naming_the_method():
 
 def test_a_spec_without_its_required_hooks_is_refused():
     with pytest.raises(TypeError, match="needs pretrain_data"):
-        MethodSpec("x", object, build=lambda r: None, pretrain_data=None,
-                   eval_data=lambda *a, **k: None, has_split=lambda *a: False)
+        MethodSpec(
+            "x",
+            object,
+            build=lambda r: None,
+            pretrain_data=None,
+            eval_data=lambda *a, **k: None,
+            has_split=lambda *a: False,
+        )
 
 
 def invoke(*args):
@@ -127,9 +190,19 @@ def invoke(*args):
 
 
 def test_bench_runs_dmt_jepa_without_data():
-    result = invoke("bench", "image/dmt-jepa", "--steps", "1", "--warmup", "0", "--repeats", "1",
-                    *TINY_IMAGE_OVERRIDES, "model.patch_size=4",
-                    "aggregation.depth=1")
+    result = invoke(
+        "bench",
+        "image/dmt-jepa",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        *TINY_IMAGE_OVERRIDES,
+        "model.patch_size=4",
+        "aggregation.depth=1",
+    )
     assert result.exit_code == 0, result.output
     assert "samples" in result.stdout
 

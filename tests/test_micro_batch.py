@@ -24,8 +24,10 @@ from jepactl.train import pretrain
 
 
 def tiny(extra=()):
-    return load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=3",
-                                      "train.checkpoint_every=100", *extra])
+    return load_recipe(
+        "image/ijepa-cpu",
+        [*TINY_IMAGE_OVERRIDES, "train.max_steps=3", "train.checkpoint_every=100", *extra],
+    )
 
 
 def metrics(run):
@@ -42,8 +44,12 @@ def test_split_sizes_are_balanced_and_sum_to_the_batch():
 
 
 def test_slice_batch_cuts_every_batch_first_tensor():
-    batch = {"images": torch.arange(12).view(6, 2), "targets": torch.zeros(6, 3, 4),
-             "scalar": torch.tensor(1.0), "name": "x"}
+    batch = {
+        "images": torch.arange(12).view(6, 2),
+        "targets": torch.zeros(6, 3, 4),
+        "scalar": torch.tensor(1.0),
+        "name": "x",
+    }
     part = slice_batch(batch, 2, 5)
     assert part["images"].tolist() == [[4, 5], [6, 7], [8, 9]]
     assert part["targets"].shape == (3, 3, 4) and part["scalar"].item() == 1.0
@@ -52,10 +58,16 @@ def test_slice_batch_cuts_every_batch_first_tensor():
 
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
 def test_accumulated_micro_batches_match_one_big_batch(tmp_path, precision, tolerance):
-    whole = pretrain(tiny([f"train.precision={precision}", "train.micro_batch_size=8"]),
-                     tmp_path / "whole", quiet=True)
-    cut = pretrain(tiny([f"train.precision={precision}", "train.micro_batch_size=3"]),
-                   tmp_path / "cut", quiet=True)
+    whole = pretrain(
+        tiny([f"train.precision={precision}", "train.micro_batch_size=8"]),
+        tmp_path / "whole",
+        quiet=True,
+    )
+    cut = pretrain(
+        tiny([f"train.precision={precision}", "train.micro_batch_size=3"]),
+        tmp_path / "cut",
+        quiet=True,
+    )
     assert whole.step == cut.step == 3
     a, b = metrics(tmp_path / "whole"), metrics(tmp_path / "cut")
     # Same data, same masks (sampled per optimizer step), same schedules: the loss curve of
@@ -69,16 +81,28 @@ def test_accumulated_micro_batches_match_one_big_batch(tmp_path, precision, tole
 
 @pytest.mark.slow
 def test_auto_cuts_the_batch_when_memory_is_short_and_keeps_the_effective_batch(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     def measured_room(device, reserve):  # room for a few samples above the resting process
-        return micro_batch.PeakMeter(device).current() + 64 * 1024 ** 2
+        return micro_batch.PeakMeter(device).current() + 64 * 1024**2
 
     monkeypatch.setattr(micro_batch, "allowed_peak_bytes", measured_room)
     monkeypatch.setattr(micro_batch, "TRIAL_SIZES", (2, 4))
     # Wide tokens and a long sequence: per-sample activations of several MB, well above noise.
     run = tmp_path / "auto"
-    pretrain(tiny(["train.batch_size=64", "data.image_size=64", "model.embed_dim=96",
-                   "model.num_heads=4", "predictor.embed_dim=48"]), run, quiet=True)
+    pretrain(
+        tiny(
+            [
+                "train.batch_size=64",
+                "data.image_size=64",
+                "model.embed_dim=96",
+                "model.num_heads=4",
+                "predictor.embed_dim=48",
+            ]
+        ),
+        run,
+        quiet=True,
+    )
     env = json.loads((run / "env.json").read_text())["micro_batch"]
     assert env["chosen_by"].startswith("auto: measured")
     assert 1 <= env["micro_batch_size"] < 64 and env["batch_size"] == 64
@@ -93,13 +117,30 @@ def test_auto_cuts_the_batch_when_memory_is_short_and_keeps_the_effective_batch(
 
 
 def test_no_room_for_one_sample_stops_before_the_first_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(micro_batch, "allowed_peak_bytes",
-                        lambda device, reserve: micro_batch.PeakMeter(device).current() - 1)
-    with pytest.raises(UserError, match=r"not enough memory: one training sample needs .* GiB"
-                       r".*image/ijepa-cpu") as err:
-        pretrain(load_recipe("image/ijepa", ["data.path=builtin:shapes", "data.image_size=32",
-                                             "model.patch_size=8", "train.batch_size=16",
-                                             "train.num_workers=0"]), tmp_path / "r", quiet=True)
+    monkeypatch.setattr(
+        micro_batch,
+        "allowed_peak_bytes",
+        lambda device, reserve: micro_batch.PeakMeter(device).current() - 1,
+    )
+    with pytest.raises(
+        UserError,
+        match=r"not enough memory: one training sample needs .* GiB"
+        r".*image/ijepa-cpu",
+    ) as err:
+        pretrain(
+            load_recipe(
+                "image/ijepa",
+                [
+                    "data.path=builtin:shapes",
+                    "data.image_size=32",
+                    "model.patch_size=8",
+                    "train.batch_size=16",
+                    "train.num_workers=0",
+                ],
+            ),
+            tmp_path / "r",
+            quiet=True,
+        )
     assert "image/ijepa-cpu" in str(err.value)
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
@@ -107,14 +148,14 @@ def test_no_room_for_one_sample_stops_before_the_first_step(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_plan_fits_a_measured_per_sample_cost(monkeypatch):
     """A trial that holds 40 MB per sample: the plan finds about (room / 40 MB) samples."""
-    per_sample = 40 * 1024 ** 2
+    per_sample = 40 * 1024**2
 
     def trial(m):
         held = torch.ones(m * per_sample // 4)
         held += 1  # touch every page
         del held
 
-    room = 400 * 1024 ** 2
+    room = 400 * 1024**2
     device = torch.device("cpu")
     base = micro_batch.PeakMeter(device).current()
     monkeypatch.setattr(micro_batch, "allowed_peak_bytes", lambda d, r: base + room)
@@ -126,8 +167,11 @@ def test_plan_fits_a_measured_per_sample_cost(monkeypatch):
     assert plan_micro_batches("auto", 4, trial, device, 0, 0).micro_batch_size == 4
     # An explicit micro-batch that cannot fit is refused before the first step, naming the
     # largest that fits; one that fits is kept as the recipe says.
-    with pytest.raises(UserError, match=r"train.micro_batch_size=32: .* set "
-                                        r"train.micro_batch_size=[678] \(or auto\)"):
+    with pytest.raises(
+        UserError,
+        match=r"train.micro_batch_size=32: .* set "
+        r"train.micro_batch_size=[678] \(or auto\)",
+    ):
         plan_micro_batches(32, 64, trial, device, extra_bytes=0, reserve_bytes=0)
     kept = plan_micro_batches(4, 64, trial, device, extra_bytes=0, reserve_bytes=0)
     assert kept.micro_batch_size == 4 and kept.chosen_by == "recipe" and kept.accumulation == 16
@@ -158,12 +202,20 @@ def test_an_out_of_memory_step_is_retried_once_with_half_the_micro_batch(tmp_pat
     def forward(micro):
         seen.append(micro["images"].shape[0])
         if micro["images"].shape[0] > 4:
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't "
-                               "allocate memory: you tried to allocate 1000000000000 bytes")
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 1000000000000 bytes"
+            )
         return method(micro)
 
-    runner = StepRunner(method, forward, optimizer, accelerator, recipe,
-                        MicroPlan(8, 8, 1, "auto: whole batch fits"))
+    runner = StepRunner(
+        method,
+        forward,
+        optimizer,
+        accelerator,
+        recipe,
+        MicroPlan(8, 8, 1, "auto: whole batch fits"),
+    )
     replans = []
     runner.on_replan = replans.append
     loss, _, samples, _ = runner.run(iter([batch]), 0, 3)
@@ -202,4 +254,6 @@ def test_the_first_steps_peak_shrinks_a_micro_batch_the_trials_underestimated():
     assert shrunk.micro_batch_size == 26 and shrunk.accumulation == 5
     assert shrunk.chosen_by.endswith("shrunk after the first step's peak")
     assert shrunk.predicted_peak_gib <= 4.0
-    assert micro_batch.refit_after_first_step(plan, 6 * gib, may_shrink=False).micro_batch_size == 64
+    assert (
+        micro_batch.refit_after_first_step(plan, 6 * gib, may_shrink=False).micro_batch_size == 64
+    )

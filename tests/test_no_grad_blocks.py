@@ -62,8 +62,9 @@ def test_blocks_it_cannot_compute_exactly_take_timm_forward():
     assert not supports_in_place_forward(stack[2])
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
-        torch.testing.assert_close(run_blocks_in_place(stack, x, None), module_forward(stack, x),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            run_blocks_in_place(stack, x, None), module_forward(stack, x), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_in_place_forward_refuses_to_run_with_autograd_on():

@@ -20,16 +20,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PERF = ROOT / "benchmarks" / "perf"
-SCRIPTS = ["sdpa_dtype.py", "mask_conversion.py", "target_forward.py", "profile_ops.py",
-           "compile_ab.py", "peer_lightly.py", "context_tokens.py"]
+SCRIPTS = [
+    "sdpa_dtype.py",
+    "mask_conversion.py",
+    "target_forward.py",
+    "profile_ops.py",
+    "compile_ab.py",
+    "peer_lightly.py",
+    "context_tokens.py",
+]
 NEEDS_LIGHTLY = {"peer_lightly.py", "context_tokens.py"}
 NUMBER = re.compile(r"\d+\.\d+")
 
 
 def run_smoke(script: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(PERF / script), "--smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(PERF / script), "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ from jepactl.nn.predictor import MaskedPredictor
 
 def make(shared: bool) -> MaskedPredictor:
     torch.manual_seed(0)
-    return MaskedPredictor(32, 16, depth=2, num_heads=2, position_table=sincos_2d(16, 6, 6),
-                           shared_context=shared).eval()
+    return MaskedPredictor(
+        32, 16, depth=2, num_heads=2, position_table=sincos_2d(16, 6, 6), shared_context=shared
+    ).eval()
 
 
 @pytest.mark.parametrize("shared", [False, True])

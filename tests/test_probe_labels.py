@@ -48,21 +48,48 @@ def image_run(tmp_path_factory):
     """An image/ijepa-cpu run pretrained (2 steps) on a folder without class sub-folders."""
     root = tmp_path_factory.mktemp("labels")
     data = root / "imgs"
-    images(data, [f"d{i}.png" for i in range(10)] + [f"l{i}.png" for i in range(10)]
-           + ["more/d10.png", "more/l10.png", "x0.png", "x1.png"])
-    json_of("pretrain", "image/ijepa-cpu", "--data", data, "--out", root / "run", "--max-steps", 2,
-            "--quiet", "--json", *TINY_IMAGE_OVERRIDES)
+    images(
+        data,
+        [f"d{i}.png" for i in range(10)]
+        + [f"l{i}.png" for i in range(10)]
+        + ["more/d10.png", "more/l10.png", "x0.png", "x1.png"],
+    )
+    json_of(
+        "pretrain",
+        "image/ijepa-cpu",
+        "--data",
+        data,
+        "--out",
+        root / "run",
+        "--max-steps",
+        2,
+        "--quiet",
+        "--json",
+        *TINY_IMAGE_OVERRIDES,
+    )
     return root, data
 
 
 def test_an_unlabelled_image_folder_probes_on_the_csv_classes(image_run, caplog):
     root, data = image_run
-    rows = ["file,label"] + [f"d{i}.png,dark" for i in range(10)] \
-        + [f"l{i}.png,light" for i in range(10)] + ["more/d10.png,dark", "./more/l10.png,light"]
+    rows = (
+        ["file,label"]
+        + [f"d{i}.png,dark" for i in range(10)]
+        + [f"l{i}.png,light" for i in range(10)]
+        + ["more/d10.png,dark", "./more/l10.png,light"]
+    )
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     with caplog.at_level(logging.WARNING, logger="jepactl"):
-        out = json_of("probe", root / "run", "--data", data, "--labels", root / "labels.csv",
-                      "probe.batch_size=64", "--json")
+        out = json_of(
+            "probe",
+            root / "run",
+            "--data",
+            data,
+            "--labels",
+            root / "labels.csv",
+            "probe.batch_size=64",
+            "--json",
+        )
     results = out["results"]
     assert out["settings"]["labels"] == str(root / "labels.csv")
     assert "labels=" in results["data"]
@@ -87,9 +114,19 @@ def test_one_csv_labels_both_data_and_test(image_run, tmp_path):
     names = [p.name for p in sorted(train.glob("*.png")) + sorted(test.glob("*.png"))]
     # No header row; the bare names are unique in each folder.
     (tmp_path / "labels.csv").write_text(
-        "".join(f"{n},{'dark' if n.startswith('d') else 'light'}\n" for n in names))
-    results = json_of("probe", root / "run", "--data", train, "--test", test, "--labels",
-                      tmp_path / "labels.csv", "--json")["results"]
+        "".join(f"{n},{'dark' if n.startswith('d') else 'light'}\n" for n in names)
+    )
+    results = json_of(
+        "probe",
+        root / "run",
+        "--data",
+        train,
+        "--test",
+        test,
+        "--labels",
+        tmp_path / "labels.csv",
+        "--json",
+    )["results"]
     assert results["train_classes"] == "dark=6 light=6"
     assert results["test_classes"] == "dark=2 light=1"
     assert results["test_samples"] == 3
@@ -104,14 +141,17 @@ def test_a_csv_naming_no_file_of_the_data_is_one_line(image_run, tmp_path):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("text, why", [
-    ("file,label\nd0.png,dark\nd1.png\n", "line 3: expected 'file,label'"),
-    ("file,label\nd0.png,dark,extra\n", "line 2: expected 'file,label'"),
-    ("d0.png,\n", "line 1: expected 'file,label'"),
-    ("", "is empty"),
-    ("file,label\n\n", "is empty"),
-    ("d0.png,dark\nd0.png,light\n", "line 2: 'd0.png' is labelled 'light' but line 1"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("file,label\nd0.png,dark\nd1.png\n", "line 3: expected 'file,label'"),
+        ("file,label\nd0.png,dark,extra\n", "line 2: expected 'file,label'"),
+        ("d0.png,\n", "line 1: expected 'file,label'"),
+        ("", "is empty"),
+        ("file,label\n\n", "is empty"),
+        ("d0.png,dark\nd0.png,light\n", "line 2: 'd0.png' is labelled 'light' but line 1"),
+    ],
+)
 def test_a_malformed_csv_is_one_line_naming_the_file_and_line(image_run, tmp_path, text, why):
     root, data = image_run
     (tmp_path / "bad.csv").write_text(text)
@@ -124,8 +164,11 @@ def test_a_malformed_csv_is_one_line_naming_the_file_and_line(image_run, tmp_pat
 def test_a_missing_label_file_is_one_line(image_run, tmp_path):
     root, data = image_run
     result = cli("probe", root / "run", "--data", data, "--labels", tmp_path / "none.csv")
-    assert result.exit_code == 2 and "label file" in result.output and "does not exist" in \
-        result.output
+    assert (
+        result.exit_code == 2
+        and "label file" in result.output
+        and "does not exist" in result.output
+    )
 
 
 def test_headers_are_detected_and_keys_normalised(tmp_path):
@@ -141,18 +184,37 @@ def test_headers_are_detected_and_keys_normalised(tmp_path):
 
 def test_ecg_records_take_labels_from_a_record_label_csv(tmp_path, caplog):
     run = tmp_path / "run"
-    json_of("pretrain", "ecg/ecg-jepa-cpu", "--out", run, "--max-steps", 2, "--quiet", "--json",
-            *TINY_ECG)
+    json_of(
+        "pretrain",
+        "ecg/ecg-jepa-cpu",
+        "--out",
+        run,
+        "--max-steps",
+        2,
+        "--quiet",
+        "--json",
+        *TINY_ECG,
+    )
     # The embedded MIT-BIH sample has .atr beat annotations; --labels replaces them with
     # per-record classes. Record 232 is not listed: left out with a notice.
     records = ["118", "119", "124", "200", "208", "209", "213", "223", "233"]
     labels = tmp_path / "records.csv"
-    labels.write_text("record,label\n" + "".join(
-        f"{r},{'even' if int(r) % 2 == 0 else 'odd'}\n" for r in records))
+    labels.write_text(
+        "record,label\n" + "".join(f"{r},{'even' if int(r) % 2 == 0 else 'odd'}\n" for r in records)
+    )
     with caplog.at_level(logging.WARNING, logger="jepactl"):
-        out = json_of("probe", run, "--labels", labels, "--head", "linear",
-                      "probe.max_train_per_class=20", "probe.max_test_per_class=20",
-                      "probe.num_workers=0", "--json")
+        out = json_of(
+            "probe",
+            run,
+            "--labels",
+            labels,
+            "--head",
+            "linear",
+            "probe.max_train_per_class=20",
+            "probe.max_test_per_class=20",
+            "probe.num_workers=0",
+            "--json",
+        )
     results = out["results"]
     assert out["settings"]["labels"] == str(labels)
     assert results["task"] == "record labels" and "train_beats" not in results
@@ -169,15 +231,29 @@ def test_ecg_records_take_labels_from_a_record_label_csv(tmp_path, caplog):
 def test_sar_chips_take_labels_from_a_csv_of_paths_relative_to_the_data_folder(tmp_path):
     chips = speckled_chips(tmp_path / "chips")  # train/ and test/ splits with class folders
     run = tmp_path / "run"
-    json_of("pretrain", "sar/sar-jepa-cpu", "--data", chips, *TINY_SAR, "--out", run, "--max-steps", 2,
-            "--quiet", "--json")
+    json_of(
+        "pretrain",
+        "sar/sar-jepa-cpu",
+        "--data",
+        chips,
+        *TINY_SAR,
+        "--out",
+        run,
+        "--max-steps",
+        2,
+        "--quiet",
+        "--json",
+    )
     # The CSV replaces the class folders: chips 0-1 are "small", 2-3 "large", whatever the
     # folder. Bare names repeat across folders, so the keys are relative paths.
-    rows = [f"{p.relative_to(chips).as_posix()},{'small' if int(p.stem) < 2 else 'large'}"
-            for p in sorted(chips.rglob("*.png"))]
+    rows = [
+        f"{p.relative_to(chips).as_posix()},{'small' if int(p.stem) < 2 else 'large'}"
+        for p in sorted(chips.rglob("*.png"))
+    ]
     (tmp_path / "chips.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
-    out = json_of("probe", run, "--data", chips, "--labels", tmp_path / "chips.csv",
-                  "--shots", 2, "--json")
+    out = json_of(
+        "probe", run, "--data", chips, "--labels", tmp_path / "chips.csv", "--shots", 2, "--json"
+    )
     results = out["results"]
     assert results["train_classes"] == "large=4 small=4"
     assert results["test_classes"] == "large=4 small=4"
@@ -188,8 +264,20 @@ def test_sar_chips_take_labels_from_a_csv_of_paths_relative_to_the_data_folder(t
 def test_labels_on_a_tabular_run_are_refused_naming_the_target_column(tmp_path):
     train = synthetic(tmp_path / "train.csv", 200, 0)
     run = tmp_path / "run"
-    json_of("pretrain", "tabular/tjepa-cpu", "--data", train, "data.target=label", *TINY_TABULAR,
-            "--out", run, "--max-steps", 2, "--quiet", "--json")
+    json_of(
+        "pretrain",
+        "tabular/tjepa-cpu",
+        "--data",
+        train,
+        "data.target=label",
+        *TINY_TABULAR,
+        "--out",
+        run,
+        "--max-steps",
+        2,
+        "--quiet",
+        "--json",
+    )
     (tmp_path / "labels.csv").write_text("file,label\nx,y\n")
     result = cli("probe", run, "--labels", tmp_path / "labels.csv")
     assert result.exit_code == 2

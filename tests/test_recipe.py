@@ -26,8 +26,15 @@ def test_every_packaged_recipe_loads_and_round_trips_through_yaml():
 
 
 def test_overrides_set_typed_values():
-    recipe = load_recipe("image/ijepa-cpu", ["train.batch_size=7", "optim.lr=3e-4",
-                                        "mask.target_scale=[0.1,0.3]", "train.compile=true"])
+    recipe = load_recipe(
+        "image/ijepa-cpu",
+        [
+            "train.batch_size=7",
+            "optim.lr=3e-4",
+            "mask.target_scale=[0.1,0.3]",
+            "train.compile=true",
+        ],
+    )
     assert recipe.train.batch_size == 7
     assert recipe.optim.lr == pytest.approx(3e-4)
     assert recipe.mask.target_scale == (0.1, 0.3)

@@ -51,25 +51,35 @@ def test_every_recipe_is_named_domain_slash_method_variant_scale():
         recipe = load_recipe(name)
         assert recipe.domain == domain, name
         assert stem == recipe.method or stem.startswith(recipe.method + "-"), name
-        words = stem[len(recipe.method):].split("-")[1:]
+        words = stem[len(recipe.method) :].split("-")[1:]
         assert "tiny" not in words and "default" not in words, name
         assert all(w not in SCALES for w in words[:-1]), f"{name}: the scale word comes last"
 
 
 def test_cpu_and_paper_recipes_differ_in_scale():
     """A -cpu recipe is smaller than the paper recipe it scales down (fewer steps x samples)."""
-    pairs = [(n, n[:-len("-cpu")]) for n in NAMES if n.endswith("-cpu") and n[:-4] in NAMES]
-    assert {"image/ijepa-cpu", "ecg/ecg-jepa-cpu", "sar/sar-jepa-cpu", "tabular/tjepa-cpu",
-            "image/dmt-jepa-cpu"} <= {cpu for cpu, _ in pairs}
+    pairs = [(n, n[: -len("-cpu")]) for n in NAMES if n.endswith("-cpu") and n[:-4] in NAMES]
+    assert {
+        "image/ijepa-cpu",
+        "ecg/ecg-jepa-cpu",
+        "sar/sar-jepa-cpu",
+        "tabular/tjepa-cpu",
+        "image/dmt-jepa-cpu",
+    } <= {cpu for cpu, _ in pairs}
     for cpu, paper in pairs:
         small, big = load_recipe(cpu).train, load_recipe(paper).train
         assert small.max_steps * small.batch_size < big.max_steps * big.batch_size, cpu
 
 
 def test_every_domain_has_a_default_that_the_domain_name_loads():
-    expected = {"image": "image/ijepa", "ecg": "ecg/ecg-jepa", "sar": "sar/sar-jepa",
-                "tabular": "tabular/tjepa", "concepts": "concepts/concept-jepa-cpu",
-                "linear": "linear/linear-jepa-mae"}
+    expected = {
+        "image": "image/ijepa",
+        "ecg": "ecg/ecg-jepa",
+        "sar": "sar/sar-jepa",
+        "tabular": "tabular/tjepa",
+        "concepts": "concepts/concept-jepa-cpu",
+        "linear": "linear/linear-jepa-mae",
+    }
     assert DOMAINS == sorted(expected)
     for domain, name in expected.items():
         assert domain_default(domain) == name
@@ -119,7 +129,8 @@ def test_a_run_folder_recipe_written_with_an_old_name_loads(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     text = dump_recipe(load_recipe("ecg/ecg-jepa-cpu")).replace(
-        "name: ecg/ecg-jepa-cpu", "name: ecg/cpu", 1)
+        "name: ecg/ecg-jepa-cpu", "name: ecg/cpu", 1
+    )
     (run / "recipe.yaml").write_text(text)
     recipe = read_run_recipe(run)
     assert recipe.name == "ecg/cpu"
@@ -141,14 +152,19 @@ def test_recipes_list_shows_only_new_names():
 @pytest.mark.slow
 def test_recipes_show_of_an_old_name_prints_one_warning_line_on_stderr():
     def show(name):  # a real process: the CLI's own logging setup writes the warning
-        return subprocess.run([sys.executable, "-m", "jepactl", "recipes", "show", name],
-                              capture_output=True, text=True, check=True)
+        return subprocess.run(
+            [sys.executable, "-m", "jepactl", "recipes", "show", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
 
     old, new = show("ecg/cpu"), show("ecg/ecg-jepa-cpu")
     assert old.stdout.replace("name: ecg/cpu\n", "name: ecg/ecg-jepa-cpu\n", 1) == new.stdout
     assert not new.stderr.strip()
     assert old.stderr.strip().splitlines() == [
-        "WARNING: recipe 'ecg/cpu' is now 'ecg/ecg-jepa-cpu' (the old name works until 0.3)"]
+        "WARNING: recipe 'ecg/cpu' is now 'ecg/ecg-jepa-cpu' (the old name works until 0.3)"
+    ]
 
 
 def test_cpu_recipe_names_the_cpu_sized_sibling():
@@ -238,8 +254,11 @@ def test_readme_table_has_one_row_per_recipe_and_its_links_resolve():
     for target, anchor in re.findall(r"\]\((\.\./benchmarks/[^)#]+)#([^)]+)\)", text):
         path = (readme.parent / target).resolve()
         assert path.is_file(), target
-        anchors = {_slug(line.lstrip("#")) for line in path.read_text().splitlines()
-                   if re.match(r"#{1,6} ", line)}
+        anchors = {
+            _slug(line.lstrip("#"))
+            for line in path.read_text().splitlines()
+            if re.match(r"#{1,6} ", line)
+        }
         assert anchor in anchors, f"{target}#{anchor}"
 
 

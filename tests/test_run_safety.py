@@ -38,9 +38,14 @@ def run(*args):
 
 
 def jepactl(*args, preexec_fn=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jepactl", *map(str, args)],
-                          capture_output=True, text=True, env=SUBPROCESS_ENV,
-                          preexec_fn=preexec_fn, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "jepactl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=SUBPROCESS_ENV,
+        preexec_fn=preexec_fn,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(stderr: str, *fragments: str) -> str:
@@ -69,16 +74,26 @@ def finished_pid() -> int:
 def write_lock(run_dir: Path, **holder) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / ".lock"
-    path.write_text(json.dumps({"host": socket.gethostname(), "started": "2026-01-01T00:00:00",
-                                "argv": ["jepactl", "pretrain"], **holder}))
+    path.write_text(
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "started": "2026-01-01T00:00:00",
+                "argv": ["jepactl", "pretrain"],
+                **holder,
+            }
+        )
+    )
     return path
 
 
 def limit_file_size(limit: int):
     """preexec_fn: files beyond ``limit`` bytes fail with EFBIG, as on a full disk."""
+
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -204,9 +219,16 @@ def test_pretrain_into_a_folder_held_by_another_process_exits_2(tmp_path):
     analysis takes the lock in the CLI; the trainer takes it in train.pretrain)."""
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from jepactl.run_lock import RunLock\n"
-         f"with RunLock({str(run_dir)!r}):\n print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from jepactl.run_lock import RunLock\n"
+            f"with RunLock({str(run_dir)!r}):\n print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=SUBPROCESS_ENV,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run("pretrain", "linear", "--out", run_dir, "--quiet")
@@ -228,21 +250,45 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> N
 def test_two_pretrain_processes_into_one_run_folder(tmp_path):
     """Needs train.pretrain to hold RunLock on the main process."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "jepactl", "pretrain", "image/ijepa-cpu", "--out", str(out),
-               "--quiet", *TINY_IMAGE_OVERRIDES]
-    first = subprocess.Popen([*command, "--max-steps", "100000"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+    command = [
+        sys.executable,
+        "-m",
+        "jepactl",
+        "pretrain",
+        "image/ijepa-cpu",
+        "--out",
+        str(out),
+        "--quiet",
+        *TINY_IMAGE_OVERRIDES,
+    ]
+    first = subprocess.Popen(
+        [*command, "--max-steps", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=SUBPROCESS_ENV,
+    )
     try:
         # A step is logged (log_every=1): the loop runs, so SIGTERM will be caught and saved.
-        _wait_for(lambda: (out / "metrics.jsonl").exists()
-                  and (out / "metrics.jsonl").read_text().strip(), first)
+        _wait_for(
+            lambda: (
+                (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()
+            ),
+            first,
+        )
         assert (out / ".lock").exists(), "train.pretrain does not hold the run lock"
         first.send_signal(signal.SIGSTOP)  # alive but paused: the second gets the CPU to itself
-        second = subprocess.run([*command, "--max-steps", "2"], capture_output=True, text=True,
-                                env=SUBPROCESS_ENV, timeout=120)
+        second = subprocess.run(
+            [*command, "--max-steps", "2"],
+            capture_output=True,
+            text=True,
+            env=SUBPROCESS_ENV,
+            timeout=120,
+        )
         assert second.returncode == 2, second.stderr
-        assert_one_line_error(second.stderr, f"is in use by pid {first.pid} on host",
-                              "choose another --out")
+        assert_one_line_error(
+            second.stderr, f"is in use by pid {first.pid} on host", "choose another --out"
+        )
     finally:
         first.send_signal(signal.SIGCONT)
         first.send_signal(signal.SIGTERM)
@@ -257,8 +303,17 @@ def test_pretrain_takes_over_a_stale_lock(tmp_path):
     out = tmp_path / "run"
     dead = finished_pid()
     write_lock(out, pid=dead)
-    result = jepactl("pretrain", "image/ijepa-cpu", "--out", out, "--max-steps", "1", "--quiet",
-                     "--json", *TINY_IMAGE_OVERRIDES)
+    result = jepactl(
+        "pretrain",
+        "image/ijepa-cpu",
+        "--out",
+        out,
+        "--max-steps",
+        "1",
+        "--quiet",
+        "--json",
+        *TINY_IMAGE_OVERRIDES,
+    )
     assert result.returncode == 0, result.stderr
     assert f"pid {dead}" in result.stderr and "stale" in result.stderr
     assert not (out / ".lock").exists()
@@ -275,8 +330,7 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_2(capsys, monkeypatch)
     with pytest.raises(typer.Exit) as info:
         cli._guard(disk_full)
     assert info.value.exit_code == 2
-    assert_one_line_error(capsys.readouterr().err,
-                          "disk full while writing 'runs/x/metrics.jsonl'")
+    assert_one_line_error(capsys.readouterr().err, "disk full while writing 'runs/x/metrics.jsonl'")
 
     def read_only():
         raise OSError(errno.EROFS, "Read-only file system", "x/y")
@@ -306,35 +360,44 @@ def test_pretrain_out_in_a_read_only_folder(read_only_dir):
 
 def test_pretrain_out_on_a_read_only_disk(tmp_path, monkeypatch):
     """What a read-only mount reports (root ignores chmod, so the error is simulated)."""
+
     def read_only_disk(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
 
     monkeypatch.setattr("jepactl.output_paths.tempfile.mkstemp", read_only_disk)
     out = tmp_path / "run"
-    assert_user_error(run("pretrain", "image/ijepa-cpu", "--out", out),
-                      f"cannot write '{out}': Read-only file system")
+    assert_user_error(
+        run("pretrain", "image/ijepa-cpu", "--out", out),
+        f"cannot write '{out}': Read-only file system",
+    )
 
 
-def test_embed_checks_out_before_computing_anything(trained_run, a_file, tmp_path,
-                                                    monkeypatch):
+def test_embed_checks_out_before_computing_anything(trained_run, a_file, tmp_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("embeddings computed before --out was checked")
 
     monkeypatch.setattr("jepactl.evaluate.embed.extract_features", must_not_run)
     args = ["embed", trained_run, "--data", "builtin:shapes", "--out"]
-    assert_user_error(run(*args, a_file / "emb.npy"), f"'{a_file / 'emb.npy'}'",
-                      f"'{a_file}' is a file, not a folder")
+    assert_user_error(
+        run(*args, a_file / "emb.npy"),
+        f"'{a_file / 'emb.npy'}'",
+        f"'{a_file}' is a file, not a folder",
+    )
     folder = tmp_path / "emb.npy"
     folder.mkdir()
     assert_user_error(run(*args, folder), f"--out '{folder}' is a folder")
 
 
 def test_export_and_finetune_out_under_a_file(trained_run, a_file):
-    assert_user_error(run("export", trained_run, "--out", a_file), f"--out '{a_file}'",
-                      "is a file, not a folder")
+    assert_user_error(
+        run("export", trained_run, "--out", a_file), f"--out '{a_file}'", "is a file, not a folder"
+    )
     out = a_file / "finetuned"
-    assert_user_error(run("finetune", trained_run, "--out", out, "--quiet"), f"'{out}'",
-                      f"'{a_file}' is a file, not a folder")
+    assert_user_error(
+        run("finetune", trained_run, "--out", out, "--quiet"),
+        f"'{out}'",
+        f"'{a_file}' is a file, not a folder",
+    )
 
 
 # ------------------------------------------------------------------------------- exports
@@ -344,8 +407,9 @@ def test_export_files_share_one_mode_and_no_temporary_is_left(trained_run, tmp_p
     out = tmp_path / "exp"
     run_export(trained_run, out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    modes = {name: (out / name).stat().st_mode & 0o777
-             for name in ("config.json", "model.safetensors")}
+    modes = {
+        name: (out / name).stat().st_mode & 0o777 for name in ("config.json", "model.safetensors")
+    }
     assert modes == {"config.json": _FILE_MODE, "model.safetensors": _FILE_MODE}
 
 
@@ -355,8 +419,15 @@ def test_a_full_disk_during_export_keeps_the_previous_export(trained_run, tmp_pa
     run_export(trained_run, out)  # the previous export: the target encoder
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert len(before["model.safetensors"]) > 60_000
-    result = jepactl("export", trained_run, "--out", out, "--which", "context",
-                     preexec_fn=limit_file_size(50_000))
+    result = jepactl(
+        "export",
+        trained_run,
+        "--out",
+        out,
+        "--which",
+        "context",
+        preexec_fn=limit_file_size(50_000),
+    )
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result.stderr, f"'{out / 'model.safetensors'}'", "File too large")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -369,8 +440,17 @@ def test_a_full_disk_during_embed_keeps_the_previous_file(trained_run, tmp_path)
     array = np.load(out)
     assert array.dtype == np.float32 and array.shape[0] == 2000
     before = out.read_bytes()
-    result = jepactl("embed", trained_run, "--data", "builtin:shapes", "--out", out,
-                     "--which", "context", preexec_fn=limit_file_size(100_000))
+    result = jepactl(
+        "embed",
+        trained_run,
+        "--data",
+        "builtin:shapes",
+        "--out",
+        out,
+        "--which",
+        "context",
+        preexec_fn=limit_file_size(100_000),
+    )
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result.stderr, f"'{out}'", "File too large")
     assert out.read_bytes() == before

@@ -8,8 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepactl.nn.gradient_targets import (GradientByRatio, gradient_patch_targets,
-                                         half_window_profiles, patchify)
+from jepactl.nn.gradient_targets import (
+    GradientByRatio,
+    gradient_patch_targets,
+    half_window_profiles,
+    patchify,
+)
 
 
 def direct_gradient(image: torch.Tensor, radius: int, kernel: str) -> torch.Tensor:
@@ -60,8 +64,9 @@ def test_a_step_edge_lights_up_only_near_the_edge_and_flat_regions_give_zero() -
     assert maps[:, :10].abs().max() < 1e-5 and maps[:, 22:].abs().max() < 1e-5
     # Last dark column: the left half (offsets -5..0) is 6 dark columns, the right half (0..5)
     # one dark and 5 bright ones; 11 rows each cancel in the ratio (+0.01 offset included).
-    assert maps[16, 15].item() == pytest.approx(abs(math.log(6 * 0.21 / (0.21 + 5 * 0.81))),
-                                                rel=1e-4)
+    assert maps[16, 15].item() == pytest.approx(
+        abs(math.log(6 * 0.21 / (0.21 + 5 * 0.81))), rel=1e-4
+    )
 
 
 def test_speckle_scaling_cancels_in_the_ratio() -> None:

@@ -18,12 +18,28 @@ from jepactl.nn.vit import gather_tokens
 from jepactl.recipe import load_recipe
 from jepactl.train import pretrain
 
-TINY_SAR = ["data.crop_size=24", "data.image_size=16", "model.patch_size=4", "model.embed_dim=32",
-            "model.depth=1", "model.num_heads=2", "predictor.embed_dim=16", "predictor.depth=1",
-            "predictor.num_heads=2", "mask.window_size=2", "mask.mask_ratio=0.5",
-            "target.gradient_scales=[1,2]", "train.batch_size=4", "train.num_workers=0",
-            "train.log_every=1", "train.precision=fp32", "optim.warmup_steps=1",
-            "probe.epochs=5", "probe.finetune_epochs=1", "probe.batch_size=8"]
+TINY_SAR = [
+    "data.crop_size=24",
+    "data.image_size=16",
+    "model.patch_size=4",
+    "model.embed_dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "predictor.embed_dim=16",
+    "predictor.depth=1",
+    "predictor.num_heads=2",
+    "mask.window_size=2",
+    "mask.mask_ratio=0.5",
+    "target.gradient_scales=[1,2]",
+    "train.batch_size=4",
+    "train.num_workers=0",
+    "train.log_every=1",
+    "train.precision=fp32",
+    "optim.warmup_steps=1",
+    "probe.epochs=5",
+    "probe.finetune_epochs=1",
+    "probe.batch_size=8",
+]
 
 
 def speckled_chips(root: Path, per_class: int = 4) -> Path:
@@ -38,9 +54,9 @@ def speckled_chips(root: Path, per_class: int = 4) -> Path:
                 clean = np.full((size, size), 0.15)
                 mid = size // 2
                 if label:
-                    clean[mid - 4:mid + 4, mid - 4:mid + 4] = 0.8
+                    clean[mid - 4 : mid + 4, mid - 4 : mid + 4] = 0.8
                 else:
-                    clean[mid - 1:mid + 1, mid - 8:mid + 8] = 0.8
+                    clean[mid - 1 : mid + 1, mid - 8 : mid + 8] = 0.8
                 speckle = rng.gamma(4.0, 1 / 4.0, clean.shape)
                 pixels = np.clip(clean * speckle * 255, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
@@ -48,8 +64,10 @@ def speckled_chips(root: Path, per_class: int = 4) -> Path:
 
 
 def tiny(kind: str, max_steps: int = 2, extra=()) -> sar_jepa.SarJEPARecipe:
-    return load_recipe("sar/sar-jepa-cpu", [*TINY_SAR, f"target.kind={kind}",
-                                   f"train.max_steps={max_steps}", *extra])
+    return load_recipe(
+        "sar/sar-jepa-cpu",
+        [*TINY_SAR, f"target.kind={kind}", f"train.max_steps={max_steps}", *extra],
+    )
 
 
 def one_batch(recipe, data: Path) -> dict:
@@ -69,8 +87,9 @@ def test_the_loss_is_the_mse_on_masked_patches_of_the_gradient_targets(tmp_path:
     from jepactl.masks import LocalWindowMasks
 
     masks = LocalWindowMasks(batch["windows"], batch["masked"])
-    predicted = method.decoder(method.encode_windows(batch["images"], masks),
-                               masks.windows.flatten(0, 1))
+    predicted = method.decoder(
+        method.encode_windows(batch["images"], masks), masks.windows.flatten(0, 1)
+    )
     wanted = gather_tokens(targets, masks.windows).flatten(0, 1)
     keep = masks.masked.flatten(0, 1)
     expected = ((predicted[keep] - wanted[keep]) ** 2).mean()
@@ -91,7 +110,7 @@ def test_masked_patches_reach_the_encoder_only_as_mask_tokens(tmp_path: Path) ->
     patch = int(masks.windows[0, 0][masks.masked[0, 0]][0])
     changed = batch["images"].clone()
     row, col = divmod(patch, 4)
-    changed[0, :, row * 4:(row + 1) * 4, col * 4:(col + 1) * 4] += 5.0
+    changed[0, :, row * 4 : (row + 1) * 4, col * 4 : (col + 1) * 4] += 5.0
     with torch.no_grad():
         before = method.encode_windows(batch["images"], masks)
         after = method.encode_windows(changed, masks)

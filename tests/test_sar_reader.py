@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from jepactl.data.sar_chips import (SarDataConfig, SarEvalDataset, SarPretrainDataset, has_split,
-                                    load_chip, open_chips)
+from jepactl.data.sar_chips import (
+    SarDataConfig,
+    SarEvalDataset,
+    SarPretrainDataset,
+    has_split,
+    load_chip,
+    open_chips,
+)
 from jepactl.errors import DataError
 
 
@@ -18,7 +24,7 @@ def centre_marked(size: int, value: int = 200) -> np.ndarray:
     """A dark chip with a bright 4x4 square exactly at its centre."""
     chip = np.full((size, size), 10, dtype=np.uint8)
     mid = size // 2
-    chip[mid - 2:mid + 2, mid - 2:mid + 2] = value
+    chip[mid - 2 : mid + 2, mid - 2 : mid + 2] = value
     return chip
 
 
@@ -90,8 +96,9 @@ def test_split_folders_and_pretraining_views(tmp_path: Path) -> None:
     assert torch.equal(one["images"], again["images"])  # the sample seed fixes the view
     assert not torch.equal(one["images"], other["images"])
     assert one["images"].min() >= 0  # amplitudes stay non-negative
-    standardised = SarEvalDataset(source, SarDataConfig(crop_size=16, image_size=16,
-                                                        intensity="mean_std", mean=0.5, std=0.25))
+    standardised = SarEvalDataset(
+        source, SarDataConfig(crop_size=16, image_size=16, intensity="mean_std", mean=0.5, std=0.25)
+    )
     raw = SarEvalDataset(source, SarDataConfig(crop_size=16, image_size=16))
     assert torch.allclose(standardised[0][0], (raw[0][0] - 0.5) / 0.25)
 

@@ -32,7 +32,8 @@ def test_masks_are_a_function_of_the_batch_seed_and_differ_per_row():
 
 def test_tiny_tables_still_get_a_context_and_a_target():
     masks = FeatureSubsetMask(2, FeatureMaskConfig(context_share=(0.9, 1.0)))(
-        8, torch.Generator().manual_seed(0))
+        8, torch.Generator().manual_seed(0)
+    )
     assert masks.context.shape == (8, 1) and masks.targets.shape == (8, 4, 1)
 
 

@@ -14,9 +14,18 @@ from typer.testing import CliRunner
 
 from jepactl.cli import app
 
-TINY = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2", "predictor.embed_dim=8",
-        "predictor.depth=1", "predictor.num_heads=2", "train.batch_size=32",
-        "train.num_workers=0", "train.log_every=2", "train.precision=fp32"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.num_heads=2",
+    "predictor.embed_dim=8",
+    "predictor.depth=1",
+    "predictor.num_heads=2",
+    "train.batch_size=32",
+    "train.num_workers=0",
+    "train.log_every=2",
+    "train.precision=fp32",
+]
 
 
 def synthetic(path: Path, rows: int, seed: int) -> Path:
@@ -25,8 +34,15 @@ def synthetic(path: Path, rows: int, seed: int) -> Path:
     a, b = rng.normal(size=rows), rng.normal(size=rows)
     colour = rng.choice(["red", "green", "blue"], size=rows)
     label = np.where(a + (colour == "red") * 1.5 > 0.5, "yes", "no")
-    frame = pd.DataFrame({"a": a.round(3), "b": b.round(3).astype(object), "colour": colour,
-                          "size": rng.integers(1, 5, rows), "label": label})
+    frame = pd.DataFrame(
+        {
+            "a": a.round(3),
+            "b": b.round(3).astype(object),
+            "colour": colour,
+            "size": rng.integers(1, 5, rows),
+            "label": label,
+        }
+    )
     frame.loc[::7, "b"] = "?"
     frame.to_csv(path, index=False, sep=";")
     return path
@@ -37,9 +53,22 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tjepa")
     train = synthetic(root / "train.csv", 400, 0)
     test = synthetic(root / "test.csv", 200, 1)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(train), "--out",
-                                      str(root / "run"), "--max-steps", "6", "--quiet",
-                                      "data.target=label", *TINY])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "tabular/tjepa-cpu",
+            "--data",
+            str(train),
+            "--out",
+            str(root / "run"),
+            "--max-steps",
+            "6",
+            "--quiet",
+            "data.target=label",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return root, train, test
 
@@ -58,9 +87,21 @@ def test_pretraining_stores_fitted_stats_without_the_target(run):
 
 def test_probe_compares_raw_and_tjepa_heads_over_seeds(run):
     root, train, test = run
-    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train), "--test",
-                                      str(test), "--seeds", "2", "--json",
-                                      "probe.mlp_max_epochs=5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            str(root / "run"),
+            "--data",
+            str(train),
+            "--test",
+            str(test),
+            "--seeds",
+            "2",
+            "--json",
+            "probe.mlp_max_epochs=5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)["results"]
     assert out["task"] == "classification" and out["test_samples"] == 200
@@ -76,8 +117,22 @@ def test_probe_compares_raw_and_tjepa_heads_over_seeds(run):
 
 def test_probe_regression_hides_a_target_that_was_a_feature(run):
     root, train, test = run
-    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train), "--test",
-                                      str(test), "--target", "a", "--head", "linear", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            str(root / "run"),
+            "--data",
+            str(train),
+            "--test",
+            str(test),
+            "--target",
+            "a",
+            "--head",
+            "linear",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)["results"]
     assert out["task"] == "regression" and "hidden" in out["note"]
@@ -85,29 +140,46 @@ def test_probe_regression_hides_a_target_that_was_a_feature(run):
     assert 0.3 < out["linear_rmse_raw"] < 1.2
 
 
-@pytest.mark.parametrize("content,args,message", [
-    ("a,b\n1,2\n3,4\n", ["--target", "income"], "no target column 'income'"),
-    ("a;b;size;colour;label\nabc;1;2;red;yes\n", [], "column 'a' row 1: 'abc' is not a number"),
-])
+@pytest.mark.parametrize(
+    "content,args,message",
+    [
+        ("a,b\n1,2\n3,4\n", ["--target", "income"], "no target column 'income'"),
+        ("a;b;size;colour;label\nabc;1;2;red;yes\n", [], "column 'a' row 1: 'abc' is not a number"),
+    ],
+)
 def test_probe_data_errors_exit_2_with_one_line(run, content, args, message):
     root, train, _ = run
     bad = root / "bad.csv"
     bad.write_text(content)
-    result = CliRunner().invoke(app, ["probe", str(root / "run"), "--data", str(train),
-                                      "--test", str(bad), *args])
+    result = CliRunner().invoke(
+        app, ["probe", str(root / "run"), "--data", str(train), "--test", str(bad), *args]
+    )
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("content,message", [
-    ("", "is empty"),
-    ("label\nyes\nno\n", "no feature columns"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "is empty"),
+        ("label\nyes\nno\n", "no feature columns"),
+    ],
+)
 def test_pretrain_on_unusable_files_exits_2(tmp_path, content, message):
     bad = tmp_path / "bad.csv"
     bad.write_text(content)
-    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(bad), "--out",
-                                      str(tmp_path / "r"), "data.target=label"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "tabular/tjepa-cpu",
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "r"),
+            "data.target=label",
+        ],
+    )
     assert result.exit_code == 2 and message in result.output
 
 
@@ -116,8 +188,17 @@ def test_pretrain_on_nested_parquet_exits_2(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [["a"], ["b", "c"]]}), tmp_path / "n.parquet")
-    result = CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data",
-                                      str(tmp_path / "n.parquet"), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "pretrain",
+            "tabular/tjepa-cpu",
+            "--data",
+            str(tmp_path / "n.parquet"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2 and "column 'tags' is nested" in result.output
 
 
@@ -125,14 +206,19 @@ def test_export_carries_the_fitted_preprocessing_and_embeds_the_same(run, tmp_pa
     import jepactl
 
     root, _, test = run
-    assert CliRunner().invoke(app, ["export", str(root / "run"), "--out",
-                                    str(tmp_path / "exp")]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(app, ["export", str(root / "run"), "--out", str(tmp_path / "exp")])
+        .exit_code
+        == 0
+    )
     encoder = jepactl.load_encoder(tmp_path / "exp")
     recipe = yaml.safe_load((root / "run" / "recipe.yaml").read_text())
     assert encoder.tokenizer_config["preprocessing"] == recipe["data"]["fitted"]
     for source, name in ((root / "run", "a.npy"), (tmp_path / "exp", "b.npy")):
-        result = CliRunner().invoke(app, ["embed", str(source), "--data", str(test), "--out",
-                                          str(tmp_path / name)])
+        result = CliRunner().invoke(
+            app, ["embed", str(source), "--data", str(test), "--out", str(tmp_path / name)]
+        )
         assert result.exit_code == 0, result.output
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (200, 16) and np.allclose(a, b, atol=1e-3)
@@ -155,17 +241,32 @@ def test_eval_data_keeps_pretraining_class_indices_on_a_one_class_file(run, tmp_
 @pytest.mark.slow
 def test_resume_continues_the_same_loss_curve(run, tmp_path):
     _, train, _ = run
-    base = ["pretrain", "tabular/tjepa-cpu", "--data", str(train), "--quiet", "data.target=label",
-            "train.checkpoint_every=2", *TINY]
-    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-steps",
-                                    "4"]).exit_code == 0
-    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--max-steps",
-                                    "2"]).exit_code == 0
-    result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "b"), "--resume", "--quiet",
-                                      "--max-steps", "4"])
+    base = [
+        "pretrain",
+        "tabular/tjepa-cpu",
+        "--data",
+        str(train),
+        "--quiet",
+        "data.target=label",
+        "train.checkpoint_every=2",
+        *TINY,
+    ]
+    assert (
+        CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-steps", "4"]).exit_code
+        == 0
+    )
+    assert (
+        CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b"), "--max-steps", "2"]).exit_code
+        == 0
+    )
+    result = CliRunner().invoke(
+        app, ["pretrain", str(tmp_path / "b"), "--resume", "--quiet", "--max-steps", "4"]
+    )
     assert result.exit_code == 0, result.output
-    losses = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text()
-               .splitlines()] for r in ("a", "b")]
+    losses = [
+        [json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("a", "b")
+    ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
@@ -173,8 +274,14 @@ def regression_table(path: Path, rows: int, seed: int) -> Path:
     """A numeric target that is a linear function of one numeric and one categorical column."""
     rng = np.random.default_rng(seed)
     a, kind = rng.normal(size=rows), rng.choice(["x", "y"], size=rows)
-    frame = pd.DataFrame({"a": a, "noise": rng.normal(size=rows), "kind": kind,
-                          "price": 100 + 20 * a + 10 * (kind == "x") + rng.normal(size=rows)})
+    frame = pd.DataFrame(
+        {
+            "a": a,
+            "noise": rng.normal(size=rows),
+            "kind": kind,
+            "price": 100 + 20 * a + 10 * (kind == "x") + rng.normal(size=rows),
+        }
+    )
     frame.to_csv(path, index=False)
     return path
 
@@ -185,12 +292,40 @@ def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
     from jepactl.evaluate.source import open_encoder, open_recipe
 
     data = regression_table(tmp_path / "houses.csv", 400, 0)
-    assert CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(data), "--out",
-                                    str(tmp_path / "run"), "--max-steps", "4", "--quiet",
-                                    "data.target=price", *TINY]).exit_code == 0
-    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--out",
-                                      str(tmp_path / "ft"), "--quiet", "--json",
-                                      "finetune.epochs=40", "finetune.batch_size=32"])
+    assert (
+        CliRunner()
+        .invoke(
+            app,
+            [
+                "pretrain",
+                "tabular/tjepa-cpu",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "4",
+                "--quiet",
+                "data.target=price",
+                *TINY,
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "ft"),
+            "--quiet",
+            "--json",
+            "finetune.epochs=40",
+            "finetune.batch_size=32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)["results"]
     assert out["task"] == "regression"
@@ -208,10 +343,28 @@ def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
 
 def test_finetune_refuses_a_target_that_was_an_input_feature(tmp_path):
     data = regression_table(tmp_path / "houses.csv", 100, 0)
-    assert CliRunner().invoke(app, ["pretrain", "tabular/tjepa-cpu", "--data", str(data), "--out",
-                                    str(tmp_path / "run"), "--max-steps", "2", "--quiet",
-                                    *TINY]).exit_code == 0
-    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "run"), "--target", "price",
-                                      "--quiet"])
+    assert (
+        CliRunner()
+        .invoke(
+            app,
+            [
+                "pretrain",
+                "tabular/tjepa-cpu",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "2",
+                "--quiet",
+                *TINY,
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(
+        app, ["finetune", str(tmp_path / "run"), "--target", "price", "--quiet"]
+    )
     assert result.exit_code == 2
     assert "'price' was an input feature at pretraining" in result.output

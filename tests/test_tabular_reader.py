@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from jepactl.data.table_preprocess import MISSING_CODE, UNSEEN_CODE, TablePreprocessor, \
-    TargetCoding
+from jepactl.data.table_preprocess import MISSING_CODE, UNSEEN_CODE, TablePreprocessor, TargetCoding
 from jepactl.data.tables import TableDataConfig, column_roles, read_table
 from jepactl.errors import DataError, RecipeError
 from jepactl.recipe import load_recipe
@@ -48,11 +47,14 @@ def test_recipe_overrides_roles_and_target_is_never_a_feature(tmp_path):
         column_roles(read_table(path, cfg), TableDataConfig(numeric=["nope"]))
 
 
-@pytest.mark.parametrize("text,message", [
-    ("", "is empty"),
-    ("a,b\n", "header but no rows"),
-    ("y\n1\n0\n", "no feature columns"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "is empty"),
+        ("a,b\n", "header but no rows"),
+        ("y\n1\n0\n", "no feature columns"),
+    ],
+)
 def test_unusable_files_raise_one_line_data_errors(tmp_path, text, message):
     path = write(tmp_path / "t.csv", text)
     with pytest.raises(DataError, match=message) as err:
@@ -82,8 +84,12 @@ def test_parquet_reads_and_nested_columns_are_refused(tmp_path):
 def test_datasets_folder_with_splits(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    DatasetDict({"train": Dataset.from_dict({"x": [1, 2, 3], "y": [0, 1, 0]}),
-                 "test": Dataset.from_dict({"x": [4], "y": [1]})}).save_to_disk(tmp_path / "ds")
+    DatasetDict(
+        {
+            "train": Dataset.from_dict({"x": [1, 2, 3], "y": [0, 1, 0]}),
+            "test": Dataset.from_dict({"x": [4], "y": [1]}),
+        }
+    ).save_to_disk(tmp_path / "ds")
     assert len(read_table(str(tmp_path / "ds"), TableDataConfig()).frame) == 3
     assert read_table(str(tmp_path / "ds"), TableDataConfig(), "test").frame["x"].tolist() == [4]
 
@@ -144,8 +150,9 @@ def test_adult_columns_and_missing_counts():
 def headerless_tsv(path: Path, rows: int = 40) -> list[list[str]]:
     """Write a benchmark-style TSV: no header, 0/1 label first, four float columns."""
     rng = np.random.default_rng(0)
-    cells = [[str(int(rng.integers(2)))] + [f"{v:.3f}" for v in rng.normal(size=4)]
-             for _ in range(rows)]
+    cells = [
+        [str(int(rng.integers(2)))] + [f"{v:.3f}" for v in rng.normal(size=4)] for _ in range(rows)
+    ]
     cells[0][2] = "?"  # a missing value in the first row is still data
     path.write_text("".join("\t".join(row) + "\n" for row in cells))
     return cells
@@ -153,8 +160,14 @@ def headerless_tsv(path: Path, rows: int = 40) -> list[list[str]]:
 
 def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
-    return subprocess.run([sys.executable, "-m", "jepactl", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jepactl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_headerless_tsv_keeps_every_row_and_takes_the_target_by_position(tmp_path, caplog):
@@ -170,8 +183,10 @@ def test_headerless_tsv_keeps_every_row_and_takes_the_target_by_position(tmp_pat
     assert roles.numeric == ["col1", "col2", "col3", "col4"] and roles.categorical == []
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 1
-    assert "'" + str(tmp_path / "h.tsv") + "' has no header row (first row is all numbers): " \
+    assert (
+        "'" + str(tmp_path / "h.tsv") + "' has no header row (first row is all numbers): "
         "columns named col0..col4; data.target=0 is col0" == notices[0]
+    )
     last = TableDataConfig(target=-1)
     assert column_roles(read_table(str(tmp_path / "h.tsv"), last), last).numeric[-1] == "col3"
     assert TargetCoding.fit(table, cfg.target).classes == ["0", "1"]
@@ -182,12 +197,16 @@ def test_header_rows_are_kept_and_data_header_forces_either_reading(tmp_path, ca
     pandas_names = write(tmp_path / "p.csv", "0,1,2\n0.5,1.5,2.5\n3.5,4.5,5.5\n")
     mixed = write(tmp_path / "m.csv", "x,colour\n1,red\n2,blue\n")
     with caplog.at_level(logging.WARNING, logger="jepactl"):
-        for path, columns in ((headed, ["a", "b", "y"]), (pandas_names, ["0", "1", "2"]),
-                              (mixed, ["x", "colour"])):
+        for path, columns in (
+            (headed, ["a", "b", "y"]),
+            (pandas_names, ["0", "1", "2"]),
+            (mixed, ["x", "colour"]),
+        ):
             table = read_table(path, TableDataConfig())
             assert list(table.frame.columns) == columns and len(table.frame) == 2
-        assert column_roles(read_table(headed, TableDataConfig(target=2)),
-                            TableDataConfig(target="y")).numeric == ["a", "b"]
+        assert column_roles(
+            read_table(headed, TableDataConfig(target=2)), TableDataConfig(target="y")
+        ).numeric == ["a", "b"]
         forced = read_table(headed, TableDataConfig(header=False))
         assert list(forced.frame.columns) == ["col0", "col1", "col2"] and len(forced.frame) == 3
         assert forced.frame["col0"][0] == "a"
@@ -208,8 +227,7 @@ def test_recipe_reads_target_positions_as_integers_and_header_as_a_switch():
 
 def test_target_position_out_of_range_is_one_data_error(tmp_path):
     headerless_tsv(tmp_path / "h.tsv")
-    with pytest.raises(DataError, match=r"data.target=7 is out of range: .* has 5 columns") \
-            as err:
+    with pytest.raises(DataError, match=r"data.target=7 is out of range: .* has 5 columns") as err:
         read_table(str(tmp_path / "h.tsv"), TableDataConfig(target=7))
     assert "\n" not in str(err.value)
 
@@ -220,8 +238,17 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         read_table(str(tmp_path / "data"), TableDataConfig())
-    result = jepactl("pretrain", "tabular/tjepa-cpu", "--data", str(tmp_path / "data"),
-                     "--max-steps", "1", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    result = jepactl(
+        "pretrain",
+        "tabular/tjepa-cpu",
+        "--data",
+        str(tmp_path / "data"),
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

@@ -19,12 +19,16 @@ from jepactl.train import pretrain
 
 
 def losses(run_dir):
-    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def tiny(max_steps, extra=()):
-    return load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}",
-                                      "train.checkpoint_every=3", *extra])
+    return load_recipe(
+        "image/ijepa-cpu",
+        [*TINY_IMAGE_OVERRIDES, f"train.max_steps={max_steps}", "train.checkpoint_every=3", *extra],
+    )
 
 
 def test_resume_continues_the_same_loss_curve(tmp_path):
@@ -56,8 +60,16 @@ def test_metrics_hold_schedules_throughput_and_collapse_monitors(tmp_path):
     run = tmp_path / "m"
     pretrain(tiny(3), run, quiet=True)
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    for key in ("loss", "lr", "weight_decay", "momentum", "samples_per_s", "data_wait_fraction",
-                "embed_std", "effective_rank"):
+    for key in (
+        "loss",
+        "lr",
+        "weight_decay",
+        "momentum",
+        "samples_per_s",
+        "data_wait_fraction",
+        "embed_std",
+        "effective_rank",
+    ):
         assert key in record, key
     assert 0 <= record["data_wait_fraction"] <= 1
     assert 1.0 <= record["effective_rank"] <= 32
@@ -77,17 +89,36 @@ def test_existing_run_without_resume_is_refused(tmp_path):
 def _start_tiny_run(run, steps=400, model=TINY_IMAGE_OVERRIDES, logged=2):
     """Start `jepactl pretrain` in its own process group; return once it logged ``logged``
     steps."""
-    overrides = [*model, f"train.max_steps={steps}", "train.checkpoint_every=1000",
-                 "train.num_workers=1", "train.log_every=1"]
+    overrides = [
+        *model,
+        f"train.max_steps={steps}",
+        "train.checkpoint_every=1000",
+        "train.num_workers=1",
+        "train.log_every=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jepactl", "pretrain", "image/ijepa-cpu",
-                             "--out", str(run), "--quiet", *overrides], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jepactl",
+            "pretrain",
+            "image/ijepa-cpu",
+            "--out",
+            str(run),
+            "--quiet",
+            *overrides,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (
-            metrics.exists() and metrics.read_text().count("\n") >= logged):
+        metrics.exists() and metrics.read_text().count("\n") >= logged
+    ):
         time.sleep(0.2)
     return proc
 
@@ -104,10 +135,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero_then_resume_finishes(tmp_path
     assert 3 <= stopped < 400
     before = losses(run)
     assert len(before) == stopped
-    resumed = pretrain(load_recipe(str(run / "recipe.yaml"), ["train.max_steps=" +
-                                                               str(stopped + 3),
-                                                               "train.num_workers=0"]),
-                       run, resume=True, quiet=True)
+    resumed = pretrain(
+        load_recipe(
+            str(run / "recipe.yaml"), ["train.max_steps=" + str(stopped + 3), "train.num_workers=0"]
+        ),
+        run,
+        resume=True,
+        quiet=True,
+    )
     assert resumed.step == stopped + 3
     after = losses(run)
     assert after[:stopped] == before and len(after) == stopped + 3
@@ -147,8 +182,9 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
     with (run / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 3, "loss": 0.12')  # the process died mid-write
     pretrain(tiny(4, ["train.checkpoint_every=2"]), run, resume=True, quiet=True)
-    assert [json.loads(line)["step"] for line in
-            (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert [
+        json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    ] == [1, 2, 3, 4]
     assert "torn last line" in caplog.text
 
 

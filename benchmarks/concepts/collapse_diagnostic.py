@@ -29,9 +29,13 @@ def scaled_forward(scale: float):
         concepts = self.encoder_module(entities)
         predicted = self.predict(concepts[position[: len(head)]], batch["relation"])
         logits = scale * (predicted.float() @ self.candidates(concepts).float().T)
-        target = position[len(head):]
-        return {"loss": F.cross_entropy(logits, target), "embeddings": predicted.detach(),
-                "batch_top1": (logits.argmax(1) == target).float().mean()}
+        target = position[len(head) :]
+        return {
+            "loss": F.cross_entropy(logits, target),
+            "embeddings": predicted.detach(),
+            "batch_top1": (logits.argmax(1) == target).float().mean(),
+        }
+
     return forward
 
 
@@ -70,10 +74,13 @@ def main() -> None:
             normed = model.candidates(concepts)
             spread = (concepts - concepts.mean(0)).norm(dim=1).mean()
             normed_spread = (normed - normed.mean(0)).norm(dim=1).mean()
-        print(f"{step:5d} loss {out['loss'].item():.3f} top1 {out['batch_top1'].item():.3f} "
-              f"grad-norm {grad_norm:.2f} mean-concept {concepts.mean(0).norm():.3f} "
-              f"spread {spread:.3f} normed-spread {normed_spread:.3f} "
-              f"prediction-std {out['embeddings'].float().std(0).mean():.4f}", flush=True)
+        print(
+            f"{step:5d} loss {out['loss'].item():.3f} top1 {out['batch_top1'].item():.3f} "
+            f"grad-norm {grad_norm:.2f} mean-concept {concepts.mean(0).norm():.3f} "
+            f"spread {spread:.3f} normed-spread {normed_spread:.3f} "
+            f"prediction-std {out['embeddings'].float().std(0).mean():.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ def balanced_rows(table: pa.Table, count: int, seed: int) -> pa.Table:
     labels = np.asarray(table.column("label"))
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:count // len(classes)]
-              for c in classes]
+    picked = [
+        rng.permutation(np.flatnonzero(labels == c))[: count // len(classes)] for c in classes
+    ]
     return table.take(np.sort(np.concatenate(picked)))
 
 
@@ -37,8 +38,9 @@ def main() -> None:
     for split, count in (("train", args.train), ("test", args.test)):
         files = sorted(args.src.glob(f"{split}-*.parquet"))
         table = pa.concat_tables([pq.read_table(f) for f in files])
-        pq.write_table(balanced_rows(table, count, args.seed),
-                       args.out / f"{split}-00000-of-00001.parquet")
+        pq.write_table(
+            balanced_rows(table, count, args.seed), args.out / f"{split}-00000-of-00001.parquet"
+        )
 
 
 if __name__ == "__main__":

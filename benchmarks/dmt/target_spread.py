@@ -1,4 +1,6 @@
-"""Print how much DMT-JEPA's (or I-JEPA's) targets vary across patches and images (a collapse check).
+"""Print how much DMT-JEPA's (or I-JEPA's) targets vary across patches and images.
+
+A collapse check.
 
 For 32 training images (fixed sample keys) of a dmt-jepa run's last checkpoint: the per-channel
 standard deviation of the LayerNorm-ed target-encoder tokens and of the aggregated targets
@@ -22,8 +24,11 @@ from jepactl.runs import load_trained_method
 
 def spread(tokens: torch.Tensor) -> tuple[float, float, float]:
     """Return (std across patches, std across image means, std over all tokens), channel-mean."""
-    return (tokens.std(dim=1).mean().item(), tokens.mean(dim=1).std(dim=0).mean().item(),
-            tokens.reshape(-1, tokens.shape[-1]).std(dim=0).mean().item())
+    return (
+        tokens.std(dim=1).mean().item(),
+        tokens.mean(dim=1).std(dim=0).mean().item(),
+        tokens.reshape(-1, tokens.shape[-1]).std(dim=0).mean().item(),
+    )
 
 
 def main(runs: list[str]) -> None:

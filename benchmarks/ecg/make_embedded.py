@@ -27,12 +27,31 @@ def main(mitdb: str) -> None:
         src = str(Path(mitdb) / name)
         stop = int(360 * 60 * MINUTES)
         rec = wfdb.rdrecord(src, sampto=stop, physical=False)
-        wfdb.wrsamp(name, fs=rec.fs, units=rec.units, sig_name=rec.sig_name, d_signal=rec.d_signal,
-                    fmt=rec.fmt, adc_gain=rec.adc_gain, baseline=rec.baseline,
-                    comments=rec.comments, write_dir=str(out))
+        wfdb.wrsamp(
+            name,
+            fs=rec.fs,
+            units=rec.units,
+            sig_name=rec.sig_name,
+            d_signal=rec.d_signal,
+            fmt=rec.fmt,
+            adc_gain=rec.adc_gain,
+            baseline=rec.baseline,
+            comments=rec.comments,
+            write_dir=str(out),
+        )
         ann = wfdb.rdann(src, "atr", sampto=stop - 1)
-        wfdb.wrann(name, "atr", ann.sample, ann.symbol, subtype=ann.subtype, chan=ann.chan,
-                   num=ann.num, aux_note=ann.aux_note, fs=rec.fs, write_dir=str(out))
+        wfdb.wrann(
+            name,
+            "atr",
+            ann.sample,
+            ann.symbol,
+            subtype=ann.subtype,
+            chan=ann.chan,
+            num=ann.num,
+            aux_note=ann.aux_note,
+            fs=rec.fs,
+            write_dir=str(out),
+        )
     print(f"wrote {len(RECORDS)} records to {out}")
 
 

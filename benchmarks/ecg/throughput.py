@@ -38,9 +38,18 @@ def main(recipe_name: str, crops_data: str, records_data: str) -> None:
     for k in range(count):
         dataset[(int(rng.integers(len(dataset))), k, 0)]
     crops_per_s = count / (time.perf_counter() - start)
-    print(json.dumps({"recipe": recipe_name, "records_data": records_data,
-                      "records_per_s": round(records_per_s, 1), "crops_data": crops_data,
-                      "crop_seconds": cfg.crop_seconds, "crops_per_s": round(crops_per_s, 1)}))
+    print(
+        json.dumps(
+            {
+                "recipe": recipe_name,
+                "records_data": records_data,
+                "records_per_s": round(records_per_s, 1),
+                "crops_data": crops_data,
+                "crop_seconds": cfg.crop_seconds,
+                "crops_per_s": round(crops_per_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,14 +40,21 @@ def main() -> None:
     parser.add_argument("--config", choices=sorted(peer_lightly.CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--blocks", choices=["all", "trainable"], default="all",
-                        help="trainable: leave the EMA target encoder's blocks eager (its no-grad "
-                             "forward then takes jepactl's in-place path)")
-    parser.add_argument("--backend", default=None,
-                        help="torch.compile backend (default: inductor, as train.compile; "
-                             "aot_eager with --smoke)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny ViT, one pair: checks the script runs")
+    parser.add_argument(
+        "--blocks",
+        choices=["all", "trainable"],
+        default="all",
+        help="trainable: leave the EMA target encoder's blocks eager (its no-grad "
+        "forward then takes jepactl's in-place path)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="torch.compile backend (default: inductor, as train.compile; aot_eager with --smoke)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny ViT, one pair: checks the script runs"
+    )
     args = parser.parse_args()
     cfg = peer_lightly.CONFIGS[args.config]
     if args.smoke:
@@ -55,10 +62,12 @@ def main() -> None:
         args.backend = args.backend or "aot_eager"
     args.backend = args.backend or "inductor"
     if args.backend != "inductor":  # train.compile calls Module.compile(dynamic=True)
-        torch.nn.Module.compile = functools.partialmethod(torch.nn.Module.compile,
-                                                          backend=args.backend)
-    step = peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True,
-                                       compile_blocks=True)
+        torch.nn.Module.compile = functools.partialmethod(
+            torch.nn.Module.compile, backend=args.backend
+        )
+    step = peer_lightly.jepactl_runner(
+        cfg, args.precision, 0, "truncate", True, compile_blocks=True
+    )
     # The runner keeps its model to itself; its compiled blocks are the only ones alive.
     built = [m for m in gc.get_objects() if isinstance(m, Block) and is_compiled(m)]
     if args.blocks == "trainable":
@@ -80,23 +89,36 @@ def main() -> None:
     step()
     times: dict[bool, list[float]] = {False: [], True: []}
     for pair in range(args.pairs):
-        for on in ((False, True) if pair % 2 else (True, False)):
+        for on in (False, True) if pair % 2 else (True, False):
             use_compiled(on)
             start = time.perf_counter()
             step()
             times[on].append(time.perf_counter() - start)
     ratios = [a / b for a, b in zip(times[False], times[True])]
-    print(json.dumps({
-        "config": args.config, "precision": args.precision, "threads": torch.get_num_threads(),
-        "backend": args.backend, "blocks": args.blocks, "compiled_blocks": len(built),
-        "pairs": args.pairs,
-        "compile_and_3_steps_s": round(compile_s, 1),
-        "eager_ms": {"fastest": round(min(times[False]) * 1e3),
-                     "median": round(statistics.median(times[False]) * 1e3)},
-        "compiled_ms": {"fastest": round(min(times[True]) * 1e3),
-                        "median": round(statistics.median(times[True]) * 1e3)},
-        "median_ratio_eager_over_compiled": round(statistics.median(ratios), 3),
-        "fastest_ratio": round(min(times[False]) / min(times[True]), 3)}))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "precision": args.precision,
+                "threads": torch.get_num_threads(),
+                "backend": args.backend,
+                "blocks": args.blocks,
+                "compiled_blocks": len(built),
+                "pairs": args.pairs,
+                "compile_and_3_steps_s": round(compile_s, 1),
+                "eager_ms": {
+                    "fastest": round(min(times[False]) * 1e3),
+                    "median": round(statistics.median(times[False]) * 1e3),
+                },
+                "compiled_ms": {
+                    "fastest": round(min(times[True]) * 1e3),
+                    "median": round(statistics.median(times[True]) * 1e3),
+                },
+                "median_ratio_eager_over_compiled": round(statistics.median(ratios), 3),
+                "fastest_ratio": round(min(times[False]) / min(times[True]), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,22 +44,40 @@ def main() -> None:
     from lightly.data import IJEPAMaskCollator
 
     collator = IJEPAMaskCollator(
-        input_size=(cfg["image"], cfg["image"]), patch_size=cfg["patch"],
-        enc_mask_scale=scales["enc"], pred_mask_scale=scales["pred"],
-        aspect_ratio=scales["aspect"], nenc=1, npred=scales["npred"],
-        min_keep=scales["min_keep"], allow_overlap=False)
+        input_size=(cfg["image"], cfg["image"]),
+        patch_size=cfg["patch"],
+        enc_mask_scale=scales["enc"],
+        pred_mask_scale=scales["pred"],
+        aspect_ratio=scales["aspect"],
+        nenc=1,
+        npred=scales["npred"],
+        min_keep=scales["min_keep"],
+        allow_overlap=False,
+    )
     images = peer_lightly.RandomImages(cfg["image"], cfg["batch"] * args.batches)
-    sampler = MultiBlockMask2D((cfg["image"] // cfg["patch"],) * 2, MultiBlockMaskConfig(
-        num_targets=scales["npred"], target_scale=scales["pred"], target_aspect=scales["aspect"],
-        context_scale=scales["enc"], min_keep=scales["min_keep"]))
+    sampler = MultiBlockMask2D(
+        (cfg["image"] // cfg["patch"],) * 2,
+        MultiBlockMaskConfig(
+            num_targets=scales["npred"],
+            target_scale=scales["pred"],
+            target_aspect=scales["aspect"],
+            context_scale=scales["enc"],
+            min_keep=scales["min_keep"],
+        ),
+    )
     for b in range(args.batches):
         batch = [images[i] for i in range(b * cfg["batch"], (b + 1) * cfg["batch"])]
         _, masks_enc, _ = collator(batch)
         masks = sampler(cfg["batch"], torch.Generator().manual_seed(b))
-        kept = (masks.context_valid.sum(1).float().mean().item()
-                if masks.context_valid is not None else float(masks.context.shape[1]))
-        print(f"batch {b}: lightly {masks_enc[0].shape[1]} per row; jepactl {kept:.1f} kept "
-              f"per row on average, padded to {masks.context.shape[1]}")
+        kept = (
+            masks.context_valid.sum(1).float().mean().item()
+            if masks.context_valid is not None
+            else float(masks.context.shape[1])
+        )
+        print(
+            f"batch {b}: lightly {masks_enc[0].shape[1]} per row; jepactl {kept:.1f} kept "
+            f"per row on average, padded to {masks.context.shape[1]}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--runs", type=int, default=12)
-    parser.add_argument("--smoke", action="store_true",
-                        help="two blocks of a tiny shape, three runs: checks the script runs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="two blocks of a tiny shape, three runs: checks the script runs",
+    )
     args = parser.parse_args()
     # width, depth, heads, sequences, tokens, context keys
     width, depth, heads, batch, tokens, context = (
-        (16, 2, 2, 2, 24, 8) if args.smoke else (96, 6, 3, 32, 250, 100))
+        (16, 2, 2, 2, 24, 8) if args.smoke else (96, 6, 3, 32, 250, 100)
+    )
     if args.smoke:
         args.runs = 3
     torch.manual_seed(0)

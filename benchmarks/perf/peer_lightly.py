@@ -37,10 +37,12 @@ from torch.utils.data import DataLoader, Dataset
 
 CONFIGS = {
     # name: image, patch, width, depth, heads, predictor width, predictor depth, batch
-    "tiny64": dict(image=64, patch=4, dim=192, depth=12, heads=3, pred_dim=96, pred_depth=6,
-                   batch=32),
-    "small224": dict(image=224, patch=16, dim=384, depth=12, heads=6, pred_dim=192,
-                     pred_depth=6, batch=16),
+    "tiny64": dict(
+        image=64, patch=4, dim=192, depth=12, heads=3, pred_dim=96, pred_depth=6, batch=32
+    ),
+    "small224": dict(
+        image=224, patch=16, dim=384, depth=12, heads=6, pred_dim=192, pred_depth=6, batch=16
+    ),
 }
 # --smoke: tiny64's 16 x 16 patch grid with a two-block ViT of width 32, for the tests. (On a
 # smaller grid lightly's collator can loop for minutes: it redraws every target block until it
@@ -73,18 +75,35 @@ class LightlyIJEPA(nn.Module):
         from torchvision.models.vision_transformer import VisionTransformer
 
         grid = cfg["image"] // cfg["patch"]
-        vit = VisionTransformer(image_size=cfg["image"], patch_size=cfg["patch"],
-                                num_layers=cfg["depth"], num_heads=cfg["heads"],
-                                hidden_dim=cfg["dim"], mlp_dim=4 * cfg["dim"])
-        pred_vit = VisionTransformer(image_size=cfg["image"], patch_size=cfg["patch"],
-                                     num_layers=cfg["pred_depth"], num_heads=cfg["heads"],
-                                     hidden_dim=cfg["pred_dim"], mlp_dim=4 * cfg["pred_dim"])
+        vit = VisionTransformer(
+            image_size=cfg["image"],
+            patch_size=cfg["patch"],
+            num_layers=cfg["depth"],
+            num_heads=cfg["heads"],
+            hidden_dim=cfg["dim"],
+            mlp_dim=4 * cfg["dim"],
+        )
+        pred_vit = VisionTransformer(
+            image_size=cfg["image"],
+            patch_size=cfg["patch"],
+            num_layers=cfg["pred_depth"],
+            num_heads=cfg["heads"],
+            hidden_dim=cfg["pred_dim"],
+            mlp_dim=4 * cfg["pred_dim"],
+        )
         self.encoder = ijepa.IJEPABackbone.from_vit(vit)
         # What from_vit_encoder does, with the input width set to the encoder's (not 768).
         self.predictor = ijepa.IJEPAPredictor(
-            seq_length=1, num_layers=1, num_heads=1, hidden_dim=1,
-            predictor_embed_dim=cfg["pred_dim"], mlp_dim=cfg["dim"], num_patches=grid * grid,
-            dropout=0, attention_dropout=0)
+            seq_length=1,
+            num_layers=1,
+            num_heads=1,
+            hidden_dim=1,
+            predictor_embed_dim=cfg["pred_dim"],
+            mlp_dim=cfg["dim"],
+            num_patches=grid * grid,
+            dropout=0,
+            attention_dropout=0,
+        )
         self.predictor.layers = pred_vit.encoder.layers
         self.predictor.ln = pred_vit.encoder.ln
         self.target_encoder = copy.deepcopy(self.encoder)
@@ -111,18 +130,34 @@ def lightly_runner(cfg: dict, precision: str, workers: int):
 
     torch.manual_seed(0)
     model = LightlyIJEPA(cfg)
-    collator = IJEPAMaskCollator(input_size=(cfg["image"], cfg["image"]), patch_size=cfg["patch"],
-                                 enc_mask_scale=SCALES["enc"], pred_mask_scale=SCALES["pred"],
-                                 aspect_ratio=SCALES["aspect"], nenc=1, npred=SCALES["npred"],
-                                 min_keep=SCALES["min_keep"], allow_overlap=False)
-    loader = DataLoader(RandomImages(cfg["image"]), batch_size=cfg["batch"], shuffle=True,
-                        collate_fn=collator, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)
+    collator = IJEPAMaskCollator(
+        input_size=(cfg["image"], cfg["image"]),
+        patch_size=cfg["patch"],
+        enc_mask_scale=SCALES["enc"],
+        pred_mask_scale=SCALES["pred"],
+        aspect_ratio=SCALES["aspect"],
+        nenc=1,
+        npred=SCALES["npred"],
+        min_keep=SCALES["min_keep"],
+        allow_overlap=False,
+    )
+    loader = DataLoader(
+        RandomImages(cfg["image"]),
+        batch_size=cfg["batch"],
+        shuffle=True,
+        collate_fn=collator,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     batches = iter(loader)
     criterion = nn.SmoothL1Loss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1.5e-4)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
 
     def step() -> None:
         udata, masks_enc, masks_pred = next(batches)
@@ -140,8 +175,14 @@ def lightly_runner(cfg: dict, precision: str, workers: int):
 # ------------------------------------------------------------------------------ jepactl side
 
 
-def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
-                   shared_context: bool, compile_blocks: bool = False):
+def jepactl_runner(
+    cfg: dict,
+    precision: str,
+    workers: int,
+    ragged_context: str,
+    shared_context: bool,
+    compile_blocks: bool = False,
+):
     from accelerate import Accelerator
 
     from jepactl.data.sampling import BatchPlan
@@ -150,19 +191,30 @@ def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
     from jepactl.recipe import load_recipe
     from jepactl.train import StepRunner, build_method, build_optimizer
 
-    recipe = load_recipe("image/tiny", [
-        f"data.image_size={cfg['image']}", f"model.patch_size={cfg['patch']}",
-        f"model.embed_dim={cfg['dim']}", f"model.depth={cfg['depth']}",
-        f"model.num_heads={cfg['heads']}", f"predictor.embed_dim={cfg['pred_dim']}",
-        f"predictor.depth={cfg['pred_depth']}", f"predictor.num_heads={cfg['heads']}",
-        f"mask.context_scale=[{SCALES['enc'][0]},{SCALES['enc'][1]}]",
-        f"mask.target_scale=[{SCALES['pred'][0]},{SCALES['pred'][1]}]",
-        f"mask.target_aspect=[{SCALES['aspect'][0]},{SCALES['aspect'][1]}]",
-        f"mask.num_targets={SCALES['npred']}", f"mask.min_keep={SCALES['min_keep']}",
-        f"train.batch_size={cfg['batch']}", f"train.precision={precision}",
-        f"train.num_workers={workers}", f"mask.ragged_context={ragged_context}",
-        f"predictor.shared_context={str(shared_context).lower()}",
-        f"train.compile={str(compile_blocks).lower()}"])
+    recipe = load_recipe(
+        "image/tiny",
+        [
+            f"data.image_size={cfg['image']}",
+            f"model.patch_size={cfg['patch']}",
+            f"model.embed_dim={cfg['dim']}",
+            f"model.depth={cfg['depth']}",
+            f"model.num_heads={cfg['heads']}",
+            f"predictor.embed_dim={cfg['pred_dim']}",
+            f"predictor.depth={cfg['pred_depth']}",
+            f"predictor.num_heads={cfg['heads']}",
+            f"mask.context_scale=[{SCALES['enc'][0]},{SCALES['enc'][1]}]",
+            f"mask.target_scale=[{SCALES['pred'][0]},{SCALES['pred'][1]}]",
+            f"mask.target_aspect=[{SCALES['aspect'][0]},{SCALES['aspect'][1]}]",
+            f"mask.num_targets={SCALES['npred']}",
+            f"mask.min_keep={SCALES['min_keep']}",
+            f"train.batch_size={cfg['batch']}",
+            f"train.precision={precision}",
+            f"train.num_workers={workers}",
+            f"mask.ragged_context={ragged_context}",
+            f"predictor.shared_context={str(shared_context).lower()}",
+            f"train.compile={str(compile_blocks).lower()}",
+        ],
+    )
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)
     method = build_method(ijepa, recipe)
@@ -171,10 +223,14 @@ def jepactl_runner(cfg: dict, precision: str, workers: int, ragged_context: str,
     runner = StepRunner(model, model, optimizer, accelerator, recipe)
     model.train()
     dataset, collate = synthetic_data(recipe)
-    loader = DataLoader(dataset, batch_sampler=BatchPlan(len(dataset), cfg["batch"], 0),
-                        collate_fn=collate, num_workers=workers,
-                        persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=BatchPlan(len(dataset), cfg["batch"], 0),
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
     batches = iter(loader)
     counter = [0]
 
@@ -200,17 +256,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--ragged-context", choices=["truncate", "pad"], default="truncate",
-                        help="jepactl's context rows: truncate = the peer's collator (equal work), "
-                             "pad = jepactl's unbiased default (more tokens)")
-    parser.add_argument("--predictor", choices=["shared", "reference"], default="shared",
-                        help="jepactl's predictor layout: shared = one sequence per sample for "
-                             "all target blocks (image/tiny's default), reference = one per block")
-    parser.add_argument("--compile", choices=["on", "off"], default="off",
-                        help="jepactl's train.compile (its transformer blocks compiled)")
+    parser.add_argument(
+        "--ragged-context",
+        choices=["truncate", "pad"],
+        default="truncate",
+        help="jepactl's context rows: truncate = the peer's collator (equal work), "
+        "pad = jepactl's unbiased default (more tokens)",
+    )
+    parser.add_argument(
+        "--predictor",
+        choices=["shared", "reference"],
+        default="shared",
+        help="jepactl's predictor layout: shared = one sequence per sample for "
+        "all target blocks (image/tiny's default), reference = one per block",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["on", "off"],
+        default="off",
+        help="jepactl's train.compile (its transformer blocks compiled)",
+    )
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny ViT, one step, one repeat: checks the script runs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny ViT, one step, one repeat: checks the script runs",
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("lightly") is None:
         message = "peer_lightly.py needs lightly (pip install -e .[bench])"
@@ -221,9 +292,17 @@ def main() -> None:
     cfg = CONFIGS[args.config]
     if args.smoke:
         cfg, args.config, args.steps, args.repeats, args.workers = SMOKE, "smoke", 1, 1, 0
-    runners = {"jepactl": jepactl_runner(cfg, args.precision, args.workers, args.ragged_context,
-                                         args.predictor == "shared", args.compile == "on"),
-               "lightly": lightly_runner(cfg, args.precision, args.workers)}
+    runners = {
+        "jepactl": jepactl_runner(
+            cfg,
+            args.precision,
+            args.workers,
+            args.ragged_context,
+            args.predictor == "shared",
+            args.compile == "on",
+        ),
+        "lightly": lightly_runner(cfg, args.precision, args.workers),
+    }
     for run in runners.values():  # warm up both before timing either
         run()
         run()
@@ -232,14 +311,21 @@ def main() -> None:
         for name, run in runners.items():
             rates[name].append(samples_per_s(run, args.steps, cfg["batch"]))
     ratios = [a / b for a, b in zip(rates["jepactl"], rates["lightly"])]
-    result = {"config": args.config, **cfg, "precision": args.precision,
-              "ragged_context": args.ragged_context, "predictor": args.predictor,
-              "compile": args.compile,
-              "workers": args.workers, "steps": args.steps,
-              "repeats": args.repeats, "threads": torch.get_num_threads(),
-              "jepactl_samples_per_s": [round(r, 2) for r in rates["jepactl"]],
-              "lightly_samples_per_s": [round(r, 2) for r in rates["lightly"]],
-              "median_ratio": statistics.median(ratios)}
+    result = {
+        "config": args.config,
+        **cfg,
+        "precision": args.precision,
+        "ragged_context": args.ragged_context,
+        "predictor": args.predictor,
+        "compile": args.compile,
+        "workers": args.workers,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "jepactl_samples_per_s": [round(r, 2) for r in rates["jepactl"]],
+        "lightly_samples_per_s": [round(r, 2) for r in rates["lightly"]],
+        "median_ratio": statistics.median(ratios),
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

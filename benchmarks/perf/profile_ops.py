@@ -44,14 +44,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny ViT, one profiled step: checks the script runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny ViT, one profiled step: checks the script runs"
+    )
     args = parser.parse_args()
     cfg = peer_lightly.CONFIGS[args.config]
     if args.smoke:
         cfg, args.config, args.steps, args.top = peer_lightly.SMOKE, "smoke", 1, 5
-    step = (peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True)
-            if args.side == "jepactl" else peer_lightly.lightly_runner(cfg, args.precision, 0))
+    step = (
+        peer_lightly.jepactl_runner(cfg, args.precision, 0, "truncate", True)
+        if args.side == "jepactl"
+        else peer_lightly.lightly_runner(cfg, args.precision, 0)
+    )
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -59,23 +63,30 @@ def main() -> None:
             step()
     by_op = prof.key_averages()
     total_ms = sum(e.self_cpu_time_total for e in by_op) / 1e3 / args.steps
-    matmuls = [e for e in prof.key_averages(group_by_input_shape=True)
-               if e.key in MATMUL_OPS]
+    matmuls = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in MATMUL_OPS]
     matmul_ms = sum(e.self_cpu_time_total for e in matmuls) / 1e3 / args.steps
     gflop = sum(matmul_flops(e) for e in matmuls) / 1e9 / args.steps
     top = sorted(by_op, key=lambda e: -e.self_cpu_time_total)[: args.top]
-    result = {"side": args.side, "config": args.config, "precision": args.precision,
-              "threads": torch.get_num_threads(), "step_ms": total_ms,
-              "matmul_ms": matmul_ms, "matmul_gflop": gflop,
-              "matmul_gflops_per_s": gflop / (matmul_ms / 1e3),
-              "other_ms": total_ms - matmul_ms,
-              "top_ops_ms": {e.key: e.self_cpu_time_total / 1e3 / args.steps for e in top}}
+    result = {
+        "side": args.side,
+        "config": args.config,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "step_ms": total_ms,
+        "matmul_ms": matmul_ms,
+        "matmul_gflop": gflop,
+        "matmul_gflops_per_s": gflop / (matmul_ms / 1e3),
+        "other_ms": total_ms - matmul_ms,
+        "top_ops_ms": {e.key: e.self_cpu_time_total / 1e3 / args.steps for e in top},
+    }
     if args.json:
         print(json.dumps(result))
         return
     print(f"{args.side} {args.config} {args.precision}, {result['threads']} thread(s), per step:")
-    print(f"  step {total_ms:.0f} ms = matmul {matmul_ms:.0f} ms ({gflop:.1f} GFLOP, "
-          f"{result['matmul_gflops_per_s']:.0f} GFLOP/s) + other {result['other_ms']:.0f} ms")
+    print(
+        f"  step {total_ms:.0f} ms = matmul {matmul_ms:.0f} ms ({gflop:.1f} GFLOP, "
+        f"{result['matmul_gflops_per_s']:.0f} GFLOP/s) + other {result['other_ms']:.0f} ms"
+    )
     for name, ms in result["top_ops_ms"].items():
         print(f"  {ms:8.1f} ms  {name}")
 

@@ -60,8 +60,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--smoke", action="store_true",
-                        help="one tiny shape, one repeat: checks the script runs, measures nothing")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one tiny shape, one repeat: checks the script runs, measures nothing",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.repeats = 1

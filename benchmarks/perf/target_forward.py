@@ -60,10 +60,12 @@ def module_blocks(blocks, x, attn_mask):
 
 def batch_chunked(run_blocks, chunk: int):
     """``run_blocks`` applied to ``chunk`` samples at a time, all blocks per chunk."""
+
     def run(blocks, x, attn_mask):
         if attn_mask is not None:
             raise ValueError("batch-chunks compares full-token (target encoder) forwards only")
         return torch.cat([run_blocks(blocks, part, None) for part in x.split(chunk)])
+
     return run
 
 
@@ -72,15 +74,21 @@ def variants(compare: str, chunk: int):
     if compare == "batch-chunks":  # here "old" is what jepactl runs, "new" the candidate
         in_place = vit.run_blocks_in_place
         chunked = batch_chunked(in_place, chunk)
-        return (lambda: setattr(vit, "run_blocks_in_place", in_place),
-                lambda: setattr(vit, "run_blocks_in_place", chunked))
+        return (
+            lambda: setattr(vit, "run_blocks_in_place", in_place),
+            lambda: setattr(vit, "run_blocks_in_place", chunked),
+        )
     if compare == "layout":
         contiguous = PatchEmbed2D.forward
-        return (lambda: setattr(PatchEmbed2D, "forward", transposed_tokens),
-                lambda: setattr(PatchEmbed2D, "forward", contiguous))
+        return (
+            lambda: setattr(PatchEmbed2D, "forward", transposed_tokens),
+            lambda: setattr(PatchEmbed2D, "forward", contiguous),
+        )
     in_place = vit.run_blocks_in_place
-    return (lambda: setattr(vit, "run_blocks_in_place", module_blocks),
-            lambda: setattr(vit, "run_blocks_in_place", in_place))
+    return (
+        lambda: setattr(vit, "run_blocks_in_place", module_blocks),
+        lambda: setattr(vit, "run_blocks_in_place", in_place),
+    )
 
 
 @contextlib.contextmanager
@@ -94,17 +102,25 @@ def restored(current):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=COMPARES,
-                        help="required, except with --smoke (then every comparison by default)")
+    parser.add_argument(
+        "--compare",
+        choices=COMPARES,
+        help="required, except with --smoke (then every comparison by default)",
+    )
     parser.add_argument("--chunk", type=int, default=4, help="samples per chunk (batch-chunks)")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny64")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--pairs", type=int, default=30)
-    parser.add_argument("--run-length", type=int, default=1,
-                        help="forwards of one path in a row per turn (page faults depend on "
-                             "what the allocator freed just before)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny encoder, two pairs: checks the script runs")
+    parser.add_argument(
+        "--run-length",
+        type=int,
+        default=1,
+        help="forwards of one path in a row per turn (page faults depend on "
+        "what the allocator freed just before)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny encoder, two pairs: checks the script runs"
+    )
     args = parser.parse_args()
     if args.compare is None and not args.smoke:
         parser.error("the following arguments are required: --compare")
@@ -119,12 +135,20 @@ def measure(args: argparse.Namespace, compare: str, cfg: dict) -> None:
     torch.manual_seed(0)
     encoder = TransformerEncoder(
         {"kind": "patch2d", "in_chans": 3, "img_size": cfg["image"]},
-        EncoderConfig(embed_dim=cfg["dim"], depth=cfg["depth"], num_heads=cfg["heads"],
-                      patch_size=cfg["patch"]))
+        EncoderConfig(
+            embed_dim=cfg["dim"],
+            depth=cfg["depth"],
+            num_heads=cfg["heads"],
+            patch_size=cfg["patch"],
+        ),
+    )
     encoder.train(compare == "layout")
     images = torch.randn(cfg["batch"], 3, cfg["image"], cfg["image"])
-    autocast = (torch.autocast("cpu", torch.bfloat16) if args.precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cpu", torch.bfloat16)
+        if args.precision == "bf16"
+        else contextlib.nullcontext()
+    )
     old, new = variants(compare, args.chunk)
     backward = compare == "layout"
 
@@ -153,24 +177,32 @@ def measure(args: argparse.Namespace, compare: str, cfg: dict) -> None:
                     start = time.perf_counter()
                     run()
                     times[name].append(time.perf_counter() - start)
-                    faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                                        - faults_before)
+                    faults[name].append(
+                        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+                    )
     ratios = [a / b for a, b in zip(times["old"], times["new"])]
     quartiles = statistics.quantiles(ratios, n=4)
-    print(json.dumps({
-        "compare": compare, "config": "smoke" if args.smoke else args.config,
-        "precision": args.precision,
-        "threads": torch.get_num_threads(), "pairs": args.pairs,
-        "run_length": args.run_length,
-        **({"chunk": args.chunk} if compare == "batch-chunks" else {}),
-        "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
-        "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
-        "median_ratio": round(statistics.median(ratios), 3),
-        "quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
-        "fastest_ratio": round(min(times["old"]) / min(times["new"]), 3),
-        "old_page_faults": statistics.median(faults["old"]),
-        "new_page_faults": statistics.median(faults["new"]),
-        "max_abs_difference": difference}))
+    print(
+        json.dumps(
+            {
+                "compare": compare,
+                "config": "smoke" if args.smoke else args.config,
+                "precision": args.precision,
+                "threads": torch.get_num_threads(),
+                "pairs": args.pairs,
+                "run_length": args.run_length,
+                **({"chunk": args.chunk} if compare == "batch-chunks" else {}),
+                "old_median_ms": round(statistics.median(times["old"]) * 1e3, 1),
+                "new_median_ms": round(statistics.median(times["new"]) * 1e3, 1),
+                "median_ratio": round(statistics.median(ratios), 3),
+                "quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
+                "fastest_ratio": round(min(times["old"]) / min(times["new"]), 3),
+                "old_page_faults": statistics.median(faults["old"]),
+                "new_page_faults": statistics.median(faults["new"]),
+                "max_abs_difference": difference,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

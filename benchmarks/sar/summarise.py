@@ -6,8 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-ARMS = [("SAR-JEPA (gradient targets)", "cpu"), ("pixel targets (MAE-style)", "pixel-targets"),
-        ("EMA-encoder targets (I-JEPA-style)", "ema-targets"), ("random-init encoder", "random-init")]
+ARMS = [
+    ("SAR-JEPA (gradient targets)", "cpu"),
+    ("pixel targets (MAE-style)", "pixel-targets"),
+    ("EMA-encoder targets (I-JEPA-style)", "ema-targets"),
+    ("random-init encoder", "random-init"),
+]
 
 
 def cell(result: dict, key: str) -> str:
@@ -21,8 +25,10 @@ def cell(result: dict, key: str) -> str:
 
 
 def main(out: Path) -> None:
-    print("| arm | linear, head 100 ep @ 1e-2 | kNN | linear, paper head 40 ep @ 1e-3 |"
-          " final pretrain loss |")
+    print(
+        "| arm | linear, head 100 ep @ 1e-2 | kNN | linear, paper head 40 ep @ 1e-3 |"
+        " final pretrain loss |"
+    )
     print("|---|---|---|---|---|")
     for label, arm in ARMS:
         probe = out / f"probe-{arm}.json"
@@ -35,8 +41,10 @@ def main(out: Path) -> None:
         pretrained = json.loads(pre.read_text()) if pre.is_file() else {}
         pretrained = pretrained.get("results", pretrained)
         loss = f"{pretrained['last_loss']:.4f}" if pretrained else "-"
-        print(f"| {label} | {cell(result, 'linear_accuracy')} | {cell(result, 'knn_accuracy')} | "
-              f"{cell(paper_result, 'linear_accuracy')} | {loss} |")
+        print(
+            f"| {label} | {cell(result, 'linear_accuracy')} | {cell(result, 'knn_accuracy')} | "
+            f"{cell(paper_result, 'linear_accuracy')} | {loss} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ for probe in sorted(out.glob("*.probe.json")):
     else:
         metrics = [json.loads(line) for line in log.read_text().splitlines()]
         first, last = metrics[0], metrics[-1]
-        print(f"## {run}: step {last['step']}, loss {first['loss']:.4f} -> {last['loss']:.4f}, "
-              f"embed_std {first.get('embed_std', 0):.4f} -> {last.get('embed_std', 0):.4f}, "
-              f"effective_rank {first.get('effective_rank', 0):.2f} -> "
-              f"{last.get('effective_rank', 0):.2f}")
+        print(
+            f"## {run}: step {last['step']}, loss {first['loss']:.4f} -> {last['loss']:.4f}, "
+            f"embed_std {first.get('embed_std', 0):.4f} -> {last.get('embed_std', 0):.4f}, "
+            f"effective_rank {first.get('effective_rank', 0):.2f} -> "
+            f"{last.get('effective_rank', 0):.2f}"
+        )
     for key, value in result.items():
         if key.endswith("_std") or not isinstance(value, float):
             continue

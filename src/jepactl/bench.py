@@ -72,8 +72,9 @@ def bench_data(recipe: Recipe, data: str | None):
     return dataset, collate
 
 
-def matmul_peak_flops(device: torch.device, precision: str, size: int = 2048,
-                      seconds: float = 1.5) -> float:
+def matmul_peak_flops(
+    device: torch.device, precision: str, size: int = 2048, seconds: float = 1.5
+) -> float:
     """Return this device's measured dense matmul FLOP/s in ``precision`` (best of runs)."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -109,9 +110,16 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int | None = None,
-              precision: str | None = None, data: str | None = None, repeats: int = 3,
-              peak_tflops: float | None = None) -> dict:
+def run_bench(
+    recipe: Recipe,
+    steps: int = 20,
+    warmup: int = 5,
+    batch_size: int | None = None,
+    precision: str | None = None,
+    data: str | None = None,
+    repeats: int = 3,
+    peak_tflops: float | None = None,
+) -> dict:
     """Benchmark ``recipe``'s training step; return throughput, breakdown, memory and MFU.
 
     ``peak_tflops`` is the device's data-sheet dense peak in the benchmark's dtype; without it
@@ -123,8 +131,11 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
         raise UserError(f"--peak-tflops must be positive, got {peak_tflops}")
     spec = method_spec(recipe.method)
     spec.require("build")  # an analysis without a torch module has no step to time
-    train = replace(recipe.train, batch_size=batch_size or recipe.train.batch_size,
-                    precision=precision or recipe.train.precision)
+    train = replace(
+        recipe.train,
+        batch_size=batch_size or recipe.train.batch_size,
+        precision=precision or recipe.train.precision,
+    )
     if train.precision not in ("fp32", "bf16"):
         raise UserError(f"--precision must be fp32 or bf16, got '{train.precision}'")
     recipe = replace(recipe, train=train)
@@ -142,10 +153,15 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
 
     plan = BatchPlan(len(dataset), train.batch_size, train.seed)
     workers = loader_workers(train.num_workers)
-    loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate,
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=plan,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
     batches = iter(loader)
     total = warmup + steps * (repeats + 1) + 1
     step = 0
@@ -195,13 +211,23 @@ def run_bench(recipe: Recipe, steps: int = 20, warmup: int = 5, batch_size: int 
     achieved = flops * rate
     del batches, loader
     name = device_name(device)
-    spec = peak_tflops if peak_tflops is not None else spec_peak_tflops(
-        name, train.precision) if device.type == "cuda" else None
+    spec = (
+        peak_tflops
+        if peak_tflops is not None
+        else spec_peak_tflops(name, train.precision)
+        if device.type == "cuda"
+        else None
+    )
     return {
-        "recipe": recipe.name, "device": str(device), "device_name": name,
+        "recipe": recipe.name,
+        "device": str(device),
+        "device_name": name,
         "precision": train.precision,
-        "batch_size": train.batch_size, "steps": steps, "repeats": repeats,
-        "samples_per_s": rate, "samples_per_s_runs": [round(r, 2) for r in rates],
+        "batch_size": train.batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "samples_per_s": rate,
+        "samples_per_s_runs": [round(r, 2) for r in rates],
         "step_time_s": train.batch_size / rate,
         **{f"{p}_fraction": phase_time[p] / step_time for p in PHASES},
         "data_wait_fraction": statistics.median(waits),
@@ -228,4 +254,3 @@ def mask_sampling_seconds(collate, dataset, batch_size: int, batches: int) -> fl
                 s["batch_seed"] = b
         collate(samples)
     return time.perf_counter() - start
-

@@ -103,10 +103,14 @@ def pack(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
             array = np.asarray(value)
             if array.dtype.hasobject:
                 raise TypeError(f"cannot checkpoint the object array at '{path}'")
-            raw = torch.from_numpy(np.frombuffer(np.ascontiguousarray(array).tobytes(),
-                                                 dtype=np.uint8).copy())
-            node = {"ndarray": add_tensor(path, raw), "dtype": array.dtype.str,
-                    "shape": list(array.shape)}
+            raw = torch.from_numpy(
+                np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8).copy()
+            )
+            node = {
+                "ndarray": add_tensor(path, raw),
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+            }
             if isinstance(value, np.generic):
                 node["scalar"] = True
             return node
@@ -119,8 +123,12 @@ def pack(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
         if isinstance(value, dict):
             if all(isinstance(k, str) for k in value):
                 return {"dict": {k: encode(v, _join(path, k)) for k, v in value.items()}}
-            return {"items": [[encode(k, _join(path, "key")), encode(v, _join(path, k))]
-                              for k, v in value.items()]}
+            return {
+                "items": [
+                    [encode(k, _join(path, "key")), encode(v, _join(path, k))]
+                    for k, v in value.items()
+                ]
+            }
         raise TypeError(f"cannot checkpoint {type(value).__name__} at '{path or '/'}'")
 
     return tensors, encode(obj, "")
@@ -161,20 +169,29 @@ def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 
 _WRITE_FAILURES = {  # errno -> what the user reads before "while writing '<path>'"
-    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file size limit reached", errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
 }
 
 
-def _write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
-                       ) -> None:
+def _write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write the safetensors format (read back by the safetensors library) to ``handle``.
 
     Written here rather than by ``safetensors.torch.save_file`` so that a failed write is an
@@ -191,8 +208,11 @@ def _write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[
         if tensor.dtype not in _SAFETENSORS_DTYPES:
             raise TypeError(f"cannot checkpoint the {tensor.dtype} tensor '{name}'")
         size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes with spaces
@@ -211,8 +231,11 @@ def find_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """Return the folder's checkpoints, newest step first; a legacy ``last.pt`` comes last."""
     if not checkpoint_dir.is_dir():
         return []
-    steps = [(int(m.group(1)), path) for path in checkpoint_dir.iterdir()
-             if (m := _STEP_FILE.match(path.name))]
+    steps = [
+        (int(m.group(1)), path)
+        for path in checkpoint_dir.iterdir()
+        if (m := _STEP_FILE.match(path.name))
+    ]
     found = [path for _, path in sorted(steps, reverse=True)]
     legacy = checkpoint_dir / LEGACY_NAME
     return found + [legacy] if legacy.is_file() else found
@@ -254,16 +277,21 @@ def save_checkpoint(checkpoint_dir: Path, step: int, state: Any, keep: int = 2) 
         if err.errno not in _WRITE_FAILURES:
             raise
         previous = [p for p in find_checkpoints(checkpoint_dir) if p != path]
-        intact = (f"the previous checkpoint '{previous[0]}' is intact" if previous
-                  else "no earlier checkpoint exists")
-        raise UserError(f"{_WRITE_FAILURES[err.errno]} while writing '{path}': {intact}"
-                        ) from None
+        intact = (
+            f"the previous checkpoint '{previous[0]}' is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        raise UserError(f"{_WRITE_FAILURES[err.errno]} while writing '{path}': {intact}") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-    older = [p for p in find_checkpoints(checkpoint_dir)
-             if p.name != LEGACY_NAME and p != path and _step_of(p) < step]
-    for stale in older[keep - 1:]:
+    older = [
+        p
+        for p in find_checkpoints(checkpoint_dir)
+        if p.name != LEGACY_NAME and p != path and _step_of(p) < step
+    ]
+    for stale in older[keep - 1 :]:
         stale.unlink(missing_ok=True)
     return path
 
@@ -300,8 +328,10 @@ def read_checkpoint(path: Path) -> Any:
         if "jepactl" not in metadata:
             raise _Unreadable("not a jepactl checkpoint (no 'jepactl' metadata)")
         if metadata.get("jepactl_format") != _FORMAT:
-            raise _Unreadable(f"checkpoint format {metadata.get('jepactl_format')!r} is not "
-                              f"this jepactl's ({_FORMAT})")
+            raise _Unreadable(
+                f"checkpoint format {metadata.get('jepactl_format')!r} is not "
+                f"this jepactl's ({_FORMAT})"
+            )
         return unpack(tensors, json.loads(metadata["jepactl"]))
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
         raise _Unreadable(str(err) or type(err).__name__) from None
@@ -309,11 +339,16 @@ def read_checkpoint(path: Path) -> Any:
 
 def _read_legacy(path: Path) -> Any:
     if not _UNSAFE_PICKLE:
-        raise UserError(f"checkpoint '{path}' is in the old pickle format, which can run code "
-                        "when loaded; if you trust this run folder, rerun with "
-                        "`jepactl --unsafe-pickle ...`")
-    log.warning("unpickling the old-format checkpoint '%s' (--unsafe-pickle: this runs any "
-                "code the file holds)", path)
+        raise UserError(
+            f"checkpoint '{path}' is in the old pickle format, which can run code "
+            "when loaded; if you trust this run folder, rerun with "
+            "`jepactl --unsafe-pickle ...`"
+        )
+    log.warning(
+        "unpickling the old-format checkpoint '%s' (--unsafe-pickle: this runs any "
+        "code the file holds)",
+        path,
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
@@ -333,11 +368,16 @@ def load_latest_checkpoint(checkpoint_dir: Path) -> tuple[Any, Path]:
         try:
             return read_checkpoint(path), path
         except _Unreadable as err:
-            then = (f"falling back to '{paths[i + 1].name}'" if i + 1 < len(paths)
-                    else "no older checkpoint left")
+            then = (
+                f"falling back to '{paths[i + 1].name}'"
+                if i + 1 < len(paths)
+                else "no older checkpoint left"
+            )
             log.warning("checkpoint '%s' is unreadable (%s); %s", path, err, then)
-    raise UserError(f"no readable checkpoint in '{checkpoint_dir}' "
-                    f"({len(paths)} damaged: {', '.join(p.name for p in paths)})")
+    raise UserError(
+        f"no readable checkpoint in '{checkpoint_dir}' "
+        f"({len(paths)} damaged: {', '.join(p.name for p in paths)})"
+    )
 
 
 def load_model_state(module: nn.Module, state: dict[str, Any], source_path: Path) -> None:
@@ -350,16 +390,20 @@ def load_model_state(module: nn.Module, state: dict[str, Any], source_path: Path
     prefix = f"checkpoint '{source_path}' does not match the recipe's model:"
     for key, value in expected.items():
         if key not in state:
-            raise UserError(f"{prefix} the model has '{key}' {_shape(value)} but the "
-                            "checkpoint does not")
+            raise UserError(
+                f"{prefix} the model has '{key}' {_shape(value)} but the checkpoint does not"
+            )
         saved = state[key]
         if torch.is_tensor(value) and torch.is_tensor(saved) and saved.shape != value.shape:
-            raise UserError(f"{prefix} '{key}' has shape {_shape(saved)} in the checkpoint "
-                            f"but {_shape(value)} in the model")
+            raise UserError(
+                f"{prefix} '{key}' has shape {_shape(saved)} in the checkpoint "
+                f"but {_shape(value)} in the model"
+            )
     for key, saved in state.items():
         if key not in expected:
-            raise UserError(f"{prefix} the checkpoint has '{key}' {_shape(saved)} but the "
-                            "model does not")
+            raise UserError(
+                f"{prefix} the checkpoint has '{key}' {_shape(saved)} but the model does not"
+            )
     module.load_state_dict(state)
 
 
@@ -404,8 +448,11 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

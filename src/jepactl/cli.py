@@ -23,9 +23,13 @@ from rich.table import Table
 from jepactl import __version__
 from jepactl.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  pretty_exceptions_enable=False,
-                  help="Pretrain, probe, fine-tune, embed and export JEPA models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    help="Pretrain, probe, fine-tune, embed and export JEPA models.",
+)
 recipes_app = typer.Typer(no_args_is_help=True, help="List and show packaged recipes.")
 app.add_typer(recipes_app, name="recipes")
 
@@ -42,20 +46,25 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     unsafe_pickle: bool = typer.Option(
-        False, "--unsafe-pickle", help="Load old pickle-format checkpoints (this can run code "
-        "from the file; only for run folders you trust)"),
+        False,
+        "--unsafe-pickle",
+        help="Load old pickle-format checkpoints (this can run code "
+        "from the file; only for run folders you trust)",
+    ),
 ) -> None:
     STATE["debug"] = debug
     if unsafe_pickle:  # imported only then: checkpoint.py loads torch, slow for `--help`
         from jepactl.checkpoint import allow_unsafe_pickle
 
         allow_unsafe_pickle()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -77,9 +86,15 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(130) from None
 
 
-def _emit(command: str, results: dict[str, Any], as_json: bool, settings: dict[str, Any],
-          run: Optional[Path] = None, recipe: Optional[str] = None,
-          title: Optional[str] = None) -> None:
+def _emit(
+    command: str,
+    results: dict[str, Any],
+    as_json: bool,
+    settings: dict[str, Any],
+    run: Optional[Path] = None,
+    recipe: Optional[str] = None,
+    title: Optional[str] = None,
+) -> None:
     """Print a command's ``results``: a metric/value table, or with ``--json`` one shape for
     every command and domain: ``{"command", "run", "recipe", "results", "settings"}``.
 
@@ -91,9 +106,19 @@ def _emit(command: str, results: dict[str, Any], as_json: bool, settings: dict[s
     if as_json:
         if recipe is None and run is not None:
             recipe = _recipe_name(run)
-        print(json.dumps({"command": command, "run": None if run is None else str(run),
-                          "recipe": recipe, "results": results, "settings": settings},
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "command": command,
+                    "run": None if run is None else str(run),
+                    "recipe": recipe,
+                    "results": results,
+                    "settings": settings,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     table = Table(title=title or command, show_header=True)
     table.add_column("metric")
@@ -141,10 +166,13 @@ def _positive(name: str, value: Optional[int]) -> None:
 
 @app.command(context_settings={"allow_extra_args": False})
 def pretrain(
-    recipe: str = typer.Argument(..., help="Recipe: a domain (`image`), `domain/name`, a YAML "
-                                 "path, or a run folder to resume."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
-                                                    show_default=False),
+    recipe: str = typer.Argument(
+        ...,
+        help="Recipe: a domain (`image`), `domain/name`, a YAML path, or a run folder to resume.",
+    ),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="`section.key=value` overrides.", show_default=False
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Training data (sets data.path)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
@@ -204,15 +232,43 @@ def pretrain(
 
             with RunLock(run_dir):  # single-process: train() takes the lock on the main rank
                 result = spec.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
-            _emit("pretrain", result, as_json, dict(
-                recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps,
-                resume=resume), run_dir, config.name)
+            _emit(
+                "pretrain",
+                result,
+                as_json,
+                dict(
+                    recipe=recipe,
+                    overrides=extra,
+                    data=data,
+                    out=out,
+                    max_steps=max_steps,
+                    resume=resume,
+                ),
+                run_dir,
+                config.name,
+            )
             return
         result = train(config, run_dir, resume=resume, quiet=quiet)
-        _emit("pretrain", {"run": str(result.run_dir), "step": result.step,
-                           "finished": result.finished, "last_loss": result.last_loss}, as_json,
-              dict(recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps,
-                   resume=resume), result.run_dir, config.name)
+        _emit(
+            "pretrain",
+            {
+                "run": str(result.run_dir),
+                "step": result.step,
+                "finished": result.finished,
+                "last_loss": result.last_loss,
+            },
+            as_json,
+            dict(
+                recipe=recipe,
+                overrides=extra,
+                data=data,
+                out=out,
+                max_steps=max_steps,
+                resume=resume,
+            ),
+            result.run_dir,
+            config.name,
+        )
 
     _guard(run)
 
@@ -223,29 +279,42 @@ def pretrain(
 @app.command()
 def probe(
     run: Path = typer.Argument(..., help="Run folder (or exported model folder)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="`probe.key=value` overrides.",
-                                                    show_default=False),
-    data: Optional[str] = typer.Option(None, "--data", help="Labelled data to train the probe "
-                                       "(default: the run's data)."),
-    test: Optional[str] = typer.Option(None, "--test", help="Labelled test data (default: the "
-                                       "data's test split, else a seeded split)."),
-    labels_fraction: float = typer.Option(1.0, "--labels-fraction",
-                                          help="Use this fraction of the training labels."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label CSV for --data and "
-                                         "--test: record,label (ECG; record = its name in the "
-                                         "folder, no suffix) or file,label (images, SAR chips; "
-                                         "file = its path in the folder, or bare name); a header "
-                                         "row is optional; unlisted items are left out."),
-    random_init: bool = typer.Option(False, "--random-init",
-                                     help="Probe an untrained encoder of the same shape."),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="`probe.key=value` overrides.", show_default=False
+    ),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Labelled data to train the probe (default: the run's data)."
+    ),
+    test: Optional[str] = typer.Option(
+        None,
+        "--test",
+        help="Labelled test data (default: the data's test split, else a seeded split).",
+    ),
+    labels_fraction: float = typer.Option(
+        1.0, "--labels-fraction", help="Use this fraction of the training labels."
+    ),
+    labels: Optional[str] = typer.Option(
+        None,
+        "--labels",
+        help="Label CSV for --data and "
+        "--test: record,label (ECG; record = its name in the "
+        "folder, no suffix) or file,label (images, SAR chips; "
+        "file = its path in the folder, or bare name); a header "
+        "row is optional; unlisted items are left out.",
+    ),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="Probe an untrained encoder of the same shape."
+    ),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat with N seeds; report mean and std."),
     shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot: K labels per class."),
     target: Optional[str] = typer.Option(None, "--target", help="Target column (tabular)."),
-    task: Optional[str] = typer.Option(None, "--task",
-                                       help="classification, regression or multilabel."),
-    head: Optional[str] = typer.Option(None, "--head", help="Probe head, where a method has "
-                                       "several (e.g. linear, attentive)."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="classification, regression or multilabel."
+    ),
+    head: Optional[str] = typer.Option(
+        None, "--head", help="Probe head, where a method has several (e.g. linear, attentive)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
@@ -263,10 +332,29 @@ def probe(
             raise UserError(f"--labels-fraction must be in (0, 1], got {labels_fraction}")
         _positive("--seeds", seeds)
         _positive("--shots", shots)
-        request = ProbeRequest(run, data, test, labels_fraction, random_init, which, seeds, shots,
-                               target, task, head, list(overrides or []), labels)
-        _emit("probe", run_probe(request), as_json,
-              {k: v for k, v in vars(request).items() if k != "run"}, run, title=f"probe {run}")
+        request = ProbeRequest(
+            run,
+            data,
+            test,
+            labels_fraction,
+            random_init,
+            which,
+            seeds,
+            shots,
+            target,
+            task,
+            head,
+            list(overrides or []),
+            labels,
+        )
+        _emit(
+            "probe",
+            run_probe(request),
+            as_json,
+            {k: v for k, v in vars(request).items() if k != "run"},
+            run,
+            title=f"probe {run}",
+        )
 
     _guard(go)
 
@@ -277,15 +365,20 @@ def probe(
 @app.command()
 def finetune(
     run: Path = typer.Argument(..., help="Run folder."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="`finetune.key=value` overrides.",
-                                                    show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="`finetune.key=value` overrides.", show_default=False
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Labelled training data."),
     test: Optional[str] = typer.Option(None, "--test", help="Labelled test data."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/finetune-TIME)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder (default RUN/finetune-TIME)."
+    ),
     random_init: bool = typer.Option(False, "--random-init", help="Train from scratch instead."),
-    target: Optional[str] = typer.Option(None, "--target",
-                                         help="Tabular: the label column (classification or "
-                                              "regression, detected from its values)."),
+    target: Optional[str] = typer.Option(
+        None,
+        "--target",
+        help="Tabular: the label column (classification or regression, detected from its values).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -300,11 +393,24 @@ def finetune(
     def go() -> None:
         from jepactl.evaluate.finetune import run_finetune
 
-        result = run_finetune(run, list(overrides or []), data, test, out, random_init, quiet,
-                              target)
-        _emit("finetune", result, as_json,
-              dict(overrides=list(overrides or []), data=data, test=test, out=out,
-                   random_init=random_init, target=target), run, title=f"finetune {run}")
+        result = run_finetune(
+            run, list(overrides or []), data, test, out, random_init, quiet, target
+        )
+        _emit(
+            "finetune",
+            result,
+            as_json,
+            dict(
+                overrides=list(overrides or []),
+                data=data,
+                test=test,
+                out=out,
+                random_init=random_init,
+                target=target,
+            ),
+            run,
+            title=f"finetune {run}",
+        )
 
     _guard(go)
 
@@ -331,8 +437,7 @@ def embed(
         from jepactl.evaluate.embed import run_embed
 
         result = run_embed(run, data, out, split, which)
-        _emit("embed", result, as_json,
-              dict(data=data, out=out, split=split, which=which), run)
+        _emit("embed", result, as_json, dict(data=data, out=out, split=split, which=which), run)
 
     _guard(go)
 
@@ -369,8 +474,9 @@ def export(
 @app.command()
 def bench(
     recipe: str = typer.Argument(..., help="Recipe name, domain or YAML path."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
-                                                    show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="`section.key=value` overrides.", show_default=False
+    ),
     steps: int = typer.Option(20, "--steps", help="Timed steps per repeat."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up steps."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats; the median is reported."),
@@ -378,8 +484,11 @@ def bench(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16."),
     data: Optional[str] = typer.Option(None, "--data", help="Real data instead of synthetic."),
     peak_tflops: Optional[float] = typer.Option(
-        None, "--peak-tflops", help="The device's data-sheet dense peak in this dtype, TFLOP/s, "
-        "for mfu_vs_spec (known GPUs are looked up)."),
+        None,
+        "--peak-tflops",
+        help="The device's data-sheet dense peak in this dtype, TFLOP/s, "
+        "for mfu_vs_spec (known GPUs are looked up).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Measure a recipe's steady-state training throughput and where the step time goes.
@@ -392,12 +501,34 @@ def bench(
         from jepactl.recipe import load_recipe
 
         _positive("--batch-size", batch_size)
-        result = run_bench(load_recipe(recipe, list(overrides or [])), steps, warmup, batch_size,
-                           precision, data, repeats, peak_tflops)
-        _emit("bench", result, as_json,
-              dict(recipe=recipe, overrides=list(overrides or []), steps=steps, warmup=warmup,
-                   repeats=repeats, batch_size=batch_size, precision=precision, data=data,
-                   peak_tflops=peak_tflops), recipe=result.get("recipe"), title=f"bench {recipe}")
+        result = run_bench(
+            load_recipe(recipe, list(overrides or [])),
+            steps,
+            warmup,
+            batch_size,
+            precision,
+            data,
+            repeats,
+            peak_tflops,
+        )
+        _emit(
+            "bench",
+            result,
+            as_json,
+            dict(
+                recipe=recipe,
+                overrides=list(overrides or []),
+                steps=steps,
+                warmup=warmup,
+                repeats=repeats,
+                batch_size=batch_size,
+                precision=precision,
+                data=data,
+                peak_tflops=peak_tflops,
+            ),
+            recipe=result.get("recipe"),
+            title=f"bench {recipe}",
+        )
 
     _guard(go)
 
@@ -420,11 +551,23 @@ def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             try:
                 recipe = load_recipe(name)
             except UserError as err:  # one broken file must not hide the others
-                rows.append({"name": name, "method": "?", "domain": name.split("/")[0],
-                             "description": f"invalid: {err}"})
+                rows.append(
+                    {
+                        "name": name,
+                        "method": "?",
+                        "domain": name.split("/")[0],
+                        "description": f"invalid: {err}",
+                    }
+                )
                 continue
-            rows.append({"name": name, "method": recipe.method, "domain": recipe.domain,
-                         "description": recipe.description})
+            rows.append(
+                {
+                    "name": name,
+                    "method": recipe.method,
+                    "domain": recipe.domain,
+                    "description": recipe.description,
+                }
+            )
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -442,8 +585,9 @@ def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 @recipes_app.command("show")
 def recipes_show(
     name: str = typer.Argument(..., help="Recipe name, domain or YAML path."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="`section.key=value` overrides.",
-                                                    show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="`section.key=value` overrides.", show_default=False
+    ),
 ) -> None:
     """Print a recipe fully resolved: every default, after overrides.
 

@@ -41,7 +41,7 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             changed = False
             for prefix in WRAPPER_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         cleaned[key] = value.detach().contiguous().cpu()
     return cleaned
 
@@ -52,17 +52,26 @@ def module_config(module: nn.Module, encoder: TransformerEncoder) -> dict[str, A
     A predictor's position table comes from the encoder's tokenizer, so that is stored too.
     """
     if isinstance(module, TransformerEncoder):
-        return {"kind": "encoder", "tokenizer": module.tokenizer_config,
-                "encoder": asdict(module.config)}
+        return {
+            "kind": "encoder",
+            "tokenizer": module.tokenizer_config,
+            "encoder": asdict(module.config),
+        }
     if isinstance(module, MaskedPredictor):
-        return {"kind": "predictor",
-                "predictor": {**module.config, "tokenizer": encoder.tokenizer_config,
-                              "patch_size": encoder.config.patch_size}}
+        return {
+            "kind": "predictor",
+            "predictor": {
+                **module.config,
+                "tokenizer": encoder.tokenizer_config,
+                "patch_size": encoder.config.patch_size,
+            },
+        }
     raise UserError(f"cannot export a {type(module).__name__}")
 
 
-def run_export(run: Path, out: Path | None, which: str = "target", fmt: str = "safetensors"
-               ) -> dict[str, Any]:
+def run_export(
+    run: Path, out: Path | None, which: str = "target", fmt: str = "safetensors"
+) -> dict[str, Any]:
     """Export module ``which`` of ``run``; return the written paths."""
     if fmt not in ("safetensors", "onnx"):
         raise UserError(f"--format must be 'safetensors' or 'onnx', got '{fmt}'")
@@ -75,8 +84,14 @@ def run_export(run: Path, out: Path | None, which: str = "target", fmt: str = "s
         raise UserError("--format onnx exports encoders only (--which target or context)")
     out = out or run / "export"
     check_writable_folder(out, "--out")
-    config = {"format": FORMAT, "jepactl_version": __version__, "which": which, "step": step,
-              **module_config(module, method.encoder("context")), "recipe": to_dict(recipe)}
+    config = {
+        "format": FORMAT,
+        "jepactl_version": __version__,
+        "which": which,
+        "step": step,
+        **module_config(module, method.encoder("context")),
+        "recipe": to_dict(recipe),
+    }
     written = {"config": str(out / "config.json"), "weights": str(out / "model.safetensors")}
     # Every file goes to a temporary name first and all are renamed together at the end: a full
     # disk leaves the previous export whole, never new config.json with old weights.
@@ -84,8 +99,11 @@ def run_export(run: Path, out: Path | None, which: str = "target", fmt: str = "s
         if fmt == "onnx":
             export_onnx(module, stage.path(out / "model.onnx"))
             written["onnx"] = str(out / "model.onnx")
-        save_file(clean_state_dict(module.state_dict()), str(stage.path(out / "model.safetensors")),
-                  metadata={"format": FORMAT, "which": which})
+        save_file(
+            clean_state_dict(module.state_dict()),
+            str(stage.path(out / "model.safetensors")),
+            metadata={"format": FORMAT, "which": which},
+        )
         stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"run": str(run), "which": which, "step": step, **written}
 
@@ -120,10 +138,16 @@ def export_onnx(encoder: TransformerEncoder, path: Path) -> Path:
     wrapper = _PooledAndTokens(encoder.eval().float())
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but dependable
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, (example_input(encoder),), str(path), input_names=["input"],
-                          output_names=["tokens", "pooled"], opset_version=17, dynamo=False,
-                          dynamic_axes={"input": {0: "batch"}, "tokens": {0: "batch"},
-                                        "pooled": {0: "batch"}})
+        torch.onnx.export(
+            wrapper,
+            (example_input(encoder),),
+            str(path),
+            input_names=["input"],
+            output_names=["tokens", "pooled"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "tokens": {0: "batch"}, "pooled": {0: "batch"}},
+        )
     return path
 
 
@@ -132,16 +156,20 @@ def load_encoder(path: str | Path) -> nn.Module:
     path = Path(path)
     config_path, weights_path = path / "config.json", path / "model.safetensors"
     if not config_path.is_file() or not weights_path.is_file():
-        raise UserError(f"'{path}' is not an export folder (needs config.json and "
-                        "model.safetensors; create one with `jepactl export RUN`)")
+        raise UserError(
+            f"'{path}' is not an export folder (needs config.json and "
+            "model.safetensors; create one with `jepactl export RUN`)"
+        )
     config = json.loads(config_path.read_text())
     if config.get("kind") == "encoder":
-        module: nn.Module = TransformerEncoder(config["tokenizer"],
-                                               build_dataclass(EncoderConfig, config["encoder"]))
+        module: nn.Module = TransformerEncoder(
+            config["tokenizer"], build_dataclass(EncoderConfig, config["encoder"])
+        )
     elif config.get("kind") == "predictor":
         args = dict(config["predictor"])
-        tokenizer = build_tokenizer(args.pop("tokenizer"), args["dim"], args.pop("patch_size"),
-                                    bias=args["bias"])
+        tokenizer = build_tokenizer(
+            args.pop("tokenizer"), args["dim"], args.pop("patch_size"), bias=args["bias"]
+        )
         module = MaskedPredictor(position_table=tokenizer.position_table(args["dim"]), **args)
     else:
         raise UserError(f"'{config_path}' has an unknown kind {config.get('kind')!r}")

@@ -38,7 +38,7 @@ import torch
 
 from jepactl.errors import UserError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 # Peak memory may use this share of what is free; the rest absorbs allocator fragmentation,
 # the trial's measurement error and whatever else the machine starts meanwhile.
 SAFETY = 0.85
@@ -49,7 +49,7 @@ SAFETY = 0.85
 GROWTH = 1.2
 # Private memory of one DataLoader worker process beyond the batches it holds (interpreter,
 # torch, a reader's caches); measured at 150-250 MB on these machines, rounded up.
-WORKER_BYTES = 384 * 1024 ** 2
+WORKER_BYTES = 384 * 1024**2
 TRIAL_SIZES = (2, 8)
 
 
@@ -73,8 +73,10 @@ class MicroPlan:
     def describe(self) -> str:
         if self.accumulation == 1:
             return f"batch {self.batch_size} (one micro-batch)"
-        return (f"batch {self.batch_size} = {self.accumulation} micro-batches of "
-                f"{self.micro_batch_size}")
+        return (
+            f"batch {self.batch_size} = {self.accumulation} micro-batches of "
+            f"{self.micro_batch_size}"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,9 +133,13 @@ def _status_kib(field: str) -> int:
 
 def _cgroup_free_bytes() -> int | None:
     """Return what the process's memory cgroup still allows, or None without a limit."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
         try:
             limit = Path(limit_file).read_text().strip()
             usage = int(Path(usage_file).read_text().strip())
@@ -230,17 +236,24 @@ def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and ("can't allocate memory" in text
-                                              or "out of memory" in text.lower())
+    return isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def plan_micro_batches(setting: int | str, batch_size: int, trial: Callable[[int], None],
-                       device: torch.device, extra_bytes: int, reserve_bytes: int,
-                       hint: str = "") -> MicroPlan:
+def plan_micro_batches(
+    setting: int | str,
+    batch_size: int,
+    trial: Callable[[int], None],
+    device: torch.device,
+    extra_bytes: int,
+    reserve_bytes: int,
+    hint: str = "",
+) -> MicroPlan:
     """Return how to cut a ``batch_size`` step into micro-batches on ``device``.
 
     ``trial(m)`` runs one forward/backward on ``m`` samples of the first batch and leaves no
@@ -252,15 +265,21 @@ def plan_micro_batches(setting: int | str, batch_size: int, trial: Callable[[int
     if setting != "auto":
         wanted = int(setting)
         if wanted < 1:
-            raise UserError(f"recipe key 'train.micro_batch_size': must be auto or a positive "
-                            f"integer, got {wanted}")
+            raise UserError(
+                f"recipe key 'train.micro_batch_size': must be auto or a positive "
+                f"integer, got {wanted}"
+            )
         wanted = min(wanted, batch_size)
     allowed = allowed_peak_bytes(device, reserve_bytes)
     small, large = (min(batch_size, m) for m in TRIAL_SIZES)
     if (wanted or batch_size) <= small:  # nothing to measure: the first step is its own trial
         micro = wanted or batch_size
-        return MicroPlan(batch_size, micro, len(split_sizes(batch_size, micro)),
-                         "recipe" if wanted else "auto: whole batch (small)")
+        return MicroPlan(
+            batch_size,
+            micro,
+            len(split_sizes(batch_size, micro)),
+            "recipe" if wanted else "auto: whole batch (small)",
+        )
     meter = PeakMeter(device)
     resting = meter.current()
     with meter:
@@ -287,20 +306,33 @@ def plan_micro_batches(setting: int | str, batch_size: int, trial: Callable[[int
         raise UserError(
             f"not enough memory: one training sample needs a peak of {_gib(need)} on "
             f"{device.type} and {_gib(max(allowed, 0))} is available to this run; use "
-            f"{advice}, fewer loader workers (train.num_workers), or train.precision=bf16")
+            f"{advice}, fewer loader workers (train.num_workers), or train.precision=bf16"
+        )
     if wanted is not None and wanted > fits:
         need = with_headroom(intercept + slope * wanted, resting)
         raise UserError(
             f"not enough memory for train.micro_batch_size={wanted}: its step needs a peak of "
             f"{_gib(need)} on {device.type} and {_gib(allowed)} is available to this run; set "
-            f"train.micro_batch_size={fits} (or auto), or use {advice}")
+            f"train.micro_batch_size={fits} (or auto), or use {advice}"
+        )
     micro = wanted or max(split_sizes(batch_size, min(fits, batch_size)))
-    chosen_by = ("recipe" if wanted else
-                 "auto: whole batch fits" if micro == batch_size else "auto: measured")
-    return MicroPlan(batch_size, micro, len(split_sizes(batch_size, micro)), chosen_by,
-                     round(with_headroom(intercept + slope * micro, resting) / GIB, 2),
-                     round(allowed / GIB, 2), [(m, round(peak / GIB, 3)) for m, peak in points],
-                     resting_gib=round(resting / GIB, 3))
+    chosen_by = (
+        "recipe"
+        if wanted
+        else "auto: whole batch fits"
+        if micro == batch_size
+        else "auto: measured"
+    )
+    return MicroPlan(
+        batch_size,
+        micro,
+        len(split_sizes(batch_size, micro)),
+        chosen_by,
+        round(with_headroom(intercept + slope * micro, resting) / GIB, 2),
+        round(allowed / GIB, 2),
+        [(m, round(peak / GIB, 3)) for m, peak in points],
+        resting_gib=round(resting / GIB, 3),
+    )
 
 
 def with_headroom(peak: float, resting: float) -> float:
@@ -330,15 +362,23 @@ def refit_after_first_step(plan: MicroPlan, peak: int, may_shrink: bool = True) 
     allowed, resting = plan.allowed_peak_gib * GIB, (plan.resting_gib or 0.0) * GIB
     small, small_peak = plan.trial_peaks_gib[0]
     small_peak *= GIB
-    if with_headroom(peak, resting) <= allowed or plan.micro_batch_size <= small \
-            or not may_shrink or not plan.chosen_by.startswith("auto"):
+    if (
+        with_headroom(peak, resting) <= allowed
+        or plan.micro_batch_size <= small
+        or not may_shrink
+        or not plan.chosen_by.startswith("auto")
+    ):
         return replace(plan, first_step_peak_gib=observed)
     slope = max((peak - small_peak) / (plan.micro_batch_size - small), 1.0)
     intercept = small_peak - slope * small
     fits = max(1, largest_fitting(intercept, slope, resting, allowed))
     micro = max(split_sizes(plan.batch_size, min(fits, plan.micro_batch_size)))
     predicted = with_headroom(intercept + slope * micro, resting)
-    return replace(plan, micro_batch_size=micro,
-                   accumulation=len(split_sizes(plan.batch_size, micro)),
-                   chosen_by=plan.chosen_by + ", shrunk after the first step's peak",
-                   predicted_peak_gib=round(predicted / GIB, 2), first_step_peak_gib=observed)
+    return replace(
+        plan,
+        micro_batch_size=micro,
+        accumulation=len(split_sizes(plan.batch_size, micro)),
+        chosen_by=plan.chosen_by + ", shrunk after the first step's peak",
+        predicted_peak_gib=round(predicted / GIB, 2),
+        first_step_peak_gib=observed,
+    )

@@ -49,7 +49,9 @@ class CollapseWatch:
             return None
         if std < self.ratio * self.peak:
             self.warned = True
-            return (f"embeddings may have collapsed: per-dimension std {std:.2e} at step {step}, "
-                    f"down from {self.peak:.2e} at step {self.peak_step} (embed_std in "
-                    f"metrics.jsonl); a run that does not recover learns nothing useful")
+            return (
+                f"embeddings may have collapsed: per-dimension std {std:.2e} at step {step}, "
+                f"down from {self.peak:.2e} at step {self.peak_step} (embed_std in "
+                f"metrics.jsonl); a run that does not recover learns nothing useful"
+            )
         return None

@@ -94,8 +94,9 @@ def _check_creatable(folder: Path, target: Path, option: str) -> None:
         while not existing.exists():  # Path('.') and '/' exist, so this stops
             existing = existing.parent
         if not existing.is_dir():
-            raise UserError(f"{option} '{target}' cannot be created: '{existing}' is a file, "
-                            "not a folder")
+            raise UserError(
+                f"{option} '{target}' cannot be created: '{existing}' is a file, not a folder"
+            )
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".jepactl-write-test-")
         try:
             os.write(fd, b"x")
@@ -124,8 +125,7 @@ class StagedFiles:
         final = Path(final)
         with write_errors_name(final):
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.",
-                                       suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         os.close(fd)
         self._staged.append((Path(tmp), final))
         return Path(tmp)
@@ -170,6 +170,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     """
     array = np.ascontiguousarray(array)
     with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle,
-                                             np.lib.format.header_data_from_array_1_0(array))
+        np.lib.format.write_array_header_1_0(
+            handle, np.lib.format.header_data_from_array_1_0(array)
+        )
         handle.write(memoryview(array).cast("B"))

@@ -23,8 +23,9 @@ class TrainProgress:
     """Shows step, loss, lr, EMA momentum, samples/s, ``detail`` (how the batch is cut) and ETA;
     silent when ``quiet``."""
 
-    def __init__(self, total: int, start: int, quiet: bool = False, title: str = "pretrain",
-                 detail: str = "") -> None:
+    def __init__(
+        self, total: int, start: int, quiet: bool = False, title: str = "pretrain", detail: str = ""
+    ) -> None:
         self.total, self.start, self.quiet, self.title = total, start, quiet, title
         self.detail = detail
         self.console = Console(stderr=True)
@@ -32,10 +33,16 @@ class TrainProgress:
         self.bar: Progress | None = None
         self.started = time.perf_counter()
         if self.live:
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                TextColumn("step {task.completed}/{task.total}"),
-                                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                                TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("step {task.completed}/{task.total}"),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
             self.task = self.bar.add_task(title, total=total, completed=start, stats="")
             self.bar.start()
 
@@ -53,8 +60,11 @@ class TrainProgress:
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(done, 1) * (self.total - step)
         line = _fmt(metrics, self.detail)
-        print(f"[{self.title}] step {step}/{self.total}  {line}  eta {eta:.0f}s",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{self.title}] step {step}/{self.total}  {line}  eta {eta:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def message(self, text: str) -> None:
         if not self.quiet:

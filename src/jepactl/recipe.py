@@ -226,8 +226,9 @@ def _coerce(value: Any, tp: Any, key: str, default: Any = None) -> Any:
     if is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"recipe key '{key}': expected a section (a mapping), got {value!r}")
-        return build_dataclass(tp, value, prefix=key + ".",
-                               base=default if isinstance(default, tp) else None)
+        return build_dataclass(
+            tp, value, prefix=key + ".", base=default if isinstance(default, tp) else None
+        )
     raise bad
 
 
@@ -237,8 +238,7 @@ def _unknown_key(key: str, valid: list[str], prefix: str) -> RecipeError:
     return RecipeError(f"unknown recipe key '{prefix}{key}'{hint}")
 
 
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "",
-                    base: Any = None) -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
     """Return an instance of dataclass ``cls`` with ``values`` validated over its defaults, or
     over ``base`` (an instance of ``cls``) where given.
 
@@ -362,8 +362,9 @@ def domain_default(domain: str) -> str | None:
         return None
     stem = path.read_text().strip()
     if not stem or "/" in stem or not (path.parent / f"{stem}.yaml").is_file():
-        raise RecipeError(f"'{path}' must name one recipe of the domain (a file name without "
-                          f".yaml), not {stem!r}")
+        raise RecipeError(
+            f"'{path}' must name one recipe of the domain (a file name without .yaml), not {stem!r}"
+        )
     return f"{domain}/{stem}"
 
 
@@ -375,8 +376,8 @@ def current_name(name: str, warn: bool = True) -> str:
         return name
     if warn:
         logging.getLogger("jepactl").warning(
-            "recipe '%s' is now '%s' (the old name works until %s)", name, new,
-            ALIASES_REMOVED_IN)
+            "recipe '%s' is now '%s' (the old name works until %s)", name, new, ALIASES_REMOVED_IN
+        )
     return new
 
 
@@ -487,22 +488,32 @@ def _upgrade_grad_accum(raw: dict[str, Any], cls: type) -> None:
     ``train.grad_accum`` counted them; now batch_size is the effective batch."""
     train = raw.get("train")
     hints = typing.get_type_hints(cls)
-    if not isinstance(train, dict) or "grad_accum" not in train or \
-            "micro_batch_size" not in {f.name for f in fields(hints["train"])}:
+    if (
+        not isinstance(train, dict)
+        or "grad_accum" not in train
+        or "micro_batch_size" not in {f.name for f in fields(hints["train"])}
+    ):
         return
     accum = train.pop("grad_accum")
     if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
-        raise RecipeError(f"recipe key 'train.grad_accum': expected a positive integer, got "
-                          f"{accum!r} (deprecated: set train.batch_size to the effective batch "
-                          "and train.micro_batch_size instead)")
+        raise RecipeError(
+            f"recipe key 'train.grad_accum': expected a positive integer, got "
+            f"{accum!r} (deprecated: set train.batch_size to the effective batch "
+            "and train.micro_batch_size instead)"
+        )
     if accum > 1:
-        micro = train.get("batch_size", _field_default(
-            next(f for f in fields(cls) if f.name == "train")).batch_size)
+        micro = train.get(
+            "batch_size",
+            _field_default(next(f for f in fields(cls) if f.name == "train")).batch_size,
+        )
         train["batch_size"] = micro * accum
         train.setdefault("micro_batch_size", micro)
         logging.getLogger("jepactl").warning(
             "train.grad_accum is deprecated: read as train.batch_size=%s (the effective batch) "
-            "and train.micro_batch_size=%s", train["batch_size"], train["micro_batch_size"])
+            "and train.micro_batch_size=%s",
+            train["batch_size"],
+            train["micro_batch_size"],
+        )
 
 
 HEADER_KEYS = ("name", "domain", "method", "description", "source")
@@ -513,8 +524,13 @@ def dump_recipe(recipe: Recipe) -> str:
     tree = to_dict(recipe)
     shared = [f.name for f in fields(Recipe) if f.name not in HEADER_KEYS]
     order = [*HEADER_KEYS, *[k for k in tree if k not in HEADER_KEYS and k not in shared], *shared]
-    return yaml.dump({k: tree[k] for k in order}, Dumper=_RecipeDumper, sort_keys=False,
-                     allow_unicode=True, width=100)
+    return yaml.dump(
+        {k: tree[k] for k in order},
+        Dumper=_RecipeDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=100,
+    )
 
 
 class _RecipeDumper(yaml.SafeDumper):
@@ -522,8 +538,9 @@ class _RecipeDumper(yaml.SafeDumper):
 
 
 _RecipeDumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data,
-                                                         flow_style=True))
+    list,
+    lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True),
+)
 
 
 def replace(obj: Any, **changes: Any) -> Any:

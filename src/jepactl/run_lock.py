@@ -65,9 +65,17 @@ class RunLock:
     def acquire(self) -> None:
         self._created_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        content = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "argv": self.argv}).encode() + b"\n"
+        content = (
+            json.dumps(
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "argv": self.argv,
+                }
+            ).encode()
+            + b"\n"
+        )
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -115,9 +123,11 @@ class RunLock:
             except ValueError:
                 pass
             if time.monotonic() > deadline:
-                raise UserError(f"run folder '{self.run_dir}' has a lock file it cannot read "
-                                f"('{self.path}'); if no run is using the folder, remove it: "
-                                f"rm {self.path}")
+                raise UserError(
+                    f"run folder '{self.run_dir}' has a lock file it cannot read "
+                    f"('{self.path}'); if no run is using the folder, remove it: "
+                    f"rm {self.path}"
+                )
             time.sleep(0.05)
 
     def _remove_stale_lock(self) -> None:
@@ -130,12 +140,16 @@ class RunLock:
         since = holder.get("started", "?")
         here = socket.gethostname()
         if host != here:
-            raise UserError(f"run folder '{self.run_dir}' is locked by pid {pid} on host {host} "
-                            f"since {since}, which cannot be checked from host {here}; wait for "
-                            f"it or choose another --out (if that run is dead: rm {self.path})")
+            raise UserError(
+                f"run folder '{self.run_dir}' is locked by pid {pid} on host {host} "
+                f"since {since}, which cannot be checked from host {here}; wait for "
+                f"it or choose another --out (if that run is dead: rm {self.path})"
+            )
         if pid_is_alive(pid):
-            raise UserError(f"run folder '{self.run_dir}' is in use by pid {pid} on host {host} "
-                            f"since {since}; wait for it or choose another --out")
+            raise UserError(
+                f"run folder '{self.run_dir}' is in use by pid {pid} on host {host} "
+                f"since {since}; wait for it or choose another --out"
+            )
         # Move the stale lock aside rather than unlinking it: if another process took it over
         # between our read and now, what we moved is that process's fresh lock, and it goes back.
         aside = self.path.with_name(f"{LOCK_NAME}.stale-{os.getpid()}")
@@ -151,5 +165,11 @@ class RunLock:
             aside.unlink()
             return
         aside.unlink()
-        log.warning("taking over the stale lock of run folder '%s': pid %s on host %s (since %s) "
-                    "is no longer running", self.run_dir, pid, host, since)
+        log.warning(
+            "taking over the stale lock of run folder '%s': pid %s on host %s (since %s) "
+            "is no longer running",
+            self.run_dir,
+            pid,
+            host,
+            since,
+        )

@@ -35,8 +35,9 @@ def default_run_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.name.replace('/', '-')}-{stamp}"
 
 
-def write_run_files(run_dir: Path, recipe: Recipe, world_size: int, device: str,
-                    setup: dict[str, Any] | None = None) -> None:
+def write_run_files(
+    run_dir: Path, recipe: Recipe, world_size: int, device: str, setup: dict[str, Any] | None = None
+) -> None:
     """Write recipe.yaml and env.json; ``setup`` is what the trainer chose for this machine
     (micro-batch, accumulation, loader workers), kept in env.json and noted in recipe.yaml,
     whose ``auto`` keys stay ``auto`` so that the recipe adapts on the next machine."""
@@ -44,13 +45,17 @@ def write_run_files(run_dir: Path, recipe: Recipe, world_size: int, device: str,
     text = dump_recipe(recipe)
     micro = (setup or {}).get("micro_batch")
     if micro:
-        text += (f"# chosen on {socket.gethostname()} for this run: train.micro_batch_size="
-                 f"{micro['micro_batch_size']} ({micro['accumulation']} micro-batch(es) per "
-                 f"optimizer step, {micro['chosen_by']}); train.num_workers="
-                 f"{setup.get('num_workers')}\n")
+        text += (
+            f"# chosen on {socket.gethostname()} for this run: train.micro_batch_size="
+            f"{micro['micro_batch_size']} ({micro['accumulation']} micro-batch(es) per "
+            f"optimizer step, {micro['chosen_by']}); train.num_workers="
+            f"{setup.get('num_workers')}\n"
+        )
     atomic_write_text(text, run_dir / "recipe.yaml")
-    atomic_write_text(json.dumps({**environment(world_size, device), **(setup or {})},
-                                 indent=2) + "\n", run_dir / "env.json")
+    atomic_write_text(
+        json.dumps({**environment(world_size, device), **(setup or {})}, indent=2) + "\n",
+        run_dir / "env.json",
+    )
 
 
 def environment(world_size: int, device: str) -> dict[str, Any]:
@@ -59,18 +64,35 @@ def environment(world_size: int, device: str) -> dict[str, Any]:
 
     from jepactl import __version__
 
-    env = {"jepactl": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "timm": timm.__version__, "platform": platform.platform(), "host": socket.gethostname(),
-           "device": device, "world_size": world_size, "argv": sys.argv,
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    env = {
+        "jepactl": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": device,
+        "world_size": world_size,
+        "argv": sys.argv,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     source = Path(__file__).resolve().parent
     try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source,
-                                           capture_output=True, text=True, timeout=5
-                                           ).stdout.strip() or None
-        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain"], cwd=source,
-                                               capture_output=True, text=True, timeout=5
-                                               ).stdout.strip())
+        env["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        env["git_dirty"] = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"],
+                cwd=source,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         env["git_commit"] = None
     return env
@@ -96,8 +118,10 @@ def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
     method = method_spec(recipe.method).require("build")(recipe)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     if not find_checkpoints(checkpoint_dir):
-        raise UserError(f"run folder '{run_dir}' has no checkpoint (in {CHECKPOINT_DIR}/); "
-                        "pretrain it first or resume it with --resume")
+        raise UserError(
+            f"run folder '{run_dir}' has no checkpoint (in {CHECKPOINT_DIR}/); "
+            "pretrain it first or resume it with --resume"
+        )
     state, path = load_latest_checkpoint(checkpoint_dir)
     load_model_state(method, state["model"], path)
     return recipe, method.eval(), int(state["step"])

@@ -85,17 +85,25 @@ def param_groups(model: nn.Module) -> list[dict]:
             no_decay.append(param)
         else:
             decay.append(param)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False,
-                                                   "weight_decay": 0.0}]
+    return [
+        {"params": decay, "apply_wd": True},
+        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
+    ]
 
 
-def build_optimizer(method: nn.Module, recipe: Recipe, device: torch.device
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(
+    method: nn.Module, recipe: Recipe, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW over ``param_groups``: fused kernels on CUDA, foreach (multi-tensor) on CPU."""
     fused = device.type == "cuda"
-    return torch.optim.AdamW(param_groups(method), lr=recipe.optim.lr, betas=recipe.optim.betas,
-                             eps=recipe.optim.eps, weight_decay=recipe.optim.weight_decay,
-                             **({"fused": True} if fused else {"foreach": True}))
+    return torch.optim.AdamW(
+        param_groups(method),
+        lr=recipe.optim.lr,
+        betas=recipe.optim.betas,
+        eps=recipe.optim.eps,
+        weight_decay=recipe.optim.weight_decay,
+        **({"fused": True} if fused else {"foreach": True}),
+    )
 
 
 class StepRunner:
@@ -108,8 +116,15 @@ class StepRunner:
     whole batch is one micro-batch.
     """
 
-    def __init__(self, model: nn.Module, forward, optimizer: torch.optim.Optimizer,
-                 accelerator: Accelerator, recipe: Recipe, plan: MicroPlan | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        forward,
+        optimizer: torch.optim.Optimizer,
+        accelerator: Accelerator,
+        recipe: Recipe,
+        plan: MicroPlan | None = None,
+    ) -> None:
         self.model, self.forward, self.optimizer = model, forward, optimizer
         self.accelerator, self.recipe, self.plan = accelerator, recipe, plan
         self.device = accelerator.device
@@ -131,8 +146,9 @@ class StepRunner:
             values["momentum"] = ema_momentum(step, total, self.recipe.ema)
         return values
 
-    def forward_backward(self, batch: dict, sizes: list[int], timer=None
-                         ) -> tuple[torch.Tensor, dict]:
+    def forward_backward(
+        self, batch: dict, sizes: list[int], timer=None
+    ) -> tuple[torch.Tensor, dict]:
         """Accumulate the gradient of ``batch``'s mean loss over micro-batches of ``sizes``.
 
         Each micro-batch's loss is weighted by its share of the batch, so the accumulated
@@ -145,7 +161,7 @@ class StepRunner:
             micro = slice_batch(batch, start, start + size) if len(sizes) > 1 else batch
             start += size
             sync = i == len(sizes) - 1
-            with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)):
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self.autocast:
                     out = self.forward(micro)
                 timer and timer("forward")
@@ -154,8 +170,9 @@ class StepRunner:
             step_loss += out["loss"].detach() * (size / total)
         return step_loss, out
 
-    def run(self, batches, step: int, total: int, timer=None
-            ) -> tuple[torch.Tensor, dict, int, dict[str, float]]:
+    def run(
+        self, batches, step: int, total: int, timer=None
+    ) -> tuple[torch.Tensor, dict, int, dict[str, float]]:
         """Return (mean loss tensor, last forward output, samples seen, schedule values)."""
         schedules = self.set_schedules(step, total)
         waited = time.perf_counter()
@@ -184,18 +201,26 @@ class StepRunner:
         """After an out-of-memory error in forward/backward: clear the partial gradients, halve
         an automatically chosen micro-batch and return True (once per run); else False."""
         plan = self.plan
-        if (not self.retry_on_oom or plan is None or not plan.chosen_by.startswith("auto")
-                or plan.micro_batch_size < 2 or "after out-of-memory" in plan.chosen_by):
+        if (
+            not self.retry_on_oom
+            or plan is None
+            or not plan.chosen_by.startswith("auto")
+            or plan.micro_batch_size < 2
+            or "after out-of-memory" in plan.chosen_by
+        ):
             return False
         self.optimizer.zero_grad(set_to_none=True)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         micro = max(split_sizes(plan.batch_size, plan.micro_batch_size // 2))
-        self.plan = MicroPlan(plan.batch_size, micro, len(split_sizes(plan.batch_size, micro)),
-                              plan.chosen_by + ", halved after out-of-memory")
-        log.warning("out of memory in a training step: retrying it with %s",
-                    self.plan.describe())
+        self.plan = MicroPlan(
+            plan.batch_size,
+            micro,
+            len(split_sizes(plan.batch_size, micro)),
+            plan.chosen_by + ", halved after out-of-memory",
+        )
+        log.warning("out of memory in a training step: retrying it with %s", self.plan.describe())
         if self.on_replan is not None:
             self.on_replan(self.plan)
         return True
@@ -224,8 +249,9 @@ class StopFlag:
         if signum == signal.SIGINT:
             if self.raised:
                 raise KeyboardInterrupt
-            sys.stderr.write("\ninterrupted: saving a checkpoint after this step "
-                             "(Ctrl-C again to quit now)\n")
+            sys.stderr.write(
+                "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)\n"
+            )
         self.raised = True
 
     def __exit__(self, *exc) -> None:
@@ -243,8 +269,10 @@ def ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's 
 
 def _device_batch(batch: dict, device: torch.device) -> dict:
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
-            for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+        for k, v in batch.items()
+    }
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -259,10 +287,11 @@ def read_metrics(path: Path) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines):
-                raise UserError(f"'{path}' line {number} is not JSON; the file is damaged "
-                                "(remove that line to continue the run)") from None
-            log.warning("dropped the torn last line of %s (the run stopped while writing it)",
-                        path)
+                raise UserError(
+                    f"'{path}' line {number} is not JSON; the file is damaged "
+                    "(remove that line to continue the run)"
+                ) from None
+            log.warning("dropped the torn last line of %s (the run stopped while writing it)", path)
     return records
 
 
@@ -313,8 +342,14 @@ def build_method(spec, recipe: Recipe) -> nn.Module:
                 sub.activation_checkpointing = True
     return method
 
-def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = False,
-             stop_after: int | None = None) -> TrainResult:
+
+def pretrain(
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool = False,
+    quiet: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
     """Train ``recipe`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
 
     ``stop_after`` stops at that step exactly as a preemption signal would (checkpoint, return
@@ -328,8 +363,9 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False, quiet: bool = 
         return _pretrain(recipe, run_dir, resume, quiet, stop_after)
 
 
-def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
-              stop_after: int | None) -> TrainResult:
+def _pretrain(
+    recipe: Recipe, run_dir: Path, resume: bool, quiet: bool, stop_after: int | None
+) -> TrainResult:
     spec = method_spec(recipe.method)
     cfg = recipe.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -345,8 +381,10 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
             remove_interrupted_saves(checkpoint_dir)
         state, checkpoint_path = load_latest_checkpoint(checkpoint_dir)
     elif find_checkpoints(checkpoint_dir):
-        raise UserError(f"run folder '{run_dir}' already has a checkpoint; "
-                        "pass --resume to continue it or choose another --out")
+        raise UserError(
+            f"run folder '{run_dir}' already has a checkpoint; "
+            "pass --resume to continue it or choose another --out"
+        )
 
     dataset, collate, source = spec.require("pretrain_data")(recipe, recipe.data.path)
 
@@ -358,8 +396,10 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as err:
-            raise UserError(f"checkpoint '{checkpoint_path}': its optimizer state does not "
-                            f"match the recipe's ({err})") from None
+            raise UserError(
+                f"checkpoint '{checkpoint_path}': its optimizer state does not "
+                f"match the recipe's ({err})"
+            ) from None
         start_step = int(state["step"])
     method.to(device)
     model, optimizer = accelerator.prepare(method, optimizer)
@@ -370,26 +410,38 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
 
     workers = loader_workers(cfg.num_workers)
     sampler = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, rank, world, start=start_step)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=ignore_stop_signals,
-                        persistent_workers=workers > 0,
-                        prefetch_factor=2 if workers > 0 else None)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+    )
     batches = iter(loader)
     first = next(batches)  # the trial steps measure memory on it; it is still step 1's batch
     batches = itertools.chain([first], batches)
     micro_plan = plan_micro_batches(
-        cfg.micro_batch_size, cfg.batch_size,
+        cfg.micro_batch_size,
+        cfg.batch_size,
         lambda size: _trial_step(model, accelerator, recipe, slice_batch(first, 0, size)),
-        device, optimizer_state_bytes(model, optimizer),
+        device,
+        optimizer_state_bytes(model, optimizer),
         reserve_bytes=workers * (2 * batch_bytes(first) + WORKER_BYTES),
-        hint=cpu_recipe(recipe))
+        hint=cpu_recipe(recipe),
+    )
     if world > 1:  # every process must cut its batch the same way (DDP syncs the last piece)
         smallest = torch.tensor(micro_plan.micro_batch_size, device=device)
         torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN)
         micro = int(smallest.item())
-        micro_plan = MicroPlan(cfg.batch_size, micro, len(split_sizes(cfg.batch_size, micro)),
-                               micro_plan.chosen_by + " (smallest over processes)")
+        micro_plan = MicroPlan(
+            cfg.batch_size,
+            micro,
+            len(split_sizes(cfg.batch_size, micro)),
+            micro_plan.chosen_by + " (smallest over processes)",
+        )
     setup = {"micro_batch": micro_plan.as_dict(), "num_workers": workers}
 
     if accelerator.is_main_process:
@@ -398,15 +450,21 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
     accelerator.wait_for_everyone()
 
     total = cfg.max_steps
-    progress = TrainProgress(total, start_step, quiet or not accelerator.is_main_process,
-                             detail=micro_plan.describe())
+    progress = TrainProgress(
+        total, start_step, quiet or not accelerator.is_main_process, detail=micro_plan.describe()
+    )
     if source.skipped and accelerator.is_main_process:
-        progress.message(f"[yellow]skipped {len(source.skipped)} unreadable files "
-                         f"(first: {source.skipped[0]})")
-    if workers < (8 if cfg.num_workers == "auto" else cfg.num_workers) and \
-            accelerator.is_main_process:
-        progress.message(f"{workers} data-loader worker(s): train.num_workers={cfg.num_workers} "
-                         f"capped at this process's CPUs minus one")
+        progress.message(
+            f"[yellow]skipped {len(source.skipped)} unreadable files (first: {source.skipped[0]})"
+        )
+    if (
+        workers < (8 if cfg.num_workers == "auto" else cfg.num_workers)
+        and accelerator.is_main_process
+    ):
+        progress.message(
+            f"{workers} data-loader worker(s): train.num_workers={cfg.num_workers} "
+            f"capped at this process's CPUs minus one"
+        )
     runner = StepRunner(model, model, optimizer, accelerator, recipe, micro_plan)
 
     def record_replan(new_plan: MicroPlan) -> None:
@@ -426,10 +484,18 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
         else:
             rngs = [rng_state()]
         if accelerator.is_main_process:
-            save_checkpoint(checkpoint_dir, step,
-                            {"model": accelerator.unwrap_model(model).state_dict(),
-                             "optimizer": optimizer.state_dict(), "step": step, "rng": rngs,
-                             "world_size": world}, keep=recipe.checkpoint.keep)
+            save_checkpoint(
+                checkpoint_dir,
+                step,
+                {
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "rng": rngs,
+                    "world_size": world,
+                },
+                keep=recipe.checkpoint.keep,
+            )
         accelerator.wait_for_everyone()
 
     step = start_step
@@ -447,9 +513,13 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
                     step_loss, out, samples, schedules = runner.run(batches, step, total)
                 checked = refit_after_first_step(runner.plan, meter.peak, world == 1)
                 if checked.micro_batch_size != runner.plan.micro_batch_size:
-                    log.warning("the first step peaked at %.1f GiB, above the %.1f GiB allowed: "
-                                "continuing with %s", checked.first_step_peak_gib,
-                                checked.allowed_peak_gib, checked.describe())
+                    log.warning(
+                        "the first step peaked at %.1f GiB, above the %.1f GiB allowed: "
+                        "continuing with %s",
+                        checked.first_step_peak_gib,
+                        checked.allowed_peak_gib,
+                        checked.describe(),
+                    )
                 runner.plan = checked
                 record_replan(checked)
             else:
@@ -462,17 +532,24 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
                 mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
                 last_loss = mean_loss
                 elapsed = time.perf_counter() - window_start
-                record = {"step": step, "loss": mean_loss, **schedules,
-                          "samples_per_s": window_samples / elapsed,
-                          "data_wait_fraction": runner.data_wait / elapsed}
+                record = {
+                    "step": step,
+                    "loss": mean_loss,
+                    **schedules,
+                    "samples_per_s": window_samples / elapsed,
+                    "data_wait_fraction": runner.data_wait / elapsed,
+                }
                 if "embeddings" in out:
                     record.update(collapse_stats(out["embeddings"]))
                     warning = collapse_watch.update(step, record.get("embed_std"))
                     if warning and accelerator.is_main_process:
                         progress.warn(warning)
                 for key, value in out.items():
-                    if key not in ("loss", "embeddings") and torch.is_tensor(value) \
-                            and value.numel() == 1:
+                    if (
+                        key not in ("loss", "embeddings")
+                        and torch.is_tensor(value)
+                        and value.numel() == 1
+                    ):
                         record[key] = value.item()
                 if accelerator.is_main_process:
                     with write_errors_name(metrics_file), metrics_file.open("a") as handle:
@@ -491,8 +568,10 @@ def _pretrain(recipe: Recipe, run_dir: Path, resume: bool, quiet: bool,
                 save(step)
             if stopping and step < total:
                 finished = False
-                progress.message(f"[yellow]stopped by signal at step {step}; checkpoint saved. "
-                                 f"Continue with: jepactl pretrain {run_dir} --resume")
+                progress.message(
+                    f"[yellow]stopped by signal at step {step}; checkpoint saved. "
+                    f"Continue with: jepactl pretrain {run_dir} --resume"
+                )
                 break
     progress.close()
     del batches, loader

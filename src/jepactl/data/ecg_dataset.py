@@ -45,10 +45,54 @@ log = logging.getLogger("jepactl")
 
 TWELVE_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # MIT-BIH inter-patient split (de Chazal et al. 2004); paced records 102, 104, 107, 217 left out.
-MITBIH_DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124",
-              "201", "203", "205", "207", "208", "209", "215", "220", "223", "230")
-MITBIH_DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212",
-              "213", "214", "219", "221", "222", "228", "231", "232", "233", "234")
+MITBIH_DS1 = (
+    "101",
+    "106",
+    "108",
+    "109",
+    "112",
+    "114",
+    "115",
+    "116",
+    "118",
+    "119",
+    "122",
+    "124",
+    "201",
+    "203",
+    "205",
+    "207",
+    "208",
+    "209",
+    "215",
+    "220",
+    "223",
+    "230",
+)
+MITBIH_DS2 = (
+    "100",
+    "103",
+    "105",
+    "111",
+    "113",
+    "117",
+    "121",
+    "123",
+    "200",
+    "202",
+    "210",
+    "212",
+    "213",
+    "214",
+    "219",
+    "221",
+    "222",
+    "228",
+    "231",
+    "232",
+    "233",
+    "234",
+)
 EMBEDDED_PATH = Path(__file__).resolve().parent / "embedded" / "mitdb"
 _ALIASES = {"mlii": "ii", "mli": "i", "mliii": "iii"}
 _MARGIN_SECONDS = 0.25
@@ -87,14 +131,19 @@ def _map_by_name(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
     have = {}
     for channel, name in enumerate(record.leads):
         have.setdefault(_norm(name), channel)
-    return [next((have[_norm(a)] for a in lead.split("|") if _norm(a) in have), -1)
-            for lead in wanted]
+    return [
+        next((have[_norm(a)] for a in lead.split("|") if _norm(a) in have), -1) for lead in wanted
+    ]
 
 
 def _is_unmatched_single_lead(record: ECGRecord, wanted: tuple[str, ...]) -> bool:
     """True for a one-lead record whose lead has none of the wanted names (read as wanted[0])."""
-    return (len(record.leads) == 1 and not record.by_position and len(wanted) > 0
-            and max(_map_by_name(record, wanted)) < 0)
+    return (
+        len(record.leads) == 1
+        and not record.by_position
+        and len(wanted) > 0
+        and max(_map_by_name(record, wanted)) < 0
+    )
 
 
 def lead_map(record: ECGRecord, wanted: tuple[str, ...]) -> list[int]:
@@ -116,33 +165,47 @@ def open_ecg(path: str | None, cfg: ECGDataConfig) -> ECGSource:
     # Without data.array_leads, array rows are the recipe's leads by position; they are named
     # after each lead's first alternative only for messages.
     row_names = list(cfg.array_leads) or [lead.split("|")[0] for lead in cfg.leads]
-    source = open_records(root, cfg.array_sample_rate, row_names,
-                          array_rows_by_position=not cfg.array_leads)
+    source = open_records(
+        root, cfg.array_sample_rate, row_names, array_rows_by_position=not cfg.array_leads
+    )
     kept, present = [], np.zeros(len(cfg.leads), dtype=int)
     single_lead_names: dict[str, int] = {}
     for record in source.records:
         mapping = np.array(lead_map(record, cfg.leads))
         if (mapping < 0).all():
-            source.skipped.append(f"{record.path}: has none of the leads in data.leads "
-                                  f"(it has {', '.join(record.leads)})")
+            source.skipped.append(
+                f"{record.path}: has none of the leads in data.leads "
+                f"(it has {', '.join(record.leads)})"
+            )
             continue
         if _is_unmatched_single_lead(record, cfg.leads):
             single_lead_names[record.leads[0]] = single_lead_names.get(record.leads[0], 0) + 1
         present += mapping >= 0
         kept.append(record)
     if not kept:
-        raise DataError(f"no record under '{root}' has any lead in data.leads "
-                        f"({', '.join(cfg.leads)}); set data.leads to the data's lead names")
+        raise DataError(
+            f"no record under '{root}' has any lead in data.leads "
+            f"({', '.join(cfg.leads)}); set data.leads to the data's lead names"
+        )
     if single_lead_names:
         count = sum(single_lead_names.values())
         names = ", ".join(f"'{name}'" for name in single_lead_names)
-        log.warning("%d single-lead record%s (lead%s %s) %s used as lead %s (data.leads[0])",
-                    count, "s" if count > 1 else "", "s" if len(single_lead_names) > 1 else "",
-                    names, "are" if count > 1 else "is", cfg.leads[0])
+        log.warning(
+            "%d single-lead record%s (lead%s %s) %s used as lead %s (data.leads[0])",
+            count,
+            "s" if count > 1 else "",
+            "s" if len(single_lead_names) > 1 else "",
+            names,
+            "are" if count > 1 else "is",
+            cfg.leads[0],
+        )
     absent = [lead for lead, n in zip(cfg.leads, present) if n == 0]
     if absent:
-        log.warning("lead(s) %s of data.leads are in no record under %s: they are zero-filled",
-                    ", ".join(absent), root)
+        log.warning(
+            "lead(s) %s of data.leads are in no record under %s: they are zero-filled",
+            ", ".join(absent),
+            root,
+        )
     source.records = kept
     return source
 
@@ -166,8 +229,9 @@ class ECGWindowReader:
         self.source, self.cfg = source, cfg
         self.maps = [lead_map(r, cfg.leads) for r in source.records]
 
-    def read(self, record_index: int, start_seconds: float, n: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, record_index: int, start_seconds: float, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (window (leads, n) float32, lead_mask (leads,) bool) from ``start_seconds``.
 
         Parts of the window before the record's start or after its end are zeros.
@@ -189,16 +253,17 @@ class ECGWindowReader:
         picked = _fill_nans(picked)
         if fs != rate and picked.shape[1]:
             ratio = Fraction(rate / fs).limit_denominator(1000)
-            picked = resample_poly(picked, ratio.numerator, ratio.denominator, axis=1
-                                   ).astype(np.float32)
+            picked = resample_poly(picked, ratio.numerator, ratio.denominator, axis=1).astype(
+                np.float32
+            )
         # Sample k of ``picked`` sits at time first/fs + k/rate; place it in the window.
         offset = int(round((start_seconds - first / fs) * rate))
         window = np.zeros((len(mapping), n), dtype=np.float32)
         src_lo, dst_lo = max(0, offset), max(0, -offset)
         count = max(0, min(picked.shape[1] - src_lo, n - dst_lo))
-        window[:, dst_lo:dst_lo + count] = picked[:, src_lo:src_lo + count]
+        window[:, dst_lo : dst_lo + count] = picked[:, src_lo : src_lo + count]
         if count:
-            part = window[:, dst_lo:dst_lo + count]
+            part = window[:, dst_lo : dst_lo + count]
             std = part.std(axis=1, keepdims=True)
             part -= part.mean(axis=1, keepdims=True)
             part /= np.where(std > 1e-6, std, 1.0)
@@ -249,9 +314,15 @@ class ECGWindowDataset(Dataset):
     a group, and their logits are averaged).
     """
 
-    def __init__(self, reader: ECGWindowReader, windows: list[tuple[int, float]],
-                 labels: torch.Tensor, classes: list[str], n: int,
-                 groups: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        reader: ECGWindowReader,
+        windows: list[tuple[int, float]],
+        labels: torch.Tensor,
+        classes: list[str],
+        n: int,
+        groups: torch.Tensor | None = None,
+    ) -> None:
         self.reader, self.windows, self.n = reader, windows, n
         self.labels, self.classes = labels, classes
         self.groups = groups if groups is not None else torch.arange(len(windows))

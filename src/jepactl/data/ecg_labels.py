@@ -74,10 +74,14 @@ def read_beats(source: ECGSource, record_index: int, extension: str = "atr") -> 
     try:
         ann = wfdb.rdann(str(record.path), extension)
     except Exception as err:  # wfdb raises bare ValueError/IndexError on corrupt files
-        raise DataError(f"cannot read beat annotations '{record.path}.{extension}': {err}"
-                        ) from None
-    return [Beat(record_index, int(s), AAMI_CLASSES.index(AAMI_OF_SYMBOL[sym]))
-            for s, sym in zip(ann.sample, ann.symbol) if sym in AAMI_OF_SYMBOL]
+        raise DataError(
+            f"cannot read beat annotations '{record.path}.{extension}': {err}"
+        ) from None
+    return [
+        Beat(record_index, int(s), AAMI_CLASSES.index(AAMI_OF_SYMBOL[sym]))
+        for s, sym in zip(ann.sample, ann.symbol)
+        if sym in AAMI_OF_SYMBOL
+    ]
 
 
 def dx_codes(record: ECGRecord) -> list[str]:
@@ -147,10 +151,12 @@ def ptbxl_labels(source: ECGSource, task: str, sample_rate: int) -> RecordLabels
                 codes = sorted({superclass[c] for c in codes if c in superclass})
             rows.append((index, list(codes), fold))
     if not rows:
-        raise DataError(f"no record listed in '{table}' ({column}) was found under "
-                        f"'{source.root}'")
-    classes = PTBXL_SUPERCLASSES if task == "superdiagnostic" else sorted(
-        {c for _, codes, _ in rows for c in codes})
+        raise DataError(f"no record listed in '{table}' ({column}) was found under '{source.root}'")
+    classes = (
+        PTBXL_SUPERCLASSES
+        if task == "superdiagnostic"
+        else sorted({c for _, codes, _ in rows for c in codes})
+    )
     targets = np.zeros((len(rows), len(classes)), dtype=np.float32)
     for r, (_, codes, _) in enumerate(rows):
         for code in codes:
@@ -174,11 +180,18 @@ def csv_labels(source: ECGSource, csv_path: str) -> RecordLabels:
         if index is not None:
             pairs.setdefault(index, label)
     if not pairs:
-        raise DataError(f"no record named in '{table.path}' was found under '{source.root}' "
-                        f"(its first record is '{next(iter(table.labels))}'; records are named "
-                        "relative to the data folder, without suffix)")
-    notice_left_out(len(source.records) - len(pairs), len(source.records), "records",
-                    str(source.root), table.path)
+        raise DataError(
+            f"no record named in '{table.path}' was found under '{source.root}' "
+            f"(its first record is '{next(iter(table.labels))}'; records are named "
+            "relative to the data folder, without suffix)"
+        )
+    notice_left_out(
+        len(source.records) - len(pairs),
+        len(source.records),
+        "records",
+        str(source.root),
+        table.path,
+    )
     classes = table.classes
     records = list(pairs)  # in the file's order
     targets = np.array([classes.index(pairs[i]) for i in records], dtype=np.int64)

@@ -95,27 +95,40 @@ class FactTable:
 
     def records(self) -> list[dict[str, str]]:
         """Return the facts as JSONL-ready dicts (head, relation, tail, split)."""
-        return [{"head": self.entities[h], "relation": self.relations[r],
-                 "tail": self.entities[t], "split": SPLITS[s]}
-                for h, r, t, s in zip(self.heads.tolist(), self.relation.tolist(),
-                                      self.tails.tolist(), self.split.tolist())]
+        return [
+            {
+                "head": self.entities[h],
+                "relation": self.relations[r],
+                "tail": self.entities[t],
+                "split": SPLITS[s],
+            }
+            for h, r, t, s in zip(
+                self.heads.tolist(),
+                self.relation.tolist(),
+                self.tails.tolist(),
+                self.split.tolist(),
+            )
+        ]
 
 
 # ------------------------------------------------------------------------------- generator
 
 
-def entity_names(count: int, name_share: int, group_a: int, rng: np.random.Generator
-                 ) -> list[str]:
+def entity_names(count: int, name_share: int, group_a: int, rng: np.random.Generator) -> list[str]:
     """Return ``count`` distinct entity names (one token, or two shared tokens when entangled)."""
     if name_share == 0:
         return [f"s_{i}" if i < group_a else f"t_{i - group_a}" for i in range(count)]
     if count % name_share:
-        raise RecipeError(f"recipe key 'data.name_share': {name_share} must divide the number "
-                          f"of entities (data.group_a + data.group_b = {count})")
+        raise RecipeError(
+            f"recipe key 'data.name_share': {name_share} must divide the number "
+            f"of entities (data.group_a + data.group_b = {count})"
+        )
     names = count // name_share
     if names < name_share:
-        raise RecipeError(f"recipe key 'data.name_share': {name_share} is too large for "
-                          f"{count} entities (each name token would repeat within a name)")
+        raise RecipeError(
+            f"recipe key 'data.name_share': {name_share} is too large for "
+            f"{count} entities (each name token would repeat within a name)"
+        )
     first = np.repeat(np.arange(names), name_share)
     last = rng.permutation(first)
     # A random matching of first and last names, like the reference's rand_matching: swap
@@ -153,16 +166,21 @@ def generate_facts(cfg: FactsDataConfig) -> list[dict[str, str]]:
         pairs = random_pairing(group_b, rng, partnered)
         forward_trained = rng.random(len(pairs)) < 0.5
         for (e1, e2), forward in zip(pairs, forward_trained):
-            seen, held = ((e1, rel, e2), (e2, inv, e1)) if forward else \
-                ((e2, inv, e1), (e1, rel, e2))
+            seen, held = (
+                ((e1, rel, e2), (e2, inv, e1)) if forward else ((e2, inv, e1), (e1, rel, e2))
+            )
             facts["atomic"].append(seen)
             facts["test"].append(held)
-    return [{"head": names[h], "relation": r, "tail": names[t], "split": split}
-            for split in SPLITS for h, r, t in facts[split]]
+    return [
+        {"head": names[h], "relation": r, "tail": names[t], "split": split}
+        for split in SPLITS
+        for h, r, t in facts[split]
+    ]
 
 
-def random_pairing(entities: np.ndarray, rng: np.random.Generator,
-                   partnered: set[tuple[int, int]]) -> list[tuple[int, int]]:
+def random_pairing(
+    entities: np.ndarray, rng: np.random.Generator, partnered: set[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """Return a random perfect matching of ``entities`` that repeats no pair in ``partnered``.
 
     One entity is left out when their count is odd. Unlike the reference, two entities are
@@ -179,9 +197,11 @@ def random_pairing(entities: np.ndarray, rng: np.random.Generator,
         for i, j in zip(clash, rng.integers(0, len(order), len(clash))):
             order[i, 1], order[j, 1] = order[j, 1], order[i, 1]
     else:
-        raise RecipeError(f"cannot pair {len(entities)} entities without repeating partners "
-                          "across relation pairs: raise data.group_a/group_b or lower "
-                          "data.relation_pairs")
+        raise RecipeError(
+            f"cannot pair {len(entities)} entities without repeating partners "
+            "across relation pairs: raise data.group_a/group_b or lower "
+            "data.relation_pairs"
+        )
     partnered.update((int(min(a, b)), int(max(a, b))) for a, b in order)
     return [(int(a), int(b)) for a, b in order]
 
@@ -217,11 +237,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
                     raise DataError(f"{path}:{number}: '{key}' must be a non-empty string")
             split = item.get("split", "train")
             if split not in SPLITS:
-                raise DataError(f"{path}:{number}: split '{split}' is not one of "
-                                f"{', '.join(SPLITS)}")
-            records.append({"head": " ".join(item["head"].split()),
-                            "relation": item["relation"].strip(),
-                            "tail": " ".join(item["tail"].split()), "split": split})
+                raise DataError(
+                    f"{path}:{number}: split '{split}' is not one of {', '.join(SPLITS)}"
+                )
+            records.append(
+                {
+                    "head": " ".join(item["head"].split()),
+                    "relation": item["relation"].strip(),
+                    "tail": " ".join(item["tail"].split()),
+                    "split": split,
+                }
+            )
     if not records:
         raise DataError(f"facts file '{path}' holds no facts")
     return records
@@ -252,18 +278,32 @@ def build_table(records: list[dict[str, str]], source: str) -> FactTable:
     lengths = torch.zeros(len(names), dtype=torch.long)
     for i, name in enumerate(names):
         ids = [token_ids[t] for t in name.split()]
-        entity_tokens[i, :len(ids)] = torch.tensor(ids)
+        entity_tokens[i, : len(ids)] = torch.tensor(ids)
         lengths[i] = len(ids)
     column = lambda key, table: torch.tensor([table[r[key]] for r in records])  # noqa: E731
-    return FactTable(tuple(names), tuple(relations), column("head", entities),
-                     column("relation", relations), column("tail", entities),
-                     torch.tensor([SPLITS.index(r["split"]) for r in records]),
-                     entity_tokens, lengths, tuple(tokens))
+    return FactTable(
+        tuple(names),
+        tuple(relations),
+        column("head", entities),
+        column("relation", relations),
+        column("tail", entities),
+        torch.tensor([SPLITS.index(r["split"]) for r in records]),
+        entity_tokens,
+        lengths,
+        tuple(tokens),
+    )
 
 
 @lru_cache(maxsize=4)
-def _cached_table(path: str | None, mtime: float, group_a: int, group_b: int,
-                  relation_pairs: int, name_share: int, seed: int) -> FactTable:
+def _cached_table(
+    path: str | None,
+    mtime: float,
+    group_a: int,
+    group_b: int,
+    relation_pairs: int,
+    name_share: int,
+    seed: int,
+) -> FactTable:
     if path is None:
         cfg = FactsDataConfig(None, group_a, group_b, relation_pairs, name_share, seed)
         return build_table(generate_facts(cfg), "generated")
@@ -280,16 +320,27 @@ def load_facts(cfg: FactsDataConfig, path: str | None = None) -> FactTable:
     if path is not None and str(path).startswith("builtin:"):
         raise DataError(f"'{path}' is not a facts file (use a .jsonl path, or none to generate)")
     mtime = Path(path).stat().st_mtime if path is not None and Path(path).is_file() else 0.0
-    return _cached_table(None if path is None else str(path), mtime, cfg.group_a, cfg.group_b,
-                         cfg.relation_pairs, cfg.name_share, cfg.seed)
+    return _cached_table(
+        None if path is None else str(path),
+        mtime,
+        cfg.group_a,
+        cfg.group_b,
+        cfg.relation_pairs,
+        cfg.name_share,
+        cfg.seed,
+    )
 
 
 def describe(cfg: FactsDataConfig) -> str:
     if cfg.path is not None:
         return str(cfg.path)
-    kind = "single-token" if cfg.name_share == 0 else f"entangled (names shared by {cfg.name_share})"
-    return (f"generated {kind}: {cfg.group_a}+{cfg.group_b} entities, "
-            f"{cfg.relation_pairs} relation pairs, seed {cfg.seed}")
+    kind = (
+        "single-token" if cfg.name_share == 0 else f"entangled (names shared by {cfg.name_share})"
+    )
+    return (
+        f"generated {kind}: {cfg.group_a}+{cfg.group_b} entities, "
+        f"{cfg.relation_pairs} relation pairs, seed {cfg.seed}"
+    )
 
 
 # ------------------------------------------------------------------------------- datasets
@@ -325,8 +376,11 @@ class FactsCollate:
 
     def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
         index = torch.tensor(rows)
-        return {"head": self.heads[index], "relation": self.relation[index],
-                "tail": self.tails[index]}
+        return {
+            "head": self.heads[index],
+            "relation": self.relation[index],
+            "tail": self.tails[index],
+        }
 
 
 class FactsEvalDataset(Dataset):
@@ -360,12 +414,14 @@ def pretrain_data(recipe, path: str | None):
 
 
 # Why `jepactl probe --labels` does not apply (methods' ``labels_from``).
-LABELS_FROM = ("its labels are each fact's tail entity: pass a JSONL facts file as "
-               "--data FACTS.jsonl")
+LABELS_FROM = (
+    "its labels are each fact's tail entity: pass a JSONL facts file as --data FACTS.jsonl"
+)
 
 
-def eval_data(recipe, path: str | None, split: str | None, augment: bool = False,
-              seed: int = 0) -> "FactsEvalDataset":
+def eval_data(
+    recipe, path: str | None, split: str | None, augment: bool = False, seed: int = 0
+) -> "FactsEvalDataset":
     """Method hook: one split as a labelled dataset, x = (head, relation), y = tail entity."""
     return FactsEvalDataset(load_facts(recipe.data, path), split)
 
@@ -384,8 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("group_a", "group_b", "relation_pairs", "name_share", "seed"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=getattr(defaults, key))
     args = parser.parse_args(argv)
-    cfg = FactsDataConfig(None, args.group_a, args.group_b, args.relation_pairs, args.name_share,
-                          args.seed)
+    cfg = FactsDataConfig(
+        None, args.group_a, args.group_b, args.relation_pairs, args.name_share, args.seed
+    )
     records = generate_facts(cfg)
     write_jsonl(records, args.out)
     print(f"wrote {len(records)} facts to {args.out}")

@@ -61,9 +61,17 @@ class ImagePretrainDataset(Dataset):
         cfg = self.config
         img, _ = _load_or_neighbour(self.source, index)
         rng = np.random.default_rng(sample_seed)
-        crop = random_resized_crop(img.convert("RGB" if cfg.channels == 3 else "L"),
-                                   cfg.image_size, cfg.crop_scale, cfg.crop_ratio, rng)
-        return {"images": to_tensor(crop, cfg.channels, cfg.mean, cfg.std), "batch_seed": batch_seed}
+        crop = random_resized_crop(
+            img.convert("RGB" if cfg.channels == 3 else "L"),
+            cfg.image_size,
+            cfg.crop_scale,
+            cfg.crop_ratio,
+            rng,
+        )
+        return {
+            "images": to_tensor(crop, cfg.channels, cfg.mean, cfg.std),
+            "batch_seed": batch_seed,
+        }
 
 
 class ImageEvalDataset(Dataset):
@@ -96,8 +104,13 @@ class ImageAugmentDataset(ImageEvalDataset):
         cfg = self.config
         img, used = _load_or_neighbour(self.source, index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        img = random_resized_crop(img.convert("RGB" if cfg.channels == 3 else "L"), cfg.image_size,
-                                  (max(cfg.crop_scale[0], 0.25), 1.0), cfg.crop_ratio, rng)
+        img = random_resized_crop(
+            img.convert("RGB" if cfg.channels == 3 else "L"),
+            cfg.image_size,
+            (max(cfg.crop_scale[0], 0.25), 1.0),
+            cfg.crop_ratio,
+            rng,
+        )
         tensor = to_tensor(img, cfg.channels, cfg.mean, cfg.std)
         if rng.random() < 0.5:
             tensor = tensor.flip(-1)

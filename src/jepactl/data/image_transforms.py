@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 
-def to_tensor(img: Image.Image, channels: int, mean: tuple[float, ...], std: tuple[float, ...]
-              ) -> torch.Tensor:
+def to_tensor(
+    img: Image.Image, channels: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
     """Return a normalised float tensor (C, H, W); greyscale and colour are converted as needed."""
     img = img.convert("L" if channels == 1 else "RGB")
     array = np.asarray(img, dtype=np.float32) / 255.0
@@ -20,9 +21,13 @@ def to_tensor(img: Image.Image, channels: int, mean: tuple[float, ...], std: tup
     return (tensor - mean_t) / std_t
 
 
-def sample_crop_box(height: int, width: int, scale: tuple[float, float],
-                    ratio: tuple[float, float], rng: np.random.Generator
-                    ) -> tuple[int, int, int, int] | None:
+def sample_crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[int, int, int, int] | None:
     """Return (top, left, h, w) of a random crop, or None when 10 tries found none.
 
     Same sampling as torchvision's RandomResizedCrop (area fraction ``scale``, log-uniform
@@ -42,8 +47,13 @@ def sample_crop_box(height: int, width: int, scale: tuple[float, float],
     return None
 
 
-def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
-                        ratio: tuple[float, float], rng: np.random.Generator) -> Image.Image:
+def random_resized_crop(
+    img: Image.Image,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    rng: np.random.Generator,
+) -> Image.Image:
     """Return a random crop (``sample_crop_box``) resized to size^2; a centre crop if none fits."""
     box = sample_crop_box(img.size[1], img.size[0], scale, ratio, rng)
     if box is None:

@@ -25,8 +25,7 @@ from jepactl.errors import DataError
 
 log = logging.getLogger("jepactl")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                  ".pgm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "testing", "val", "validation")}
 BUILTIN_PREFIX = "builtin:"
 
@@ -115,20 +114,34 @@ def folder_source(root: Path) -> ImageSource:
     skipped.sort()
     if not images:
         first = skipped[0]
-        raise DataError(f"no readable images under '{root}' ({len(skipped)} files skipped, "
-                        f"first: {first.relative_to(root)}: {reasons[first]})")
-    class_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
-                for p in images]
+        raise DataError(
+            f"no readable images under '{root}' ({len(skipped)} files skipped, "
+            f"first: {first.relative_to(root)}: {reasons[first]})"
+        )
+    class_of = [
+        p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in images
+    ]
     classes = sorted({c for c in class_of if c is not None})
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] if c is not None else -1 for c in class_of], dtype=np.int64)
     if skipped:
-        log.warning("skipped %d unreadable or non-image files under %s (first: %s: %s)",
-                    len(skipped), root, skipped[0], reasons[skipped[0]])
+        log.warning(
+            "skipped %d unreadable or non-image files under %s (first: %s: %s)",
+            len(skipped),
+            root,
+            skipped[0],
+            reasons[skipped[0]],
+        )
     paths = [str(p) for p in images]
-    return ImageSource(str(root), len(paths), lambda i: _open_rgb_or_l(paths[i]), labels,
-                       classes if len(classes) > 0 and (labels >= 0).all() else [],
-                       [str(p) for p in skipped], images)
+    return ImageSource(
+        str(root),
+        len(paths),
+        lambda i: _open_rgb_or_l(paths[i]),
+        labels,
+        classes if len(classes) > 0 and (labels >= 0).all() else [],
+        [str(p) for p in skipped],
+        images,
+    )
 
 
 def _open_rgb_or_l(path: str) -> Image.Image:
@@ -140,8 +153,9 @@ def _open_rgb_or_l(path: str) -> Image.Image:
 # ------------------------------------------------------------------------------ HF datasets
 
 
-def _hf_source(dataset, name: str, image_column: str | None, label_column: str | None
-               ) -> ImageSource:
+def _hf_source(
+    dataset, name: str, image_column: str | None, label_column: str | None
+) -> ImageSource:
     from datasets import ClassLabel
     from datasets import Image as HFImage
 
@@ -150,8 +164,10 @@ def _hf_source(dataset, name: str, image_column: str | None, label_column: str |
         image_column = next((k for k, v in features.items() if isinstance(v, HFImage)), None)
         image_column = image_column or next((k for k in ("image", "img") if k in features), None)
     if image_column not in features:
-        raise DataError(f"dataset '{name}' has no image column (columns: {', '.join(features)}); "
-                        "set data.image_column")
+        raise DataError(
+            f"dataset '{name}' has no image column (columns: {', '.join(features)}); "
+            "set data.image_column"
+        )
     if label_column is None:
         label_column = next((k for k, v in features.items() if isinstance(v, ClassLabel)), None)
         label_column = label_column or ("label" if "label" in features else None)
@@ -159,13 +175,19 @@ def _hf_source(dataset, name: str, image_column: str | None, label_column: str |
     if label_column is not None and label_column in features:
         labels = np.asarray(dataset[label_column], dtype=np.int64)
         feature = features[label_column]
-        classes = (list(feature.names) if isinstance(feature, ClassLabel)
-                   else [str(i) for i in range(int(labels.max()) + 1)])
+        classes = (
+            list(feature.names)
+            if isinstance(feature, ClassLabel)
+            else [str(i) for i in range(int(labels.max()) + 1)]
+        )
     else:
         labels = np.full(len(dataset), -1, dtype=np.int64)
     # Decode lazily: the arrow table stays memory-mapped, only one image is in memory at once.
-    images = dataset.cast_column(image_column, HFImage(decode=False))[image_column] \
-        if isinstance(features[image_column], HFImage) else dataset[image_column]
+    images = (
+        dataset.cast_column(image_column, HFImage(decode=False))[image_column]
+        if isinstance(features[image_column], HFImage)
+        else dataset[image_column]
+    )
 
     def load(i: int) -> Image.Image:
         item = images[i]
@@ -185,15 +207,21 @@ def _parquet_files(root: Path, split: str | None) -> list[Path]:
     if split is None:
         return files
     for alias in SPLIT_ALIASES.get(split, (split,)):
-        chosen = [p for p in files if p.name.startswith(alias + "-") or p.name.startswith(alias + ".")
-                  or p.name.startswith(alias + "_")]
+        chosen = [
+            p
+            for p in files
+            if p.name.startswith(alias + "-")
+            or p.name.startswith(alias + ".")
+            or p.name.startswith(alias + "_")
+        ]
         if chosen:
             return chosen
     return []
 
 
-def parquet_source(root: Path, split: str | None, image_column: str | None,
-                   label_column: str | None) -> ImageSource:
+def parquet_source(
+    root: Path, split: str | None, image_column: str | None, label_column: str | None
+) -> ImageSource:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import load_dataset
@@ -217,8 +245,9 @@ def parquet_source(root: Path, split: str | None, image_column: str | None,
     return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
 
 
-def arrow_source(root: Path, split: str | None, image_column: str | None,
-                 label_column: str | None) -> ImageSource:
+def arrow_source(
+    root: Path, split: str | None, image_column: str | None, label_column: str | None
+) -> ImageSource:
     from datasets import DatasetDict, load_from_disk
 
     from jepactl.data.tables import quiet_datasets  # pandas: only when needed
@@ -248,15 +277,25 @@ def with_label_file(source: ImageSource, label_path: str, data_path: str) -> Ima
     from jepactl.data.label_files import match_files, read_label_file
 
     if not source.files:
-        raise DataError(f"--labels needs a folder of image files; '{source.name}' has no file "
-                        "names (parquet/arrow data take labels from a column: data.label_column)")
+        raise DataError(
+            f"--labels needs a folder of image files; '{source.name}' has no file "
+            "names (parquet/arrow data take labels from a column: data.label_column)"
+        )
     data_root = Path(data_path).expanduser()
     table = read_label_file(label_path, "file", base=data_root)
-    keep, labels, classes = match_files(table, source.files, [data_root, Path(source.name)],
-                                        source.name)
+    keep, labels, classes = match_files(
+        table, source.files, [data_root, Path(source.name)], source.name
+    )
     load = source.loader
-    return ImageSource(source.name, len(keep), lambda i: load(keep[i]), labels, classes,
-                       source.skipped, [source.files[i] for i in keep])
+    return ImageSource(
+        source.name,
+        len(keep),
+        lambda i: load(keep[i]),
+        labels,
+        classes,
+        source.skipped,
+        [source.files[i] for i in keep],
+    )
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -269,9 +308,13 @@ def builtin_source(name: str, split: str | None) -> ImageSource:
     size = 2000 if split in (None, "train") else 500
     offset = 0 if split in (None, "train") else 1_000_000
     labels = np.arange(size, dtype=np.int64) % len(SHAPES_CLASSES)
-    return ImageSource(f"builtin:shapes[{split or 'train'}]", size,
-                       lambda i: render_shape(int(labels[i]), seed=offset + i), labels,
-                       list(SHAPES_CLASSES))
+    return ImageSource(
+        f"builtin:shapes[{split or 'train'}]",
+        size,
+        lambda i: render_shape(int(labels[i]), seed=offset + i),
+        labels,
+        list(SHAPES_CLASSES),
+    )
 
 
 def has_split(path: str, split: str) -> bool:
@@ -281,22 +324,29 @@ def has_split(path: str, split: str) -> bool:
     root = Path(path)
     if root.is_dir() and (root / "dataset_dict.json").exists():
         import json
-        return any(a in json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
-                   for a in SPLIT_ALIASES.get(split, (split,)))
+
+        return any(
+            a in json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
+            for a in SPLIT_ALIASES.get(split, (split,))
+        )
     if root.is_dir() and any(root.glob("*.parquet")):
         return bool(_parquet_files(root, split))
     return root.is_dir() and _split_dir(root, split) is not None
 
 
-def open_images(path: str, split: str | None = None, image_column: str | None = None,
-                label_column: str | None = None) -> ImageSource:
+def open_images(
+    path: str,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> ImageSource:
     """Return the image source at ``path`` (folder, parquet, arrow dir, or ``builtin:NAME``).
 
     ``split`` picks ``train``/``test`` where the data has splits; ``None`` means the training
     split if there is one, otherwise everything.
     """
     if path.startswith(BUILTIN_PREFIX):
-        return builtin_source(path[len(BUILTIN_PREFIX):], split)
+        return builtin_source(path[len(BUILTIN_PREFIX) :], split)
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"data path '{path}' does not exist")
@@ -308,8 +358,9 @@ def open_images(path: str, split: str | None = None, image_column: str | None = 
         return arrow_source(root, split, image_column, label_column)
     if any(root.glob("*.parquet")) or any(root.glob("data/*.parquet")):
         has_splits = bool(_parquet_files(root, "train"))
-        return parquet_source(root, (split or "train") if has_splits else None, image_column,
-                              label_column)
+        return parquet_source(
+            root, (split or "train") if has_splits else None, image_column, label_column
+        )
     if _has_split_dirs(root):
         chosen = _split_dir(root, split or "train")
         if chosen is None:

@@ -56,12 +56,19 @@ def normalise_key(key: str) -> str:
 def resolve_label_path(path: str | Path, base: Path | None = None) -> Path:
     """Return the label file: ``path`` as given, else relative to ``base`` (the data folder)."""
     given = Path(path).expanduser()
-    if not given.is_absolute() and not given.is_file() and base is not None \
-            and (base / given).is_file():
+    if (
+        not given.is_absolute()
+        and not given.is_file()
+        and base is not None
+        and (base / given).is_file()
+    ):
         return base / given
     if not given.is_file():
-        raise DataError(f"label file '{path}' does not exist" if not given.exists()
-                        else f"label file '{path}' is not a file")
+        raise DataError(
+            f"label file '{path}' does not exist"
+            if not given.exists()
+            else f"label file '{path}' is not a file"
+        )
     return given
 
 
@@ -91,12 +98,13 @@ def read_label_file(path: str | Path, kind: str, base: Path | None = None) -> La
                 if len(cells) != 2 or not cells[0] or not cells[1]:
                     shown = ",".join(row)
                     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                    raise DataError(f"label file '{path}' line {line}: {expected}, got "
-                                    f"'{shown}'")
+                    raise DataError(f"label file '{path}' line {line}: {expected}, got '{shown}'")
                 key = normalise_key(cells[0])
                 if key in labels and labels[key] != cells[1]:
-                    raise DataError(f"label file '{path}' line {line}: '{cells[0]}' is labelled "
-                                    f"'{cells[1]}' but line {lines[key]} says '{labels[key]}'")
+                    raise DataError(
+                        f"label file '{path}' line {line}: '{cells[0]}' is labelled "
+                        f"'{cells[1]}' but line {lines[key]} says '{labels[key]}'"
+                    )
                 labels.setdefault(key, cells[1])
                 lines.setdefault(key, line)
     except UnicodeDecodeError:
@@ -125,8 +133,9 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
-def match_files(table: LabelFile, files: list[Path], roots: list[Path], where: str
-                ) -> tuple[list[int], np.ndarray, list[str]]:
+def match_files(
+    table: LabelFile, files: list[Path], roots: list[Path], where: str
+) -> tuple[list[int], np.ndarray, list[str]]:
     """Return (kept indices into ``files``, their class indices, classes) from ``table``.
 
     A file matches a key that is its path relative to one of ``roots`` (the data folder, then
@@ -148,9 +157,11 @@ def match_files(table: LabelFile, files: list[Path], roots: list[Path], where: s
             labels.append(column[label])
     if not keep:
         example = next(iter(table.labels))
-        raise DataError(f"no file under '{where}' is listed in label file '{table.path}' "
-                        f"(its first key is '{example}'; keys are paths relative to the data "
-                        "folder, or bare file names)")
+        raise DataError(
+            f"no file under '{where}' is listed in label file '{table.path}' "
+            f"(its first key is '{example}'; keys are paths relative to the data "
+            "folder, or bare file names)"
+        )
     notice_left_out(len(files) - len(keep), len(files), "files", where, table.path)
     return keep, np.asarray(labels, dtype=np.int64), classes
 
@@ -161,5 +172,11 @@ def notice_left_out(missing: int, total: int, what: str, where: str, label_path:
     if missing <= 0 or key in _noticed:
         return
     _noticed.add(key)
-    log.warning("%d of %d %s under %s are not in label file %s: left out of the probe",
-                missing, total, what, where, label_path)
+    log.warning(
+        "%d of %d %s under %s are not in label file %s: left out of the probe",
+        missing,
+        total,
+        what,
+        where,
+        label_path,
+    )

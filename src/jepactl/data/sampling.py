@@ -33,13 +33,22 @@ class BatchPlan:
     ``start`` is the number of micro-batches this process has already consumed.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 start: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        start: int = 0,
+        shuffle: bool = True,
+    ) -> None:
         per_rank = size // world
         if per_rank < batch_size:
             raise DataError(
                 f"the data has {size} samples, fewer than one batch of {batch_size} per process "
-                f"({world} process(es)); lower train.batch_size")
+                f"({world} process(es)); lower train.batch_size"
+            )
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world, self.start, self.shuffle = rank, world, start, shuffle
         self.batches_per_epoch = per_rank // batch_size
@@ -48,12 +57,19 @@ class BatchPlan:
         batch = self.start
         while True:
             epoch, within = divmod(batch, self.batches_per_epoch)
-            order = (torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                mix_seed(self.seed, epoch))) if self.shuffle else torch.arange(self.size))
-            mine = order[self.rank::self.world]
+            order = (
+                torch.randperm(
+                    self.size, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+                )
+                if self.shuffle
+                else torch.arange(self.size)
+            )
+            mine = order[self.rank :: self.world]
             for position in range(within, self.batches_per_epoch):
-                chunk = mine[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+                chunk = mine[position * self.batch_size : (position + 1) * self.batch_size].tolist()
                 batch_seed = mix_seed(self.seed, batch, self.rank, 1)
-                yield [(i, mix_seed(self.seed, batch, self.rank, j, 2), batch_seed)
-                       for j, i in enumerate(chunk)]
+                yield [
+                    (i, mix_seed(self.seed, batch, self.rank, j, 2), batch_seed)
+                    for j, i in enumerate(chunk)
+                ]
                 batch += 1

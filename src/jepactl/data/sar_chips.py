@@ -131,7 +131,7 @@ def load_chip(path: Path, crop: int) -> torch.Tensor:
     if height < crop or width < crop:
         raise ValueError(f"chip {height}x{width} is smaller than data.crop_size={crop}")
     top, left = centre_crop_box(height, width, crop)
-    chip = np.ascontiguousarray(array[top:top + crop, left:left + crop])
+    chip = np.ascontiguousarray(array[top : top + crop, left : left + crop])
     return torch.from_numpy(chip).unsqueeze(0)
 
 
@@ -175,12 +175,15 @@ def open_chips(path: str, split: str | None, crop_size: int) -> SarChipSource:
         chips.append(p)
     if not chips:
         first = skipped[0] if skipped else "none"
-        raise DataError(f"SAR data folder '{root}' has no readable chips of at least "
-                        f"{crop_size}x{crop_size} px ({len(skipped)} skipped, first: {first})")
+        raise DataError(
+            f"SAR data folder '{root}' has no readable chips of at least "
+            f"{crop_size}x{crop_size} px ({len(skipped)} skipped, first: {first})"
+        )
     if skipped:
         log.warning("skipped %d files under %s (first: %s)", len(skipped), root, skipped[0])
-    class_of = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
-                for p in chips]
+    class_of = [
+        p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in chips
+    ]
     classes = sorted({c for c in class_of if c is not None})
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] if c is not None else -1 for c in class_of], dtype=np.int64)
@@ -200,10 +203,17 @@ def with_label_file(source: SarChipSource, label_path: str, data_path: str) -> S
 
     data_root = Path(data_path).expanduser()
     table = read_label_file(label_path, "file", base=data_root)
-    keep, labels, classes = match_files(table, source.paths, [data_root, Path(source.name)],
-                                        source.name)
-    return SarChipSource(source.name, [source.paths[i] for i in keep], labels, classes,
-                         source.crop_size, source.skipped)
+    keep, labels, classes = match_files(
+        table, source.paths, [data_root, Path(source.name)], source.name
+    )
+    return SarChipSource(
+        source.name,
+        [source.paths[i] for i in keep],
+        labels,
+        classes,
+        source.crop_size,
+        source.skipped,
+    )
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -213,8 +223,9 @@ def resize(chip: torch.Tensor, size: int) -> torch.Tensor:
     """Return (1, size, size): bicubic with antialiasing, unchanged when already that size."""
     if chip.shape[-1] == size and chip.shape[-2] == size:
         return chip
-    out = F.interpolate(chip[None], size=(size, size), mode="bicubic", align_corners=False,
-                        antialias=True)[0]
+    out = F.interpolate(
+        chip[None], size=(size, size), mode="bicubic", align_corners=False, antialias=True
+    )[0]
     return out.clamp_min(0.0)  # bicubic overshoot must not make an amplitude negative
 
 
@@ -224,14 +235,19 @@ def normalise(chip: torch.Tensor, config: SarDataConfig) -> torch.Tensor:
     return chip
 
 
-def random_resized_crop(chip: torch.Tensor, size: int, scale: tuple[float, float],
-                        ratio: tuple[float, float], rng: np.random.Generator) -> torch.Tensor:
+def random_resized_crop(
+    chip: torch.Tensor,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    rng: np.random.Generator,
+) -> torch.Tensor:
     """Return a random crop (``sample_crop_box``) resized to size^2; the whole chip if none fits."""
     box = sample_crop_box(chip.shape[-2], chip.shape[-1], scale, ratio, rng)
     if box is None:
         return resize(chip, size)
     top, left, h, w = box
-    return resize(chip[:, top:top + h, left:left + w], size)
+    return resize(chip[:, top : top + h, left : left + w], size)
 
 
 def augment(chip: torch.Tensor, config: SarDataConfig, rng: np.random.Generator) -> torch.Tensor:

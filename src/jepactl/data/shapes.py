@@ -17,8 +17,13 @@ SIZE = 32
 
 
 def _polygon(cx: float, cy: float, radius: float, sides: int, angle: float) -> list[tuple]:
-    return [(cx + radius * math.cos(angle + 2 * math.pi * k / sides),
-             cy + radius * math.sin(angle + 2 * math.pi * k / sides)) for k in range(sides)]
+    return [
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / sides),
+            cy + radius * math.sin(angle + 2 * math.pi * k / sides),
+        )
+        for k in range(sides)
+    ]
 
 
 def render_shape(label: int, seed: int) -> Image.Image:
@@ -43,14 +48,20 @@ def render_shape(label: int, seed: int) -> Image.Image:
     elif name == "cross":
         for a in (angle, angle + math.pi / 2):
             dx, dy = math.cos(a) * radius, math.sin(a) * radius
-            draw.line([cx - dx, cy - dy, cx + dx, cy + dy], fill=fill, width=max(2, int(radius / 2.5)))
+            draw.line(
+                [cx - dx, cy - dy, cx + dx, cy + dy], fill=fill, width=max(2, int(radius / 2.5))
+            )
     elif name == "ring":
         width = max(2, int(radius / 3))
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=fill, width=width)
+        draw.ellipse(
+            [cx - radius, cy - radius, cx + radius, cy + radius], outline=fill, width=width
+        )
     elif name == "diamond":
-        pts = [(cx + radius * 1.3 * math.cos(angle), cy + radius * 1.3 * math.sin(angle)),
-               (cx - radius * 0.6 * math.sin(angle), cy + radius * 0.6 * math.cos(angle)),
-               (cx - radius * 1.3 * math.cos(angle), cy - radius * 1.3 * math.sin(angle)),
-               (cx + radius * 0.6 * math.sin(angle), cy - radius * 0.6 * math.cos(angle))]
+        pts = [
+            (cx + radius * 1.3 * math.cos(angle), cy + radius * 1.3 * math.sin(angle)),
+            (cx - radius * 0.6 * math.sin(angle), cy + radius * 0.6 * math.cos(angle)),
+            (cx - radius * 1.3 * math.cos(angle), cy - radius * 1.3 * math.sin(angle)),
+            (cx + radius * 0.6 * math.sin(angle), cy - radius * 0.6 * math.cos(angle)),
+        ]
         draw.polygon(pts, fill=fill)
     return img

@@ -20,8 +20,10 @@ class SyntheticImages(Dataset):
     def __getitem__(self, key: SampleKey) -> dict:
         _, sample_seed, batch_seed = key
         gen = torch.Generator().manual_seed(sample_seed)
-        return {"images": torch.randn(self.channels, self.size, self.size, generator=gen),
-                "batch_seed": batch_seed}
+        return {
+            "images": torch.randn(self.channels, self.size, self.size, generator=gen),
+            "batch_seed": batch_seed,
+        }
 
 
 class SyntheticTensors(Dataset):
@@ -31,8 +33,9 @@ class SyntheticTensors(Dataset):
     amplitudes whose gradient targets take log ratios).
     """
 
-    def __init__(self, name: str, shape: tuple[int, ...], uniform: bool = False,
-                 length: int = 100_000) -> None:
+    def __init__(
+        self, name: str, shape: tuple[int, ...], uniform: bool = False, length: int = 100_000
+    ) -> None:
         self.name, self.shape, self.uniform, self.length = name, tuple(shape), uniform, length
 
     def __len__(self) -> int:

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepactl.data.tables import ColumnRoles, Table, category_strings, parse_numeric, \
-    require_column
+from jepactl.data.tables import ColumnRoles, Table, category_strings, parse_numeric, require_column
 from jepactl.errors import DataError
 
 MISSING_CODE, UNSEEN_CODE, FIRST_CATEGORY_CODE = 0, 1, 2
@@ -33,8 +32,10 @@ class TablePreprocessor:
 
     def __init__(self, stats: dict[str, Any]) -> None:
         if stats.get("version") != FORMAT_VERSION:
-            raise DataError(f"fitted preprocessing has version {stats.get('version')!r}; "
-                            f"this jepactl reads version {FORMAT_VERSION}")
+            raise DataError(
+                f"fitted preprocessing has version {stats.get('version')!r}; "
+                f"this jepactl reads version {FORMAT_VERSION}"
+            )
         self.stats = stats
         self.numeric: list[dict] = stats["numeric"]
         self.categorical: list[dict] = stats["categorical"]
@@ -43,21 +44,29 @@ class TablePreprocessor:
     # -------------------------------------------------------------------------- fitting
 
     @classmethod
-    def fit(cls, table: Table, roles: ColumnRoles, transform: str = "standard",
-            quantiles: int = 1000) -> "TablePreprocessor":
+    def fit(
+        cls, table: Table, roles: ColumnRoles, transform: str = "standard", quantiles: int = 1000
+    ) -> "TablePreprocessor":
         """Return a preprocessor fitted on ``table`` for the given feature roles."""
         numeric = []
         for column in roles.numeric:
             values = parse_numeric(table, column)
             present = values[~np.isnan(values)]
             if len(present) == 0:
-                raise DataError(f"table '{table.name}' numeric column '{column}' has no values; "
-                                "drop it with data.drop")
+                raise DataError(
+                    f"table '{table.name}' numeric column '{column}' has no values; "
+                    "drop it with data.drop"
+                )
             median = float(np.median(present))
             filled = np.where(np.isnan(values), median, values)
-            entry = {"name": column, "median": median, "mean": float(filled.mean()),
-                     "std": float(filled.std()), "indicator": bool(np.isnan(values).any()),
-                     "quantiles": None}
+            entry = {
+                "name": column,
+                "median": median,
+                "mean": float(filled.mean()),
+                "std": float(filled.std()),
+                "indicator": bool(np.isnan(values).any()),
+                "quantiles": None,
+            }
             if transform == "quantile":
                 levels = np.linspace(0, 1, min(quantiles, len(filled)))
                 entry["quantiles"] = np.quantile(filled, levels).tolist()
@@ -66,8 +75,14 @@ class TablePreprocessor:
         for column in roles.categorical:
             values = sorted({v for v in category_strings(table, column) if v is not None})
             categorical.append({"name": column, "values": values})
-        return cls({"version": FORMAT_VERSION, "transform": transform, "numeric": numeric,
-                    "categorical": categorical})
+        return cls(
+            {
+                "version": FORMAT_VERSION,
+                "transform": transform,
+                "numeric": numeric,
+                "categorical": categorical,
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return self.stats
@@ -77,15 +92,19 @@ class TablePreprocessor:
     @property
     def columns(self) -> list[str]:
         """Return the source column of each numeric feature, indicator and categorical feature."""
-        return ([c["name"] for c in self.numeric] + [c["name"] for c in self.numeric
-                                                     if c["indicator"]]
-                + [c["name"] for c in self.categorical])
+        return (
+            [c["name"] for c in self.numeric]
+            + [c["name"] for c in self.numeric if c["indicator"]]
+            + [c["name"] for c in self.categorical]
+        )
 
     @property
     def token_names(self) -> list[str]:
-        return ([c["name"] for c in self.numeric]
-                + [c["name"] + "__missing" for c in self.numeric if c["indicator"]]
-                + [c["name"] for c in self.categorical])
+        return (
+            [c["name"] for c in self.numeric]
+            + [c["name"] + "__missing" for c in self.numeric if c["indicator"]]
+            + [c["name"] for c in self.categorical]
+        )
 
     @property
     def n_numeric(self) -> int:
@@ -113,8 +132,9 @@ class TablePreprocessor:
             # and backward interpolation so ties map to the middle of their quantile run.
             q = np.asarray(entry["quantiles"])
             levels = np.linspace(0, 1, len(q))
-            uniform = 0.5 * (np.interp(filled, q, levels)
-                             - np.interp(-filled, -q[::-1], -levels[::-1]))
+            uniform = 0.5 * (
+                np.interp(filled, q, levels) - np.interp(-filled, -q[::-1], -levels[::-1])
+            )
             clip = 1e-7
             uniform = torch.as_tensor(np.clip(uniform, clip, 1 - clip))
             return torch.special.ndtri(uniform).numpy()
@@ -132,8 +152,10 @@ class TablePreprocessor:
                 indicators.append(np.isnan(values).astype(np.float64))
         for entry in self.categorical:
             lookup = {v: i + FIRST_CATEGORY_CODE for i, v in enumerate(entry["values"])}
-            codes = [MISSING_CODE if v is None else lookup.get(v, UNSEEN_CODE)
-                     for v in category_strings(table, entry["name"])]
+            codes = [
+                MISSING_CODE if v is None else lookup.get(v, UNSEEN_CODE)
+                for v in category_strings(table, entry["name"])
+            ]
             parts.append(np.asarray(codes, dtype=np.float64))
         numeric_count = len(self.numeric)
         columns = parts[:numeric_count] + indicators + parts[numeric_count:]
@@ -144,9 +166,11 @@ class TablePreprocessor:
     def one_hot(self, features: torch.Tensor) -> torch.Tensor:
         """Return raw model inputs: real-valued tokens as they are, categorical codes one-hot."""
         real = features[:, : self.n_numeric]
-        codes = features[:, self.n_numeric:].long()
-        hots = [torch.nn.functional.one_hot(codes[:, j], card).float()
-                for j, card in enumerate(self.cardinalities)]
+        codes = features[:, self.n_numeric :].long()
+        hots = [
+            torch.nn.functional.one_hot(codes[:, j], card).float()
+            for j, card in enumerate(self.cardinalities)
+        ]
         return torch.cat([real] + hots, dim=1)
 
 
@@ -163,8 +187,9 @@ class TargetCoding:
     std: float = 1.0
 
     @classmethod
-    def fit(cls, table: Table, column: str, task: str | None = None,
-            max_classes: int = 50) -> "TargetCoding":
+    def fit(
+        cls, table: Table, column: str, task: str | None = None, max_classes: int = 50
+    ) -> "TargetCoding":
         """Return the coding of ``column``; the task is detected when ``task`` is None.
 
         A numeric target with more than ``max_classes`` distinct values, or with non-integer
@@ -178,20 +203,26 @@ class TargetCoding:
         numbers = _as_numbers(present)
         if task is None:
             distinct = set(present)
-            task = ("regression" if numbers is not None and (
-                len(distinct) > max_classes or not np.all(np.mod(numbers, 1) == 0))
-                else "classification")
+            task = (
+                "regression"
+                if numbers is not None
+                and (len(distinct) > max_classes or not np.all(np.mod(numbers, 1) == 0))
+                else "classification"
+            )
         if task == "regression":
             if numbers is None:
-                raise DataError(f"table '{table.name}' target column '{column}' is not numeric; "
-                                "regression needs numbers (use --task classification)")
+                raise DataError(
+                    f"table '{table.name}' target column '{column}' is not numeric; "
+                    "regression needs numbers (use --task classification)"
+                )
             return cls("regression", [], float(numbers.mean()), float(numbers.std()) or 1.0)
         if task != "classification":
             raise DataError(f"--task must be classification or regression, got '{task}'")
         classes = sorted({_label_name(v) for v in present})
         if len(classes) < 2:
-            raise DataError(f"table '{table.name}' target column '{column}' has only one class "
-                            f"({classes[0]!r})")
+            raise DataError(
+                f"table '{table.name}' target column '{column}' has only one class ({classes[0]!r})"
+            )
         return cls("classification", classes)
 
     def encode(self, table: Table, column: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,16 +235,19 @@ class TargetCoding:
             numbers = _as_numbers(present)
             if numbers is None:
                 bad = next(v for v in present if _as_numbers([v]) is None)
-                raise DataError(f"table '{table.name}' target column '{column}': {bad!r} is not "
-                                "a number")
+                raise DataError(
+                    f"table '{table.name}' target column '{column}': {bad!r} is not a number"
+                )
             labels = torch.as_tensor((numbers - self.mean) / self.std, dtype=torch.float32)
         else:
             index = {c: i for i, c in enumerate(self.classes)}
             unknown = [v for v in present if _label_name(v) not in index]
             if unknown:
-                raise DataError(f"table '{table.name}' target column '{column}' has class "
-                                f"{unknown[0]!r}, which the training data does not have "
-                                f"({', '.join(self.classes)})")
+                raise DataError(
+                    f"table '{table.name}' target column '{column}' has class "
+                    f"{unknown[0]!r}, which the training data does not have "
+                    f"({', '.join(self.classes)})"
+                )
             labels = torch.as_tensor([index[_label_name(v)] for v in present], dtype=torch.long)
         return labels, torch.as_tensor(keep)
 

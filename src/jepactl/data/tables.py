@@ -49,8 +49,9 @@ class TableDataConfig:
     # CSV: does the first row name the columns? auto: no when it looks like data (all numbers,
     # see first_row_is_data); headerless columns are named col0..colN-1.
     header: bool | Literal["auto"] = "auto"
-    missing_values: list[str] = field(default_factory=lambda: ["?", "", "NA", "N/A", "NaN",
-                                                                "nan", "null", "NULL", "None"])
+    missing_values: list[str] = field(
+        default_factory=lambda: ["?", "", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+    )
     numeric_transform: Literal["standard", "quantile"] = "standard"
     quantiles: int = 1000  # quantile transform resolution (sklearn's default)
     # Written by pretraining (never by hand): the imputation/standardisation statistics and
@@ -87,13 +88,23 @@ def _sniff_delimiter(path: Path) -> str:
         return ","
 
 
-def _read_csv_cells(path: Path, delimiter: str, header: bool, rows: int | None = None
-                    ) -> pd.DataFrame:
+def _read_csv_cells(
+    path: Path, delimiter: str, header: bool, rows: int | None = None
+) -> pd.DataFrame:
     """Return the CSV's cells as unstripped strings; ``header`` takes the first row as names."""
     try:
-        return pd.read_csv(path, sep=delimiter, header=0 if header else None, nrows=rows,
-                           dtype=str, keep_default_na=False, na_values=[], skipinitialspace=True,
-                           engine="c", encoding_errors="replace")
+        return pd.read_csv(
+            path,
+            sep=delimiter,
+            header=0 if header else None,
+            nrows=rows,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[],
+            skipinitialspace=True,
+            engine="c",
+            encoding_errors="replace",
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"table '{path}' is empty") from None
     except pd.errors.ParserError as err:
@@ -144,11 +155,15 @@ def read_csv(path: Path, config: TableDataConfig) -> Table:
     else:
         frame.columns = [f"col{i}" for i in range(len(frame.columns))]
         if config.header == "auto":
-            log.warning("'%s' has no header row (first row is all numbers): columns named "
-                        "col0..col%d%s", path, len(frame.columns) - 1,
-                        _target_note(config.target, list(frame.columns)))
+            log.warning(
+                "'%s' has no header row (first row is all numbers): columns named col0..col%d%s",
+                path,
+                len(frame.columns) - 1,
+                _target_note(config.target, list(frame.columns)),
+            )
     frame = frame.apply(lambda col: col.str.strip()).map(
-        lambda v: None if v is None or v in missing else v)
+        lambda v: None if v is None or v in missing else v
+    )
     return Table(str(path), frame)
 
 
@@ -159,10 +174,15 @@ def _check_flat(schema, name: str) -> None:
     import pyarrow as pa
 
     for column in schema:
-        if pa.types.is_nested(column.type) or pa.types.is_dictionary(column.type) and \
-                pa.types.is_nested(column.type.value_type):
-            raise DataError(f"table '{name}' column '{column.name}' is nested ({column.type}); "
-                            "flatten it into scalar columns first")
+        if (
+            pa.types.is_nested(column.type)
+            or pa.types.is_dictionary(column.type)
+            and pa.types.is_nested(column.type.value_type)
+        ):
+            raise DataError(
+                f"table '{name}' column '{column.name}' is nested ({column.type}); "
+                "flatten it into scalar columns first"
+            )
 
 
 def _from_arrow(arrow_table, name: str, config: TableDataConfig) -> Table:
@@ -170,11 +190,18 @@ def _from_arrow(arrow_table, name: str, config: TableDataConfig) -> Table:
     frame = arrow_table.to_pandas()
     missing = set(config.missing_values)
     for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or \
-                pd.api.types.is_bool_dtype(frame[column]):
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
+            frame[column]
+        ):
             frame[column] = frame[column].map(
-                lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                or str(v).strip() in missing else str(v).strip())
+                lambda v: (
+                    None
+                    if v is None
+                    or (isinstance(v, float) and np.isnan(v))
+                    or str(v).strip() in missing
+                    else str(v).strip()
+                )
+            )
     frame.columns = [str(c).strip() for c in frame.columns]
     return Table(name, frame)
 
@@ -236,8 +263,9 @@ def read_parquet(files: list[Path], name: str, config: TableDataConfig) -> Table
     try:
         arrow_table = pa.concat_tables(tables, promote_options="default")
     except pa.ArrowException as err:
-        raise DataError(f"cannot join the parquet files of '{name}': {err}".splitlines()[0]
-                        ) from None
+        raise DataError(
+            f"cannot join the parquet files of '{name}': {err}".splitlines()[0]
+        ) from None
     if arrow_table.num_columns == 0:
         raise DataError(f"table '{name}' is empty")
     return _from_arrow(arrow_table, name, config)
@@ -264,8 +292,9 @@ def read_saved_dataset(root: Path, split: str | None, config: TableDataConfig) -
 
 
 def _is_saved_dataset(root: Path) -> bool:
-    return root.is_dir() and ((root / "dataset_dict.json").exists()
-                              or (root / "dataset_info.json").exists())
+    return root.is_dir() and (
+        (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists()
+    )
 
 
 def has_split(path: str, split: str) -> bool:
@@ -294,8 +323,10 @@ def read_table(path: str, config: TableDataConfig, split: str | None = None) -> 
         has_splits = bool(parquet_files(root, "train"))
         files = parquet_files(root, (split or "train") if has_splits else None)
         if not files:
-            raise DataError(f"data folder '{path}' has no parquet files"
-                            + (f" for split '{split}'" if split else ""))
+            raise DataError(
+                f"data folder '{path}' has no parquet files"
+                + (f" for split '{split}'" if split else "")
+            )
         table = read_parquet(files, f"{path}[{split or 'all'}]", config)
     elif root.suffix.lower() in PARQUET_SUFFIXES:
         table = read_parquet([root], str(root), config)
@@ -327,8 +358,10 @@ def is_numeric_column(values: pd.Series) -> bool:
 def _check_names(table: Table, key: str, names: list[str]) -> None:
     unknown = [n for n in names if n not in table.frame.columns]
     if unknown:
-        raise RecipeError(f"recipe key 'data.{key}' names column '{unknown[0]}', which is not in "
-                          f"'{table.name}' (columns: {', '.join(table.frame.columns)})")
+        raise RecipeError(
+            f"recipe key 'data.{key}' names column '{unknown[0]}', which is not in "
+            f"'{table.name}' (columns: {', '.join(table.frame.columns)})"
+        )
 
 
 def _target_note(target: int | str | None, columns: list[str]) -> str:
@@ -348,16 +381,20 @@ def target_column(table: Table, config: TableDataConfig) -> str | None:
     if isinstance(target, int) and not isinstance(target, bool):
         columns = list(table.frame.columns)
         if not -len(columns) <= target < len(columns):
-            raise DataError(f"data.target={target} is out of range: table '{table.name}' has "
-                            f"{len(columns)} columns (positions 0..{len(columns) - 1})")
+            raise DataError(
+                f"data.target={target} is out of range: table '{table.name}' has "
+                f"{len(columns)} columns (positions 0..{len(columns) - 1})"
+            )
         config.target = columns[target]
     return config.target
 
 
 def require_column(table: Table, column: str, what: str = "target") -> None:
     if column not in table.frame.columns:
-        raise DataError(f"table '{table.name}' has no {what} column '{column}' "
-                        f"(columns: {', '.join(table.frame.columns)})")
+        raise DataError(
+            f"table '{table.name}' has no {what} column '{column}' "
+            f"(columns: {', '.join(table.frame.columns)})"
+        )
 
 
 def column_roles(table: Table, config: TableDataConfig) -> ColumnRoles:
@@ -373,13 +410,16 @@ def column_roles(table: Table, config: TableDataConfig) -> ColumnRoles:
         _check_names(table, key, getattr(config, key))
     both = set(config.categorical) & set(config.numeric)
     if both:
-        raise RecipeError(f"column '{sorted(both)[0]}' is in both data.categorical and "
-                          "data.numeric")
+        raise RecipeError(
+            f"column '{sorted(both)[0]}' is in both data.categorical and data.numeric"
+        )
     excluded = set(config.drop) | ({target} if target is not None else set())
     features = [c for c in table.frame.columns if c not in excluded]
     if not features:
-        raise DataError(f"table '{table.name}' has no feature columns besides the target/dropped "
-                        f"ones ({', '.join(table.frame.columns)})")
+        raise DataError(
+            f"table '{table.name}' has no feature columns besides the target/dropped "
+            f"ones ({', '.join(table.frame.columns)})"
+        )
     numeric, categorical = [], []
     for column in features:
         if column in config.categorical:
@@ -402,8 +442,10 @@ def parse_numeric(table: Table, column: str) -> np.ndarray:
     bad = parsed.isna() & values.notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"table '{table.name}' column '{column}' row {row + 1}: "
-                        f"{values.iloc[row]!r} is not a number (the column is numeric)")
+        raise DataError(
+            f"table '{table.name}' column '{column}' row {row + 1}: "
+            f"{values.iloc[row]!r} is not a number (the column is numeric)"
+        )
     return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

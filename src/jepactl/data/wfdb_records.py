@@ -37,8 +37,18 @@ log = logging.getLogger("jepactl")
 
 # Bytes per sample of each WFDB storage format (wfdb-python reads all of these; the FLAC
 # formats 508/516/524 are compressed, so their size cannot be checked from the header).
-_BYTES_PER_SAMPLE = {"8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5,
-                     "24": 3.0, "32": 4.0, "310": 4 / 3, "311": 4 / 3}
+_BYTES_PER_SAMPLE = {
+    "8": 1.0,
+    "16": 2.0,
+    "61": 2.0,
+    "80": 1.0,
+    "160": 2.0,
+    "212": 1.5,
+    "24": 3.0,
+    "32": 4.0,
+    "310": 4 / 3,
+    "311": 4 / 3,
+}
 # MATLAB v4 files written by wfdb2mat: a 20-byte matrix header plus the variable name "val".
 _MAT_HEADER_BYTES = 24
 # The all-NaN check of WFDB records (see the module docstring).
@@ -85,7 +95,7 @@ class FlatLayout:
 
 
 _FLAT_FORMATS = {"16": 2, "80": 1, "24": 3, "32": 4}  # bytes per sample; "212" handled apart
-_INVALID = {"16": -32768, "212": -2048, "80": -128, "24": -(2 ** 23), "32": -(2 ** 31)}
+_INVALID = {"16": -32768, "212": -2048, "80": -128, "24": -(2**23), "32": -(2**31)}
 
 
 def _flat_layout(header, record_path: Path) -> FlatLayout | None:
@@ -102,8 +112,14 @@ def _flat_layout(header, record_path: Path) -> FlatLayout | None:
     name = names.pop()
     offset = offset if offset is not None else (_MAT_HEADER_BYTES if name.endswith(".mat") else 0)
     gains = [float(g) if g else 200.0 for g in header.adc_gain]  # WFDB's default gain
-    return FlatLayout(record_path.parent / name, fmt, int(offset), int(header.n_sig), gains,
-                      [float(b or 0) for b in header.baseline])
+    return FlatLayout(
+        record_path.parent / name,
+        fmt,
+        int(offset),
+        int(header.n_sig),
+        gains,
+        [float(b or 0) for b in header.baseline],
+    )
 
 
 def _decode_flat(layout: FlatLayout, start: int, stop: int) -> np.ndarray:
@@ -120,7 +136,7 @@ def _decode_flat(layout: FlatLayout, start: int, stop: int) -> np.ndarray:
             pairs = np.empty((len(raw), 2), dtype=np.int32)
             pairs[:, 0] = raw[:, 0] | ((raw[:, 1] & 0x0F) << 8)
             pairs[:, 1] = raw[:, 2] | ((raw[:, 1] & 0xF0) << 4)
-            values = pairs.reshape(-1)[first % 2: first % 2 + total]
+            values = pairs.reshape(-1)[first % 2 : first % 2 + total]
             values = np.where(values > 2047, values - 4096, values)
         else:
             size = _FLAT_FORMATS[layout.fmt]
@@ -129,11 +145,14 @@ def _decode_flat(layout: FlatLayout, start: int, stop: int) -> np.ndarray:
             if layout.fmt == "24":
                 b = np.frombuffer(buf, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
                 values = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-                values = np.where(values >= 2 ** 23, values - 2 ** 24, values)
+                values = np.where(values >= 2**23, values - 2**24, values)
             else:
                 dtype = {"16": "<i2", "32": "<i4"}.get(layout.fmt)
-                values = (np.frombuffer(buf, dtype=dtype).astype(np.int64) if dtype else
-                          np.frombuffer(buf, dtype=np.uint8).astype(np.int64) - 128)
+                values = (
+                    np.frombuffer(buf, dtype=dtype).astype(np.int64)
+                    if dtype
+                    else np.frombuffer(buf, dtype=np.uint8).astype(np.int64) - 128
+                )
     digital = values.reshape(-1, c).T
     physical = (digital - np.array(layout.baseline)[:, None]) / np.array(layout.gain)[:, None]
     physical = physical.astype(np.float32)
@@ -172,16 +191,19 @@ def _check_signal_files(header, record_path: Path) -> str | None:
         fmt = str(header.fmt[channels[0]])
         if fmt not in _BYTES_PER_SAMPLE:
             continue
-        frame = sum((header.samps_per_frame[c] or 1) if header.samps_per_frame else 1
-                    for c in channels)
+        frame = sum(
+            (header.samps_per_frame[c] or 1) if header.samps_per_frame else 1 for c in channels
+        )
         offset = header.byte_offset[channels[0]] if header.byte_offset else None
         if offset is None:
             offset = _MAT_HEADER_BYTES if name.endswith(".mat") else 0
         need = int(offset + np.ceil(header.sig_len * frame * _BYTES_PER_SAMPLE[fmt]))
         have = file.stat().st_size
         if have < need:
-            return (f"signal file '{name}' is truncated: {have} bytes, the header needs {need} "
-                    f"({header.sig_len} samples x {frame} values in format {fmt})")
+            return (
+                f"signal file '{name}' is truncated: {have} bytes, the header needs {need} "
+                f"({header.sig_len} samples x {frame} values in format {fmt})"
+            )
     return None
 
 
@@ -193,8 +215,9 @@ def _wfdb_record(header_file: Path, root: Path) -> ECGRecord:
     try:
         header = wfdb.rdheader(str(record_path))
     except Exception as err:  # wfdb raises HeaderSyntaxError, ValueError, IndexError, ...
-        raise ValueError(f"bad header: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                         ) from None
+        raise ValueError(
+            f"bad header: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     if getattr(header, "n_seg", None):
         raise ValueError("multi-segment records are not supported")
     if not header.n_sig or not header.sig_len or not header.fs:
@@ -202,11 +225,20 @@ def _wfdb_record(header_file: Path, root: Path) -> ECGRecord:
     problem = _check_signal_files(header, record_path)
     if problem:
         raise ValueError(problem)
-    names = [str(name) if name else f"ch{k}"
-             for k, name in enumerate(header.sig_name or [None] * header.n_sig)]
-    record = ECGRecord(record_path, str(record_path.relative_to(root)), "wfdb", float(header.fs),
-                       int(header.sig_len), names, [str(c) for c in (header.comments or [])],
-                       _flat_layout(header, record_path))
+    names = [
+        str(name) if name else f"ch{k}"
+        for k, name in enumerate(header.sig_name or [None] * header.n_sig)
+    ]
+    record = ECGRecord(
+        record_path,
+        str(record_path.relative_to(root)),
+        "wfdb",
+        float(header.fs),
+        int(header.sig_len),
+        names,
+        [str(c) for c in (header.comments or [])],
+        _flat_layout(header, record_path),
+    )
     if _wfdb_all_nan(record):
         raise ValueError("all samples are NaN")
     return record
@@ -231,7 +263,7 @@ def _array_all_nan(array: np.ndarray) -> bool:
     if not np.issubdtype(array.dtype, np.floating):
         return False
     for start in range(0, array.shape[1], _NAN_CHECK_ARRAY_BLOCK):
-        if not np.isnan(array[:, start:start + _NAN_CHECK_ARRAY_BLOCK]).all():
+        if not np.isnan(array[:, start : start + _NAN_CHECK_ARRAY_BLOCK]).all():
             return False
     return True
 
@@ -241,8 +273,9 @@ def _as_leads_by_samples(array: np.ndarray) -> np.ndarray:
     return array[None, :] if array.ndim == 1 else array
 
 
-def _array_record(file: Path, root: Path, fs: float, lead_names: list[str],
-                  by_position: bool) -> ECGRecord:
+def _array_record(
+    file: Path, root: Path, fs: float, lead_names: list[str], by_position: bool
+) -> ECGRecord:
     """Return a record for a ``leads x samples`` (or 1-D, one lead) .npy or .npz array."""
     if file.suffix == ".npy":
         array = np.load(file, mmap_mode="r")
@@ -252,19 +285,31 @@ def _array_record(file: Path, root: Path, fs: float, lead_names: list[str],
                 raise ValueError("empty .npz archive")
             array = archive[archive.files[0]]
     if array.ndim not in (1, 2) or min(array.shape) == 0:
-        raise ValueError(f"expected a 1-D (samples) or 2-D (leads x samples) array, got shape "
-                         f"{array.shape}")
+        raise ValueError(
+            f"expected a 1-D (samples) or 2-D (leads x samples) array, got shape {array.shape}"
+        )
     array = _as_leads_by_samples(array)
     if _array_all_nan(array):
         raise ValueError("all samples are NaN")
     leads, samples = array.shape
     names = list(lead_names[:leads]) + [f"ch{i}" for i in range(len(lead_names), leads)]
-    return ECGRecord(file, str(file.relative_to(root).with_suffix("")), file.suffix[1:], fs,
-                     int(samples), names, by_position=by_position)
+    return ECGRecord(
+        file,
+        str(file.relative_to(root).with_suffix("")),
+        file.suffix[1:],
+        fs,
+        int(samples),
+        names,
+        by_position=by_position,
+    )
 
 
-def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[str],
-                 array_rows_by_position: bool = False) -> ECGSource:
+def open_records(
+    path: str | os.PathLike,
+    array_rate: float,
+    array_leads: list[str],
+    array_rows_by_position: bool = False,
+) -> ECGSource:
     """Return every readable record under ``path`` (a folder, a ``.hea`` or an array file).
 
     Array rows are named by ``array_leads`` (``ch<k>`` past its end); with
@@ -278,8 +323,11 @@ def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[s
     if root.is_file():
         files, base = [root], root.parent
     else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".hea", ".npy", ".npz")
-                       and p.is_file())
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in (".hea", ".npy", ".npz") and p.is_file()
+        )
         base = root
     records, skipped = [], []
     for file in files:
@@ -287,21 +335,30 @@ def open_records(path: str | os.PathLike, array_rate: float, array_leads: list[s
             if file.suffix.lower() == ".hea":
                 records.append(_wfdb_record(file, base))
             elif file.suffix.lower() in (".npy", ".npz"):
-                records.append(_array_record(file, base, array_rate, array_leads,
-                                             array_rows_by_position))
+                records.append(
+                    _array_record(file, base, array_rate, array_leads, array_rows_by_position)
+                )
             else:
                 raise ValueError("not a .hea, .npy or .npz file")
         except (ValueError, OSError) as err:
             skipped.append(f"{file}: {err}")
     if skipped and records:
-        log.warning("skipped %d unreadable or all-NaN record file(s) under %s; first: %s",
-                    len(skipped), root, skipped[0])
+        log.warning(
+            "skipped %d unreadable or all-NaN record file(s) under %s; first: %s",
+            len(skipped),
+            root,
+            skipped[0],
+        )
     if not records:
         if skipped:
-            raise DataError(f"no readable ECG record under '{root}' ({len(skipped)} skipped; "
-                            f"first: {skipped[0]})")
-        raise DataError(f"no ECG records under '{root}' (looked for WFDB .hea files and "
-                        ".npy/.npz arrays, recursively)")
+            raise DataError(
+                f"no readable ECG record under '{root}' ({len(skipped)} skipped; "
+                f"first: {skipped[0]})"
+            )
+        raise DataError(
+            f"no ECG records under '{root}' (looked for WFDB .hea files and "
+            ".npy/.npz arrays, recursively)"
+        )
     return ECGSource(root, records, skipped)
 
 
@@ -320,8 +377,9 @@ def read_window(record: ECGRecord, start: int, stop: int) -> np.ndarray:
         if record.kind == "wfdb":
             import wfdb
 
-            signal = wfdb.rdrecord(str(record.path), sampfrom=start, sampto=stop,
-                                   physical=True).p_signal
+            signal = wfdb.rdrecord(
+                str(record.path), sampfrom=start, sampto=stop, physical=True
+            ).p_signal
             return np.ascontiguousarray(signal.T, dtype=np.float32)
         if record.kind == "npy":
             array = _as_leads_by_samples(np.load(record.path, mmap_mode="r"))

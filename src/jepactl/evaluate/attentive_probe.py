@@ -52,16 +52,16 @@ class AttentiveClassifier(nn.Module):
         return self.head(x[:, 0])
 
 
-def classification_loss(multilabel: bool, class_weights: torch.Tensor | None
-                        ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def classification_loss(
+    multilabel: bool, class_weights: torch.Tensor | None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return BCE for multi-label targets, else (class-weighted) cross-entropy."""
     if multilabel:
         return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float())
     return lambda logits, y: F.cross_entropy(logits.float(), y, weight=class_weights)
 
 
-def balanced_class_weights(labels: torch.Tensor, classes: int, most: float = 10.0
-                           ) -> torch.Tensor:
+def balanced_class_weights(labels: torch.Tensor, classes: int, most: float = 10.0) -> torch.Tensor:
     """Return weights n / (k * n_c), at most ``most``, so classes count about equally (0: absent).
 
     The cap matters for classes of a handful of samples (MIT-BIH DS1 has 8 Q beats): uncapped,
@@ -75,10 +75,19 @@ def balanced_class_weights(labels: torch.Tensor, classes: int, most: float = 10.
     return weights.clamp(max=most)
 
 
-def train_classifier(model: nn.Module, batches: Callable[[torch.Generator], tuple],
-                     loss_fn: Callable, steps: int, lr: float, weight_decay: float,
-                     warmup_steps: int = 0, final_lr: float | None = None, grad_clip: float = 1.0,
-                     seed: int = 0, precision: str = "bf16") -> nn.Module:
+def train_classifier(
+    model: nn.Module,
+    batches: Callable[[torch.Generator], tuple],
+    loss_fn: Callable,
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int = 0,
+    final_lr: float | None = None,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    precision: str = "bf16",
+) -> nn.Module:
     """Train ``model`` for ``steps`` AdamW steps on ``batches(gen) -> (inputs, targets)``.
 
     The learning rate warms up linearly over ``warmup_steps``, then stays constant (``final_lr``

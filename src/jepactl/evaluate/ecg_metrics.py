@@ -10,8 +10,9 @@ import torch
 from scipy.stats import rankdata
 
 
-def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, classes: int,
-                     weights: torch.Tensor | None = None) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, labels: torch.Tensor, classes: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Return the (true, predicted) count matrix; ``weights`` count each item that many times."""
     w = torch.ones(len(labels)) if weights is None else weights.float()
     matrix = torch.zeros(classes * classes)
@@ -19,8 +20,12 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, classes: int,
     return matrix.reshape(classes, classes)
 
 
-def beat_metrics(pred: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                 weights: torch.Tensor | None = None) -> dict[str, float]:
+def beat_metrics(
+    pred: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    weights: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Return sensitivity/PPV per class, macro-F1 and balanced accuracy over present classes.
 
     A class absent from ``labels`` has no sensitivity and is left out of the macro averages

@@ -74,13 +74,15 @@ class ECGProbeConfig(ProbeConfig):
 
 
 @torch.no_grad()
-def encode_tokens(encoder: nn.Module, dataset, batch_size: int, num_workers: int,
-                  precision: str = "bf16") -> torch.Tensor:
+def encode_tokens(
+    encoder: nn.Module, dataset, batch_size: int, num_workers: int, precision: str = "bf16"
+) -> torch.Tensor:
     """Return the encoder's final patch tokens (N, T, D) as bfloat16, in dataset order."""
     encoder = encoder.eval()
     device = next(encoder.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(num_workers))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(num_workers)
+    )
     autocast = autocast_for(device, precision)
     out = []
     for signals, _ in loader:
@@ -89,13 +91,15 @@ def encode_tokens(encoder: nn.Module, dataset, batch_size: int, num_workers: int
     return torch.cat(out)
 
 
-def cached_tokens(encoder, dataset, cache_dir, key: str, cfg: ECGProbeConfig,
-                  precision: str = "bf16") -> torch.Tensor:
+def cached_tokens(
+    encoder, dataset, cache_dir, key: str, cfg: ECGProbeConfig, precision: str = "bf16"
+) -> torch.Tensor:
     """Return ``encode_tokens`` results, reusing ``cache_dir/ecg-tokens-<hash>.pt``."""
     if cache_dir is None:
         return encode_tokens(encoder, dataset, cfg.batch_size, cfg.num_workers, precision)
-    digest = hashlib.sha1(f"{key}|{len(dataset)}|{dataset.windows[:3]}|{dataset.windows[-3:]}"
-                          .encode()).hexdigest()[:16]
+    digest = hashlib.sha1(
+        f"{key}|{len(dataset)}|{dataset.windows[:3]}|{dataset.windows[-3:]}".encode()
+    ).hexdigest()[:16]
     path = cache_dir / f"ecg-tokens-{digest}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
@@ -114,17 +118,29 @@ def pooled_features(tokens: torch.Tensor, beats: bool, centre_tokens: int) -> to
     if not beats:
         return mean
     mid, half = x.shape[1] // 2, max(1, centre_tokens // 2)
-    return torch.cat([mean, x[:, mid - half:mid + half].mean(dim=1)], dim=1)
+    return torch.cat([mean, x[:, mid - half : mid + half].mean(dim=1)], dim=1)
 
 
-def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, multilabel: bool,
-               class_weights: torch.Tensor | None, l2: float, max_iter: int = 300) -> nn.Linear:
+def fit_linear(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    classes: int,
+    multilabel: bool,
+    class_weights: torch.Tensor | None,
+    l2: float,
+    max_iter: int = 300,
+) -> nn.Linear:
     """Return a linear classifier fitted by full-batch L-BFGS with an L2 penalty."""
     return fit_logistic(x, y, classes, l2, max_iter, classification_loss(multilabel, class_weights))
 
 
-def _score(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool, classes: list[str],
-           weights: torch.Tensor | None) -> tuple[float, dict[str, float]]:
+def _score(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    multilabel: bool,
+    classes: list[str],
+    weights: torch.Tensor | None,
+) -> tuple[float, dict[str, float]]:
     """Return (selection score, metrics): macro AUC for multi-label, else balanced accuracy."""
     if multilabel:
         auc, counted = macro_auc(torch.sigmoid(logits), labels)
@@ -155,6 +171,7 @@ def _token_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int):
     def draw(gen: torch.Generator):
         idx = torch.randint(0, len(tokens), (batch_size,), generator=gen)
         return tokens[idx].float(), labels[idx]
+
     return draw
 
 
@@ -162,6 +179,7 @@ def _window_batches(dataset, batch_size: int):
     def draw(gen: torch.Generator):
         idx = torch.randint(0, len(dataset), (batch_size,), generator=gen).tolist()
         return torch.stack([dataset[i][0] for i in idx]), dataset.labels[idx]
+
     return draw
 
 
@@ -174,17 +192,29 @@ class FinetuneModel(nn.Module):
         return self.head(self.encoder(signals))
 
 
-def attentive_head(setup, tokens: torch.Tensor, labels: torch.Tensor, classes: int,
-                   multilabel: bool, class_weights: torch.Tensor | None, seed: int
-                   ) -> AttentiveClassifier:
+def attentive_head(
+    setup,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    multilabel: bool,
+    class_weights: torch.Tensor | None,
+    seed: int,
+) -> AttentiveClassifier:
     """Return the attentive probe trained on frozen ``tokens`` (the paper's "linear" protocol)."""
     cfg = setup.recipe.probe
     torch.manual_seed(seed)
     model = AttentiveClassifier(setup.encoder.embed_dim, setup.encoder.config.num_heads, classes)
-    return train_classifier(model, _token_batches(tokens, labels, cfg.attentive_batch_size),
-                            classification_loss(multilabel, class_weights), cfg.attentive_steps,
-                            cfg.attentive_lr, cfg.attentive_weight_decay, seed=seed,
-                            precision=setup.recipe.train.precision)
+    return train_classifier(
+        model,
+        _token_batches(tokens, labels, cfg.attentive_batch_size),
+        classification_loss(multilabel, class_weights),
+        cfg.attentive_steps,
+        cfg.attentive_lr,
+        cfg.attentive_weight_decay,
+        seed=seed,
+        precision=setup.recipe.train.precision,
+    )
 
 
 def run_probe(request: ProbeRequest, recipe) -> dict:
@@ -200,34 +230,62 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
         weights = getattr(test_set, "weights", None)
         multilabel = test_set.group_labels.ndim == 2
         classes = train_set.classes
-        class_weights = (balanced_class_weights(train_set.labels, len(classes))
-                         if cfg.class_balanced and not multilabel else None)
+        class_weights = (
+            balanced_class_weights(train_set.labels, len(classes))
+            if cfg.class_balanced and not multilabel
+            else None
+        )
         train_tokens = setup.tokens(train_set, f"train{seed}")
         test_tokens = setup.tokens(test_set, f"test{seed}")
         row: dict[str, float] = {}
         for head in setup.heads:
             if head == "linear":
                 beats = setup.kind == "beats"
-                logits = linear_head(pooled_features(train_tokens, beats, setup.centre_tokens),
-                                     train_set.labels,
-                                     pooled_features(test_tokens, beats, setup.centre_tokens),
-                                     multilabel, classes, class_weights, seed)
+                logits = linear_head(
+                    pooled_features(train_tokens, beats, setup.centre_tokens),
+                    train_set.labels,
+                    pooled_features(test_tokens, beats, setup.centre_tokens),
+                    multilabel,
+                    classes,
+                    class_weights,
+                    seed,
+                )
             elif head == "attentive":
-                model = attentive_head(setup, train_tokens, train_set.labels, len(classes),
-                                       multilabel, class_weights, seed)
+                model = attentive_head(
+                    setup,
+                    train_tokens,
+                    train_set.labels,
+                    len(classes),
+                    multilabel,
+                    class_weights,
+                    seed,
+                )
                 with torch.no_grad():
                     logits = torch.cat([model(chunk.float()) for chunk in test_tokens.split(1024)])
             else:
                 # ECG-JEPA's finetune_after_linear: start from the trained attentive probe.
-                probe = attentive_head(setup, train_tokens, train_set.labels, len(classes),
-                                       multilabel, class_weights, seed)
+                probe = attentive_head(
+                    setup,
+                    train_tokens,
+                    train_set.labels,
+                    len(classes),
+                    multilabel,
+                    class_weights,
+                    seed,
+                )
                 model = FinetuneModel(copy.deepcopy(setup.encoder).requires_grad_(True), probe)
-                train_classifier(model, _window_batches(train_set, cfg.finetune_batch_size),
-                                 classification_loss(multilabel, class_weights),
-                                 cfg.finetune_steps, cfg.finetune_lr, cfg.finetune_weight_decay,
-                                 warmup_steps=cfg.finetune_warmup_steps,
-                                 final_lr=cfg.finetune_final_lr, seed=seed,
-                                 precision=recipe.train.precision)
+                train_classifier(
+                    model,
+                    _window_batches(train_set, cfg.finetune_batch_size),
+                    classification_loss(multilabel, class_weights),
+                    cfg.finetune_steps,
+                    cfg.finetune_lr,
+                    cfg.finetune_weight_decay,
+                    warmup_steps=cfg.finetune_warmup_steps,
+                    final_lr=cfg.finetune_final_lr,
+                    seed=seed,
+                    precision=recipe.train.precision,
+                )
                 logits = encode_logits(model, test_set, cfg, recipe.train.precision)
             grouped = average_by_group(logits.float(), test_set.groups, len(test_set.group_labels))
             _, metrics = _score(grouped, test_set.group_labels, multilabel, classes, weights)
@@ -237,13 +295,18 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
 
 
 @torch.no_grad()
-def encode_logits(model: nn.Module, dataset, cfg: ECGProbeConfig, precision: str = "bf16"
-                  ) -> torch.Tensor:
+def encode_logits(
+    model: nn.Module, dataset, cfg: ECGProbeConfig, precision: str = "bf16"
+) -> torch.Tensor:
     """Return the fine-tuned model's logits for every window of ``dataset``."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=loader_workers(cfg.num_workers))
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=loader_workers(cfg.num_workers),
+    )
     out = []
     for signals, _ in loader:
         with autocast_for(device, precision):

@@ -58,27 +58,34 @@ class ProbeSetup:
         heads = list(HEADS) if heads == ["all"] else [h.strip() for h in heads if h.strip()]
         unknown = [h for h in heads if h not in HEADS]
         if unknown or not heads:
-            raise UserError(f"--head must be a comma list of {', '.join(HEADS)} or 'all', "
-                            f"got '{request.head}'")
+            raise UserError(
+                f"--head must be a comma list of {', '.join(HEADS)} or 'all', got '{request.head}'"
+            )
         source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
         n = data_cfg.samples(cfg.crop_seconds)
         if n % recipe.model.patch_size:
-            raise UserError(f"probe.crop_seconds={cfg.crop_seconds} gives {n} samples, not a "
-                            f"multiple of model.patch_size={recipe.model.patch_size}")
+            raise UserError(
+                f"probe.crop_seconds={cfg.crop_seconds} gives {n} samples, not a "
+                f"multiple of model.patch_size={recipe.model.patch_size}"
+            )
         encoder = encoder_for_length(source.encoder, n).to(default_device()).eval()
         data = request.data or data_cfg.path
         train_source = open_ecg(data, data_cfg)
         kind = label_kind(train_source, data_cfg)
         if kind is None:
-            raise UserError(f"the data '{train_source.root}' has no labels (.atr beat "
-                            "annotations, '# Dx:' header codes, ptbxl_database.csv, or a "
-                            "record,label CSV: --labels FILE.csv)")
+            raise UserError(
+                f"the data '{train_source.root}' has no labels (.atr beat "
+                "annotations, '# Dx:' header codes, ptbxl_database.csv, or a "
+                "record,label CSV: --labels FILE.csv)"
+            )
         if request.test is not None:
             test_source = open_ecg(request.test, data_cfg)
             train_split = "train" if split_exists(train_source, data_cfg, "train") else None
             test_split = "test" if split_exists(test_source, data_cfg, "test") else None
-            described = f"train={train_source.root}:{train_split or 'all'} " \
-                        f"test={test_source.root}:{test_split or 'all'}"
+            described = (
+                f"train={train_source.root}:{train_split or 'all'} "
+                f"test={test_source.root}:{test_split or 'all'}"
+            )
         else:
             if not split_exists(train_source, data_cfg, "test"):
                 raise UserError(f"'{train_source.root}' has no test split: pass --test PATH")
@@ -86,9 +93,21 @@ class ProbeSetup:
             described = f"{train_source.root} train/test splits"
         if request.labels is not None:
             described += f" labels={request.labels}"
-        return cls(recipe, encoder, source.tag, source.cache_dir, train_source, train_split,
-                   test_source, test_split, kind, heads, described, request.random_init,
-                   label_file_digest(request.labels))
+        return cls(
+            recipe,
+            encoder,
+            source.tag,
+            source.cache_dir,
+            train_source,
+            train_split,
+            test_source,
+            test_split,
+            kind,
+            heads,
+            described,
+            request.random_init,
+            label_file_digest(request.labels),
+        )
 
     @property
     def centre_tokens(self) -> int:
@@ -103,10 +122,14 @@ class ProbeSetup:
         train = labelled_windows(self.train_source, data_cfg, self.train_split, crop, stride)
         test = labelled_windows(self.test_source, data_cfg, self.test_split, crop, stride)
         if train.classes != test.classes:
-            raise UserError("the training and test data have different label sets "
-                            f"({len(train.classes)} vs {len(test.classes)} classes)")
-        self.full_counts = (class_counts(train.group_labels, train.classes),
-                            class_counts(test.group_labels, test.classes))
+            raise UserError(
+                "the training and test data have different label sets "
+                f"({len(train.classes)} vs {len(test.classes)} classes)"
+            )
+        self.full_counts = (
+            class_counts(train.group_labels, train.classes),
+            class_counts(test.group_labels, test.classes),
+        )
         train = subsample_per_class(train, cfg.max_train_per_class, seed)
         test = subsample_per_class(test, cfg.max_test_per_class, seed + 1)
         self.sizes = (len(train), len(test))
@@ -115,17 +138,29 @@ class ProbeSetup:
     def tokens(self, dataset, which: str) -> torch.Tensor:
         from jepactl.evaluate.ecg_probe import cached_tokens
 
-        key = f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}" \
-              f"{self.labels_digest}"
-        return cached_tokens(self.encoder, dataset, self.cache_dir, key, self.recipe.probe,
-                             self.recipe.train.precision)
+        key = (
+            f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}"
+            f"{self.labels_digest}"
+        )
+        return cached_tokens(
+            self.encoder,
+            dataset,
+            self.cache_dir,
+            key,
+            self.recipe.probe,
+            self.recipe.train.precision,
+        )
 
 
 def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
     """Return the report: what was probed, on what, and each head's metrics over seeds."""
     train_counts, test_counts = setup.full_counts
-    task = {"beats": "AAMI beat classes", "dx": "header SNOMED codes (multi-label)",
-            "ptbxl": f"PTB-XL {setup.recipe.data.ptbxl_task}", "csv": "record labels"}
+    task = {
+        "beats": "AAMI beat classes",
+        "dx": "header SNOMED codes (multi-label)",
+        "ptbxl": f"PTB-XL {setup.recipe.data.ptbxl_task}",
+        "csv": "record labels",
+    }
     report = {
         "data": setup.described,
         "task": task.get(setup.kind, setup.kind),

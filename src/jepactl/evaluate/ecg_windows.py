@@ -14,10 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepactl.data.ecg_dataset import ECGDataConfig, ECGWindowDataset, ECGWindowReader, \
-    sliding_starts
-from jepactl.data.ecg_labels import (AAMI_CLASSES, RecordLabels, csv_labels, detect_label_kind,
-                                     dx_labels, ptbxl_labels, read_beats)
+from jepactl.data.ecg_dataset import (
+    ECGDataConfig,
+    ECGWindowDataset,
+    ECGWindowReader,
+    sliding_starts,
+)
+from jepactl.data.ecg_labels import (
+    AAMI_CLASSES,
+    RecordLabels,
+    csv_labels,
+    detect_label_kind,
+    dx_labels,
+    ptbxl_labels,
+    read_beats,
+)
 from jepactl.data.wfdb_records import ECGSource
 from jepactl.errors import DataError
 
@@ -43,8 +54,9 @@ def label_kind(source: ECGSource, cfg: ECGDataConfig) -> str | None:
 
 def _records_in(source: ECGSource, names: tuple[str, ...]) -> list[int]:
     wanted = set(names)
-    return [i for i, r in enumerate(source.records)
-            if r.name in wanted or Path(r.name).name in wanted]
+    return [
+        i for i, r in enumerate(source.records) if r.name in wanted or Path(r.name).name in wanted
+    ]
 
 
 def split_exists(source: ECGSource, cfg: ECGDataConfig, split: str) -> bool:
@@ -63,8 +75,9 @@ def _record_labels(source: ECGSource, cfg: ECGDataConfig, kind: str) -> RecordLa
         return dx_labels(source)
     if kind == "ptbxl":
         if cfg.ptbxl_task not in ("all", "superdiagnostic"):
-            raise DataError(f"data.ptbxl_task must be all or superdiagnostic, got "
-                            f"'{cfg.ptbxl_task}'")
+            raise DataError(
+                f"data.ptbxl_task must be all or superdiagnostic, got '{cfg.ptbxl_task}'"
+            )
         return ptbxl_labels(source, cfg.ptbxl_task, cfg.sample_rate)
     if not cfg.label_csv:
         raise DataError("data.labels=csv needs data.label_csv (a record,label file)")
@@ -97,8 +110,9 @@ def records_in_split(source: ECGSource, cfg: ECGDataConfig, split: str) -> list[
     return sorted(labels.records[r] for r in _rows_in_split(labels, split))
 
 
-def beat_windows(source: ECGSource, cfg: ECGDataConfig, records: list[int], seconds: float
-                 ) -> ECGWindowDataset:
+def beat_windows(
+    source: ECGSource, cfg: ECGDataConfig, records: list[int], seconds: float
+) -> ECGWindowDataset:
     """Return one window of ``seconds`` centred on each AAMI beat of ``records``."""
     n = cfg.samples(seconds)
     windows, labels = [], []
@@ -109,12 +123,18 @@ def beat_windows(source: ECGSource, cfg: ECGDataConfig, records: list[int], seco
             labels.append(beat.label)
     if not windows:
         raise DataError(f"no annotated beats in the selected records under '{source.root}'")
-    return ECGWindowDataset(ECGWindowReader(source, cfg), windows, torch.tensor(labels),
-                            list(AAMI_CLASSES), n)
+    return ECGWindowDataset(
+        ECGWindowReader(source, cfg), windows, torch.tensor(labels), list(AAMI_CLASSES), n
+    )
 
 
-def labelled_windows(source: ECGSource, cfg: ECGDataConfig, split: str | None,
-                     crop_seconds: float, stride_seconds: float) -> ECGWindowDataset:
+def labelled_windows(
+    source: ECGSource,
+    cfg: ECGDataConfig,
+    split: str | None,
+    crop_seconds: float,
+    stride_seconds: float,
+) -> ECGWindowDataset:
     """Return the ``split`` (None: everything) as labelled windows of ``crop_seconds``.
 
     Beat data: one window per beat. Record labels: sliding crops per record, with ``groups``
@@ -131,8 +151,9 @@ def labelled_windows(source: ECGSource, cfg: ECGDataConfig, split: str | None,
                 raise DataError(f"beat labels have splits train and test, not '{split}'")
             records = _records_in(source, names)
             if not records:
-                raise DataError(f"none of the {split} records (data.{split}_records) is under "
-                                f"'{source.root}'")
+                raise DataError(
+                    f"none of the {split} records (data.{split}_records) is under '{source.root}'"
+                )
         dataset = beat_windows(source, cfg, records, crop_seconds)
         dataset.group_labels = dataset.labels
         return dataset
@@ -145,15 +166,17 @@ def labelled_windows(source: ECGSource, cfg: ECGDataConfig, split: str | None,
         targets, classes = torch.as_tensor(labels.targets[rows]), labels.classes
     windows, groups = [], []
     for group, index in enumerate(records):
-        for start in sliding_starts(source.records[index].seconds, n / cfg.sample_rate,
-                                    stride_seconds):
+        for start in sliding_starts(
+            source.records[index].seconds, n / cfg.sample_rate, stride_seconds
+        ):
             windows.append((index, start))
             groups.append(group)
     groups_t = torch.tensor(groups, dtype=torch.long)
     if targets is None:
         targets = torch.full((len(records),), -1, dtype=torch.long)
-    dataset = ECGWindowDataset(ECGWindowReader(source, cfg), windows, targets[groups_t],
-                               classes, n, groups_t)
+    dataset = ECGWindowDataset(
+        ECGWindowReader(source, cfg), windows, targets[groups_t], classes, n, groups_t
+    )
     dataset.group_labels = targets
     return dataset
 
@@ -177,8 +200,13 @@ def subsample_per_class(dataset: ECGWindowDataset, cap: int, seed: int) -> ECGWi
         weights.append(torch.full((len(chosen),), len(idx) / len(chosen)))
     order = torch.cat(keep).argsort()
     keep_t, weights_t = torch.cat(keep)[order], torch.cat(weights)[order]
-    picked = ECGWindowDataset(dataset.reader, [dataset.windows[i] for i in keep_t.tolist()],
-                              labels[keep_t], dataset.classes, dataset.n)
+    picked = ECGWindowDataset(
+        dataset.reader,
+        [dataset.windows[i] for i in keep_t.tolist()],
+        labels[keep_t],
+        dataset.classes,
+        dataset.n,
+    )
     picked.group_labels, picked.weights = picked.labels, weights_t
     return picked
 

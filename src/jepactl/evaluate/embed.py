@@ -18,8 +18,9 @@ from jepactl.methods import method_spec
 from jepactl.output_paths import StagedFiles, check_writable_file, save_npy
 
 
-def run_embed(run: Path, data: str, out: Path, split: str | None = None,
-              which: str | None = None) -> dict:
+def run_embed(
+    run: Path, data: str, out: Path, split: str | None = None, which: str | None = None
+) -> dict:
     """Embed ``data`` with the run's (or export's) encoder; return what was written."""
     if out.suffix not in (".npy", ".parquet"):
         raise UserError(f"--out must end in .npy or .parquet, got '{out}'")
@@ -43,13 +44,16 @@ def write_parquet(path: Path, array: np.ndarray, label_array: np.ndarray) -> Non
     import pyarrow.parquet as pq
 
     if label_array.ndim == 2:  # multi-label data: one fixed-size list of 0/1 per sample
-        label_column = pa.FixedSizeListArray.from_arrays(label_array.reshape(-1),
-                                                         label_array.shape[1])
+        label_column = pa.FixedSizeListArray.from_arrays(
+            label_array.reshape(-1), label_array.shape[1]
+        )
     else:
         label_column = pa.array(label_array)
-    table = pa.table({
-        "index": np.arange(len(array)),
-        "label": label_column,
-        "embedding": pa.FixedSizeListArray.from_arrays(array.reshape(-1), array.shape[1]),
-    })
+    table = pa.table(
+        {
+            "index": np.arange(len(array)),
+            "label": label_column,
+            "embedding": pa.FixedSizeListArray.from_arrays(array.reshape(-1), array.shape[1]),
+        }
+    )
     pq.write_table(table, path)

@@ -18,14 +18,23 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, num_workers: int = 2,
-                     precision: str = "bf16") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    encoder: nn.Module,
+    dataset,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    precision: str = "bf16",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (pooled features (N, D) float32, labels (N,)) in dataset order."""
     device = default_device()
     encoder = encoder.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(num_workers),
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=loader_workers(num_workers),
+        pin_memory=device.type == "cuda",
+    )
     autocast = autocast_for(device, precision)
     feats, labels = [], []
     for images, target in loader:
@@ -35,8 +44,14 @@ def extract_features(encoder: nn.Module, dataset, batch_size: int = 256, num_wor
     return torch.cat(feats), torch.cat(labels)
 
 
-def cached_features(encoder: nn.Module, dataset, cache_dir: Path | None, key: str,
-                    batch_size: int = 256, precision: str = "bf16"):
+def cached_features(
+    encoder: nn.Module,
+    dataset,
+    cache_dir: Path | None,
+    key: str,
+    batch_size: int = 256,
+    precision: str = "bf16",
+):
     """Return ``extract_features`` results, reusing ``cache_dir/features-<hash>.pt`` if present."""
     if cache_dir is None:
         return extract_features(encoder, dataset, batch_size, precision=precision)

@@ -88,8 +88,9 @@ def epoch_lr(epoch: int, cfg: FewShotProbeConfig, base_lr: float, epochs: int) -
     return cosine(epoch / epochs, base_lr, 0.0)
 
 
-def train_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
-               cfg: FewShotProbeConfig, seed: int) -> BatchNormLinearHead:
+def train_head(
+    features: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FewShotProbeConfig, seed: int
+) -> BatchNormLinearHead:
     """Return a BatchNorm+Linear head trained on frozen ``features`` (N, D)."""
     torch.manual_seed(seed)
     head = BatchNormLinearHead(features.shape[1], classes)
@@ -102,7 +103,7 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
             group["lr"] = epoch_lr(epoch, cfg, cfg.lr, cfg.epochs)
         order = torch.randperm(len(features), generator=gen)
         for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             if len(idx) < 2:
                 continue
             loss = F.cross_entropy(head(features[idx]), labels[idx])
@@ -124,21 +125,37 @@ class EncoderClassifier(nn.Module):
         return self.head(self.encoder.pooled(x).float())
 
 
-def finetune_few_shot(encoder: nn.Module, train_set, indices: torch.Tensor, test_set,
-                      classes: int, cfg: FewShotProbeConfig, seed: int, precision: str) -> float:
+def finetune_few_shot(
+    encoder: nn.Module,
+    train_set,
+    indices: torch.Tensor,
+    test_set,
+    classes: int,
+    cfg: FewShotProbeConfig,
+    seed: int,
+    precision: str,
+) -> float:
     """Return test accuracy after fine-tuning a copy of ``encoder`` on ``indices`` of train_set."""
     torch.manual_seed(seed)
     device = default_device()
     # A target encoder may come frozen (an EMA copy): fine-tuning must train all of its copy.
-    model = EncoderClassifier(copy.deepcopy(encoder).train().requires_grad_(True),
-                              classes).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.finetune_lr,
-                                  weight_decay=cfg.finetune_weight_decay)
+    model = EncoderClassifier(copy.deepcopy(encoder).train().requires_grad_(True), classes).to(
+        device
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.finetune_lr, weight_decay=cfg.finetune_weight_decay
+    )
     autocast = autocast_for(device, precision)
     subset = Subset(train_set, indices)
     batch = max(2, min(cfg.head_batch_size, len(subset)))
-    loader = DataLoader(subset, batch_size=batch, shuffle=True, drop_last=len(subset) > batch,
-                        generator=torch.Generator().manual_seed(seed), num_workers=0)
+    loader = DataLoader(
+        subset,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=len(subset) > batch,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=0,
+    )
     for epoch in range(cfg.finetune_epochs):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(epoch, cfg, cfg.finetune_lr, cfg.finetune_epochs)
@@ -171,27 +188,46 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     if head not in HEADS:
         raise UserError(f"--head must be one of {', '.join(HEADS)} for this method, got '{head}'")
     source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
-    train_set, test_set, described = labelled_splits(source.recipe, request.data, request.test,
-                                                     cfg.test_fraction, cfg.seed,
-                                                     labels=request.labels,
-                                                     label_option="--labels")
+    train_set, test_set, described = labelled_splits(
+        source.recipe,
+        request.data,
+        request.test,
+        cfg.test_fraction,
+        cfg.seed,
+        labels=request.labels,
+        label_option="--labels",
+    )
     classes = len(train_set.classes)
     seeds = [cfg.seed + s for s in range(request.seeds)]
-    result = {"data": described,
-              "encoder": "random-init" if request.random_init else source.tag,
-              "shots": shots if shots > 0 else "all", "seeds": len(seeds),
-              "train_pool": len(train_set), "test_samples": len(test_set)}
+    result = {
+        "data": described,
+        "encoder": "random-init" if request.random_init else source.tag,
+        "shots": shots if shots > 0 else "all",
+        "seeds": len(seeds),
+        "train_pool": len(train_set),
+        "test_samples": len(test_set),
+    }
     if request.labels is not None:  # what the label file gave: samples per class
         result["train_classes"] = class_counts(train_set.labels, train_set.classes)
         result["test_classes"] = class_counts(test_set.labels, train_set.classes)
     described += label_file_digest(request.labels)  # feature-cache keys follow the file
     if head in ("linear", "all"):
-        train_x, train_y = cached_features(source.encoder, train_set, source.cache_dir,
-                                           f"{source.tag}|{described}|train", cfg.batch_size,
-                                           recipe.train.precision)
-        test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
-                                         f"{source.tag}|{described}|test", cfg.batch_size,
-                                         recipe.train.precision)
+        train_x, train_y = cached_features(
+            source.encoder,
+            train_set,
+            source.cache_dir,
+            f"{source.tag}|{described}|train",
+            cfg.batch_size,
+            recipe.train.precision,
+        )
+        test_x, test_y = cached_features(
+            source.encoder,
+            test_set,
+            source.cache_dir,
+            f"{source.tag}|{described}|test",
+            cfg.batch_size,
+            recipe.train.precision,
+        )
         rows = []
         for seed in seeds:
             idx = draw_shots(train_y, shots, seed)
@@ -199,16 +235,37 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
             with torch.no_grad():
                 linear = accuracy(probe(test_x).argmax(1), test_y)
             k = min(cfg.knn_k, len(idx))
-            rows.append({"linear_accuracy": linear,
-                         "knn_accuracy": accuracy(knn_predict(train_x[idx], train_y[idx], test_x,
-                                                              classes, k, cfg.knn_temperature),
-                                                  test_y)})
+            rows.append(
+                {
+                    "linear_accuracy": linear,
+                    "knn_accuracy": accuracy(
+                        knn_predict(
+                            train_x[idx], train_y[idx], test_x, classes, k, cfg.knn_temperature
+                        ),
+                        test_y,
+                    ),
+                }
+            )
         result.update(aggregate(rows))
     if head in ("finetune", "all"):
         labels = train_set.labels
-        result.update(aggregate([
-            {"finetune_accuracy": finetune_few_shot(source.encoder, train_set,
-                                                    draw_shots(labels, shots, seed), test_set,
-                                                    classes, cfg, seed, recipe.train.precision)}
-            for seed in seeds]))
+        result.update(
+            aggregate(
+                [
+                    {
+                        "finetune_accuracy": finetune_few_shot(
+                            source.encoder,
+                            train_set,
+                            draw_shots(labels, shots, seed),
+                            test_set,
+                            classes,
+                            cfg,
+                            seed,
+                            recipe.train.precision,
+                        )
+                    }
+                    for seed in seeds
+                ]
+            )
+        )
     return result

@@ -49,8 +49,9 @@ class FinetuneModel(nn.Module):
         return self.head(self.encoder.pooled(x))
 
 
-def layer_decay_groups(model: FinetuneModel, lr: float, weight_decay: float, decay: float
-                       ) -> list[dict]:
+def layer_decay_groups(
+    model: FinetuneModel, lr: float, weight_decay: float, decay: float
+) -> list[dict]:
     """Return AdamW groups where block i of L gets lr * decay**(L + 1 - (i + 1))."""
     depth = len(model.encoder.blocks)
 
@@ -66,8 +67,9 @@ def layer_decay_groups(model: FinetuneModel, lr: float, weight_decay: float, dec
         no_wd = param.ndim <= 1 or name.endswith(".bias") or "registers" in name
         key = (layer_of(name), no_wd)
         scale = decay ** (depth + 1 - key[0])
-        group = groups.setdefault(key, {"params": [], "lr_scale": scale,
-                                        "weight_decay": 0.0 if no_wd else weight_decay})
+        group = groups.setdefault(
+            key, {"params": [], "lr_scale": scale, "weight_decay": 0.0 if no_wd else weight_decay}
+        )
         group["params"].append(param)
     for group in groups.values():
         group["lr"] = lr * group["lr_scale"]
@@ -82,8 +84,9 @@ def loader_workers(dataset) -> int:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int, autocast, regression: bool
-            ) -> tuple[torch.Tensor, ...]:
+def predict(
+    model: nn.Module, dataset, batch_size: int, autocast, regression: bool
+) -> tuple[torch.Tensor, ...]:
     """Return (predictions, labels): class indices, or values for a regression head."""
     device = next(model.parameters()).device
     model.eval()
@@ -97,27 +100,39 @@ def predict(model: nn.Module, dataset, batch_size: int, autocast, regression: bo
     return torch.cat(preds), torch.cat(labels)
 
 
-def loss_of(out: torch.Tensor, y: torch.Tensor, regression: bool, smoothing: float
-            ) -> torch.Tensor:
+def loss_of(out: torch.Tensor, y: torch.Tensor, regression: bool, smoothing: float) -> torch.Tensor:
     if regression:  # labels are the standardised target, so MSE is on a unit scale
         return F.mse_loss(out.float()[:, 0], y.float())
     return F.cross_entropy(out.float(), y, label_smoothing=smoothing)
 
 
-def test_scores(pred: torch.Tensor, labels: torch.Tensor, regression: bool, target_std: float
-                ) -> dict[str, float]:
+def test_scores(
+    pred: torch.Tensor, labels: torch.Tensor, regression: bool, target_std: float
+) -> dict[str, float]:
     if not regression:
-        return {"test_accuracy": accuracy(pred, labels),
-                "test_balanced_accuracy": balanced_accuracy(pred, labels)}
+        return {
+            "test_accuracy": accuracy(pred, labels),
+            "test_balanced_accuracy": balanced_accuracy(pred, labels),
+        }
     labels = labels.float()
     mse = float((pred - labels).pow(2).mean())
-    return {"test_rmse": math.sqrt(mse), "test_rmse_original": math.sqrt(mse) * target_std,
-            "test_r2": 1.0 - mse / max(float(labels.var(unbiased=False)), 1e-12)}
+    return {
+        "test_rmse": math.sqrt(mse),
+        "test_rmse_original": math.sqrt(mse) * target_std,
+        "test_r2": 1.0 - mse / max(float(labels.var(unbiased=False)), 1e-12),
+    }
 
 
-def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | None,
-                 out: Path | None, random_init: bool = False, quiet: bool = False,
-                 target: str | None = None) -> dict:
+def run_finetune(
+    run: Path,
+    overrides: list[str],
+    data: str | None,
+    test: str | None,
+    out: Path | None,
+    random_init: bool = False,
+    quiet: bool = False,
+    target: str | None = None,
+) -> dict:
     """Fine-tune the run's encoder with a linear head; return held-out metrics.
 
     ``target`` names the label column of tabular data when the run was pretrained without
@@ -131,8 +146,10 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
         apply_override(raw, path, value)
     if target is not None:
         if "target" not in raw.get("data", {}):
-            raise UserError(f"--target: recipe method '{raw.get('method')}' has no target "
-                            "column (it applies to tabular data)")
+            raise UserError(
+                f"--target: recipe method '{raw.get('method')}' has no target "
+                "column (it applies to tabular data)"
+            )
         raw["data"]["target"] = target
     recipe = recipe_from_dict(raw)
     cfg = recipe.finetune
@@ -142,25 +159,34 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
     check_writable_folder(out, "--out")  # before training, not after it
     torch.manual_seed(cfg.seed)
     source = open_encoder(run, cfg.which, random_init, seed=cfg.seed, recipe=recipe)
-    train_set, test_set, described = labelled_splits(recipe, data, test,
-                                                     recipe.probe.test_fraction, cfg.seed,
-                                                     augment_train=True)
+    train_set, test_set, described = labelled_splits(
+        recipe, data, test, recipe.probe.test_fraction, cfg.seed, augment_train=True
+    )
     device = default_device()
     regression = getattr(train_set, "task", "classification") == "regression"
     target_std = float(getattr(train_set, "target_std", 1.0))
     outputs = 1 if regression else len(train_set.classes)
     # The target encoder comes frozen (it is an EMA copy): fine-tuning trains all of it.
     model = FinetuneModel(source.encoder.train().requires_grad_(True), outputs).to(device)
-    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg.lr, cfg.weight_decay,
-                                                     cfg.layer_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(
+        layer_decay_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr
+    )
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=loader_workers(train_set), generator=loader_gen,
-                        persistent_workers=False)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=loader_workers(train_set),
+        generator=loader_gen,
+        persistent_workers=False,
+    )
     per_epoch = len(loader)
     if per_epoch == 0:
-        raise UserError(f"fewer training samples ({len(train_set)}) than one batch "
-                        f"({cfg.batch_size}); lower finetune.batch_size")
+        raise UserError(
+            f"fewer training samples ({len(train_set)}) than one batch "
+            f"({cfg.batch_size}); lower finetune.batch_size"
+        )
     total, warmup = cfg.epochs * per_epoch, int(cfg.warmup_epochs * per_epoch)
     autocast = autocast_for(device, recipe.train.precision)
 
@@ -175,14 +201,14 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
             if step < warmup:
                 factor = (step + 1) / max(1, warmup)
             else:
-                factor = cosine((step - warmup) / max(1, total - warmup), 1.0,
-                                cfg.final_lr / cfg.lr)
+                factor = cosine(
+                    (step - warmup) / max(1, total - warmup), 1.0, cfg.final_lr / cfg.lr
+                )
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor * group["lr_scale"]
             with autocast:
                 logits = model(x.to(device))
-            loss = loss_of(logits, torch.as_tensor(y).to(device), regression,
-                           cfg.label_smoothing)
+            loss = loss_of(logits, torch.as_tensor(y).to(device), regression, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -190,9 +216,14 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
             progress.advance(step)
         pred, labels = predict(model, test_set, cfg.batch_size, autocast, regression)
         scores = test_scores(pred, labels, regression, target_std)
-        record = {"epoch": epoch + 1, "step": step, "loss": loss.item(),
-                  "lr": cfg.lr * factor, **scores,
-                  "samples_per_s": step * cfg.batch_size / (time.perf_counter() - started)}
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": loss.item(),
+            "lr": cfg.lr * factor,
+            **scores,
+            "samples_per_s": step * cfg.batch_size / (time.perf_counter() - started),
+        }
         with write_errors_name(out / "metrics.jsonl"):
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
@@ -201,18 +232,36 @@ def run_finetune(run: Path, overrides: list[str], data: str | None, test: str | 
     metrics.close()
 
     encoder = model.encoder.eval()
-    config = {"format": FORMAT, "which": f"finetuned-{cfg.which}", **module_config(encoder, encoder),
-              **({"task": "regression", "target_mean": float(train_set.target_mean),
-                  "target_std": target_std} if regression
-                 else {"classes": list(train_set.classes)}),
-              "finetune": asdict(cfg), "data": described,
-              "recipe": to_dict(recipe)}
+    config = {
+        "format": FORMAT,
+        "which": f"finetuned-{cfg.which}",
+        **module_config(encoder, encoder),
+        **(
+            {
+                "task": "regression",
+                "target_mean": float(train_set.target_mean),
+                "target_std": target_std,
+            }
+            if regression
+            else {"classes": list(train_set.classes)}
+        ),
+        "finetune": asdict(cfg),
+        "data": described,
+        "recipe": to_dict(recipe),
+    }
     with StagedFiles() as stage:  # all three or none: never weights without their config
-        save_file(clean_state_dict(encoder.state_dict()),
-                  str(stage.path(out / "model.safetensors")))
-        save_file(clean_state_dict(model.head.state_dict()),
-                  str(stage.path(out / "head.safetensors")))
+        save_file(
+            clean_state_dict(encoder.state_dict()), str(stage.path(out / "model.safetensors"))
+        )
+        save_file(
+            clean_state_dict(model.head.state_dict()), str(stage.path(out / "head.safetensors"))
+        )
         stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"data": described, "out": str(out), "epochs": cfg.epochs,
-            "encoder": "random-init" if random_init else source.tag,
-            "task": "regression" if regression else "classification", **scores}
+    return {
+        "data": described,
+        "out": str(out),
+        "epochs": cfg.epochs,
+        "encoder": "random-init" if random_init else source.tag,
+        "task": "regression" if regression else "classification",
+        **scores,
+    }

@@ -45,13 +45,23 @@ def reindex(model_table: FactTable, records: list[dict[str, str]], source: str) 
     for r in records:
         for key, known in (("head", entities), ("relation", relations), ("tail", entities)):
             if r[key] not in known:
-                raise DataError(f"facts file '{source}': {key} '{r[key]}' is not in the run's "
-                                "training vocabulary")
+                raise DataError(
+                    f"facts file '{source}': {key} '{r[key]}' is not in the run's "
+                    "training vocabulary"
+                )
     own = build_table(records, source)
     ids = lambda key, known: torch.tensor([known[r[key]] for r in records])  # noqa: E731
-    return FactTable(model_table.entities, model_table.relations, ids("head", entities),
-                     ids("relation", relations), ids("tail", entities), own.split,
-                     model_table.entity_tokens, model_table.entity_lengths, model_table.tokens)
+    return FactTable(
+        model_table.entities,
+        model_table.relations,
+        ids("head", entities),
+        ids("relation", relations),
+        ids("tail", entities),
+        own.split,
+        model_table.entity_tokens,
+        model_table.entity_lengths,
+        model_table.tokens,
+    )
 
 
 def _open_method(request, recipe: Recipe):
@@ -66,13 +76,21 @@ def _open_method(request, recipe: Recipe):
 
 
 def _refuse_options(request) -> None:
-    unused = {"--test": request.test, "--shots": request.shots, "--target": request.target,
-              "--task": request.task, "--head": request.head, "--which": request.which,
-              "--labels-fraction": request.labels_fraction != 1.0 or None}
+    unused = {
+        "--test": request.test,
+        "--shots": request.shots,
+        "--target": request.target,
+        "--task": request.task,
+        "--head": request.head,
+        "--which": request.which,
+        "--labels-fraction": request.labels_fraction != 1.0 or None,
+    }
     given = [name for name, value in unused.items() if value is not None]
     if given:
-        raise UserError(f"the facts probe does not use {', '.join(given)}: it ranks the "
-                        "train/atomic/test splits of --data (default: the run's facts)")
+        raise UserError(
+            f"the facts probe does not use {', '.join(given)}: it ranks the "
+            "train/atomic/test splits of --data (default: the run's facts)"
+        )
 
 
 def run_mrr_probe(request, recipe: Recipe, kind: str) -> dict:
@@ -85,21 +103,33 @@ def run_mrr_probe(request, recipe: Recipe, kind: str) -> dict:
     _refuse_options(request)
     model_table = load_facts(recipe.data)
     if request.data is not None:
-        table, described = reindex(model_table, read_jsonl(request.data), request.data), \
-            request.data
+        table, described = (
+            reindex(model_table, read_jsonl(request.data), request.data),
+            request.data,
+        )
     else:
         table, described = model_table, describe(recipe.data)
         run = Path(request.run)
-        if recipe.data.path is None and (run / "recipe.yaml").is_file() \
-                and not (run / "facts.jsonl").exists():
+        if (
+            recipe.data.path is None
+            and (run / "recipe.yaml").is_file()
+            and not (run / "facts.jsonl").exists()
+        ):
             write_jsonl(table.records(), run / "facts.jsonl")  # the exact facts, for the record
     method, weights = _open_method(request, recipe)
     if int(method.facts_fingerprint) != model_table.fingerprint():
-        raise DataError(f"the facts of {describe(recipe.data)} are not the ones run "
-                        f"'{request.run}' was trained on (the file or the generator changed)")
+        raise DataError(
+            f"the facts of {describe(recipe.data)} are not the ones run "
+            f"'{request.run}' was trained on (the file or the generator changed)"
+        )
     candidates = method.candidate_count()
-    result: dict = {"data": described, "model": weights, "ranked": kind,
-                    "candidates": candidates, "chance_mrr": chance_mrr(candidates)}
+    result: dict = {
+        "data": described,
+        "model": weights,
+        "ranked": kind,
+        "candidates": candidates,
+        "chance_mrr": chance_mrr(candidates),
+    }
     for split in SPLITS:
         rows = table.rows(split)
         if len(rows) == 0:
@@ -108,11 +138,13 @@ def run_mrr_probe(request, recipe: Recipe, kind: str) -> dict:
         for seed in range(request.seeds):
             pick = rows
             if len(rows) > recipe.data.probe_facts:
-                order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
-                    recipe.probe.seed + seed))
+                order = torch.randperm(
+                    len(rows), generator=torch.Generator().manual_seed(recipe.probe.seed + seed)
+                )
                 pick = rows[order[: recipe.data.probe_facts]]
-            ranks = method.reciprocal_ranks(table.heads[pick], table.relation[pick],
-                                            table.tails[pick])
+            ranks = method.reciprocal_ranks(
+                table.heads[pick], table.relation[pick], table.tails[pick]
+            )
             scores.append(float(ranks.mean()))
         result.update(aggregate([{f"{split}_mrr": score} for score in scores]))
         result[f"{split}_facts"] = min(len(rows), recipe.data.probe_facts)

@@ -29,8 +29,14 @@ def stratified_fraction(labels: torch.Tensor, fraction: float, seed: int) -> tor
     return torch.cat(keep).sort().values
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float,
-                 max_iter: int = 200, loss_fn: Callable | None = None) -> torch.nn.Linear:
+def fit_logistic(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    classes: int,
+    weight_decay: float,
+    max_iter: int = 200,
+    loss_fn: Callable | None = None,
+) -> torch.nn.Linear:
     """Return a multinomial logistic regression fitted by full-batch L-BFGS with L2 penalty.
 
     ``loss_fn(logits, y)`` replaces the cross-entropy (e.g. class-weighted, or BCE for
@@ -40,8 +46,13 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: f
     head = torch.nn.Linear(x.shape[1], classes)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+    opt = torch.optim.LBFGS(
+        head.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+    )
 
     def closure():
         opt.zero_grad()
@@ -65,8 +76,9 @@ def standardise_and_hold_out(train_x: torch.Tensor, test_x: torch.Tensor, seed: 
     return (train_x - mean) / std, (test_x - mean) / std, order[:cut], order[cut:]
 
 
-def linear_probe(train_x, train_y, test_x, test_y, classes: int, seed: int = 0
-                 ) -> tuple[torch.Tensor, float]:
+def linear_probe(
+    train_x, train_y, test_x, test_y, classes: int, seed: int = 0
+) -> tuple[torch.Tensor, float]:
     """Return (test predictions, chosen L2 strength): strength picked on a 10% validation split."""
     train_x, test_x, val, fit = standardise_and_hold_out(train_x, test_x, seed)
     best, best_acc = 1e-4, -1.0
@@ -81,13 +93,20 @@ def linear_probe(train_x, train_y, test_x, test_y, classes: int, seed: int = 0
         return head(test_x).argmax(1), best
 
 
-def knn_predict(train_x, train_y, test_x, classes: int, k: int = 20, temperature: float = 0.07,
-                chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_x,
+    train_y,
+    test_x,
+    classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Return kNN predictions: cosine neighbours vote with weight exp(sim / T) (DINO's protocol)."""
     train_n = F.normalize(train_x, dim=1)
     preds = []
     for start in range(0, len(test_x), chunk):
-        sims = F.normalize(test_x[start:start + chunk], dim=1) @ train_n.T
+        sims = F.normalize(test_x[start : start + chunk], dim=1) @ train_n.T
         top, idx = sims.topk(min(k, len(train_x)), dim=1)
         votes = torch.zeros(len(top), classes)
         votes.scatter_add_(1, train_y[idx], (top / temperature).exp())
@@ -130,14 +149,22 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     labels_fraction, random_init = request.labels_fraction, request.random_init
     source = open_encoder(run, request.which, random_init, recipe=recipe)
     cfg = recipe.probe
-    train_set, test_set, described = labelled_splits(source.recipe, data, test, cfg.test_fraction,
-                                                     cfg.seed, labels=request.labels,
-                                                     label_option="--labels")
+    train_set, test_set, described = labelled_splits(
+        source.recipe,
+        data,
+        test,
+        cfg.test_fraction,
+        cfg.seed,
+        labels=request.labels,
+        label_option="--labels",
+    )
     tag = f"{source.tag}|{described}{label_file_digest(request.labels)}"
-    train_x, train_y = cached_features(source.encoder, train_set, source.cache_dir,
-                                       tag + "|train", cfg.batch_size)
-    test_x, test_y = cached_features(source.encoder, test_set, source.cache_dir,
-                                     tag + "|test", cfg.batch_size)
+    train_x, train_y = cached_features(
+        source.encoder, train_set, source.cache_dir, tag + "|train", cfg.batch_size
+    )
+    test_x, test_y = cached_features(
+        source.encoder, test_set, source.cache_dir, tag + "|test", cfg.batch_size
+    )
     classes = len(train_set.classes)
     rows, train_samples = [], len(train_y)
     for seed in range(cfg.seed, cfg.seed + request.seeds):
@@ -147,13 +174,15 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
             fit_x, fit_y, train_samples = train_x[keep], train_y[keep], len(keep)
         linear_pred, strength = linear_probe(fit_x, fit_y, test_x, test_y, classes, seed)
         knn_pred = knn_predict(fit_x, fit_y, test_x, classes, cfg.knn_k, cfg.knn_temperature)
-        rows.append({
-            "linear_accuracy": accuracy(linear_pred, test_y),
-            "linear_balanced_accuracy": balanced_accuracy(linear_pred, test_y),
-            "linear_l2": strength,
-            "knn_accuracy": accuracy(knn_pred, test_y),
-            "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
-        })
+        rows.append(
+            {
+                "linear_accuracy": accuracy(linear_pred, test_y),
+                "linear_balanced_accuracy": balanced_accuracy(linear_pred, test_y),
+                "linear_l2": strength,
+                "knn_accuracy": accuracy(knn_pred, test_y),
+                "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
+            }
+        )
     report = {
         "data": described,
         "encoder": "random-init" if random_init else source.tag,

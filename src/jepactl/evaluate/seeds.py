@@ -17,7 +17,10 @@ def aggregate(per_seed: list[dict[str, float]]) -> dict[str, float | list[float]
         values = [float(row[key]) for row in per_seed]
         mean = math.fsum(values) / len(values)
         out[key] = mean
-        out[f"{key}_std"] = (math.sqrt(math.fsum((v - mean) ** 2 for v in values)
-                                       / (len(values) - 1)) if len(values) > 1 else 0.0)
+        out[f"{key}_std"] = (
+            math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else 0.0
+        )
         out[f"{key}_per_seed"] = values
     return out

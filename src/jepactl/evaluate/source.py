@@ -35,8 +35,13 @@ def open_recipe(path: Path) -> Recipe:
     return read_run_recipe(path)
 
 
-def open_encoder(path: Path, which: str | None = None, random_init: bool = False,
-                 seed: int = 0, recipe: Recipe | None = None) -> EncoderSource:
+def open_encoder(
+    path: Path,
+    which: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    recipe: Recipe | None = None,
+) -> EncoderSource:
     """Return the encoder to evaluate from a run folder or an export folder."""
     recipe = recipe or open_recipe(path)
     if is_export_dir(path):
@@ -53,16 +58,25 @@ def open_encoder(path: Path, which: str | None = None, random_init: bool = False
     if random_init:
         torch.manual_seed(seed)
         method = method_spec(recipe.method).require("build")(recipe)
-        return EncoderSource(recipe, method.encoder(which).eval(), f"random{seed}-{which}",
-                             path / "cache")
+        return EncoderSource(
+            recipe, method.encoder(which).eval(), f"random{seed}-{which}", path / "cache"
+        )
     recipe, method, step = load_trained_method(path, recipe)
-    return EncoderSource(recipe, method.encoder(which).eval(), f"step{step}-{which}",
-                         path / "cache")
+    return EncoderSource(
+        recipe, method.encoder(which).eval(), f"step{step}-{which}", path / "cache"
+    )
 
 
-def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fraction: float,
-                    seed: int, augment_train: bool = False, labels: str | None = None,
-                    label_option: str | None = None):
+def labelled_splits(
+    recipe: Recipe,
+    data: str | None,
+    test: str | None,
+    test_fraction: float,
+    seed: int,
+    augment_train: bool = False,
+    labels: str | None = None,
+    label_option: str | None = None,
+):
     """Return (train dataset, test dataset, description) with labels, choosing splits sensibly.
 
     ``data`` defaults to the run's training data. With no ``test``, the data's own test split is
@@ -80,8 +94,13 @@ def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fra
     if data is None:
         raise UserError("no labelled data: pass --data PATH")
     if test is not None:
-        train_set = eval_data(recipe, data, "train" if has_split(recipe, data, "train") else None,
-                              augment=augment_train, seed=seed)
+        train_set = eval_data(
+            recipe,
+            data,
+            "train" if has_split(recipe, data, "train") else None,
+            augment=augment_train,
+            seed=seed,
+        )
         test_set = eval_data(recipe, test, "test" if has_split(recipe, test, "test") else None)
         described = f"train={data} test={test}"
     elif has_split(recipe, data, "test"):
@@ -104,10 +123,15 @@ def labelled_splits(recipe: Recipe, data: str | None, test: str | None, test_fra
         if getattr(ds, "task", "classification") == "regression":
             continue  # real-valued labels (a tabular regression target): no classes to check
         if len(getattr(ds, "classes", [])) == 0 or bool((ds.labels < 0).any()):
-            how = (f"{label_option} FILE.csv of {spec.label_file} rows, "
-                   if label_option and spec.label_file else "")
-            raise UserError(f"the {name} data has no labels (use {how}class sub-folders, or a "
-                            "label column in parquet/arrow data)")
+            how = (
+                f"{label_option} FILE.csv of {spec.label_file} rows, "
+                if label_option and spec.label_file
+                else ""
+            )
+            raise UserError(
+                f"the {name} data has no labels (use {how}class sub-folders, or a "
+                "label column in parquet/arrow data)"
+            )
     return train_set, test_set, described
 
 

@@ -45,8 +45,9 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     ranks = torch.empty_like(order, dtype=torch.float64)
     sorted_scores = scores.double()[order]
     # Average ranks over ties so equal scores count one half.
-    unique, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
-                                                       return_counts=True)
+    unique, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
     ends = counts.cumsum(0).double()
     mean_rank = ends - (counts.double() - 1) / 2
     ranks[order] = mean_rank[inverse]
@@ -77,21 +78,25 @@ def regression_scores(pred: torch.Tensor, target: torch.Tensor, scale: float) ->
 
 
 @torch.no_grad()
-def embed_rows(encoder: nn.Module, features: torch.Tensor, visible: list[int], mode: str,
-               batch_size: int = 1024) -> torch.Tensor:
+def embed_rows(
+    encoder: nn.Module,
+    features: torch.Tensor,
+    visible: list[int],
+    mode: str,
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """Return frozen embeddings (N, E): flattened visible feature tokens, or their mean."""
     encoder = encoder.eval()
     keep = torch.as_tensor(visible, dtype=torch.long)
     out = []
     for start in range(0, len(features), batch_size):
-        x = features[start:start + batch_size]
+        x = features[start : start + batch_size]
         tokens = encoder(x, keep.expand(len(x), -1)).float()
         out.append(tokens.flatten(1) if mode == "tokens" else tokens.mean(dim=1))
     return torch.cat(out)
 
 
-def raw_inputs(pre: TablePreprocessor, features: torch.Tensor, visible: list[int]
-               ) -> torch.Tensor:
+def raw_inputs(pre: TablePreprocessor, features: torch.Tensor, visible: list[int]) -> torch.Tensor:
     """Return the raw-feature baseline input: real-valued tokens and one-hot categoricals."""
     widths = [1] * pre.n_numeric + pre.cardinalities
     columns = torch.cat([torch.full((w,), i in visible) for i, w in enumerate(widths)])
@@ -130,8 +135,9 @@ def _loss(pred: torch.Tensor, y: torch.Tensor, coding: TargetCoding) -> torch.Te
     return F.mse_loss(pred.flatten(), y)
 
 
-def fit_linear(data: HeadData, coding: TargetCoding, val_fraction: float, seed: int
-               ) -> torch.Tensor:
+def fit_linear(
+    data: HeadData, coding: TargetCoding, val_fraction: float, seed: int
+) -> torch.Tensor:
     """Return test predictions of a linear model whose L2 strength is picked on validation."""
     fit, val = _validation_split(len(data.train_x), val_fraction, seed)
     x, y = data.train_x, data.train_y
@@ -172,8 +178,9 @@ def fit_mlp(data: HeadData, coding: TargetCoding, cfg, seed: int) -> torch.Tenso
     """Return test predictions of an MLP trained with AdamW and early stopping on validation."""
     torch.manual_seed(seed)
     fit, val = _validation_split(len(data.train_x), cfg.val_fraction, seed)
-    model = mlp(data.train_x.shape[1], _out_dim(coding), cfg.mlp_hidden, cfg.mlp_layers,
-                cfg.mlp_dropout)
+    model = mlp(
+        data.train_x.shape[1], _out_dim(coding), cfg.mlp_hidden, cfg.mlp_layers, cfg.mlp_dropout
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.mlp_lr, weight_decay=cfg.mlp_weight_decay)
     x, y = data.train_x, data.train_y
     gen = torch.Generator().manual_seed(seed)
@@ -223,14 +230,21 @@ def load_splits(request: ProbeRequest, recipe) -> tuple[Table, Table, str]:
         raise UserError("no labelled data: pass --data PATH")
     train = read_table(data, recipe.data, "train")
     if request.test is not None:
-        test = read_table(request.test, recipe.data, "test" if has_split(request.test, "test")
-                          else None)
+        test = read_table(
+            request.test, recipe.data, "test" if has_split(request.test, "test") else None
+        )
         return train, test, f"train={data} test={request.test}"
     if has_split(data, "test"):
         return train, read_table(data, recipe.data, "test"), f"{data} train/test splits"
     train, test = _split_rows(train, cfg.test_fraction, cfg.seed)
-    return train, test, (f"{data} seeded {1 - cfg.test_fraction:.0%}/{cfg.test_fraction:.0%} "
-                         f"split (seed {cfg.seed})")
+    return (
+        train,
+        test,
+        (
+            f"{data} seeded {1 - cfg.test_fraction:.0%}/{cfg.test_fraction:.0%} "
+            f"split (seed {cfg.seed})"
+        ),
+    )
 
 
 def tabular_probe(request: ProbeRequest, recipe) -> dict:
@@ -238,12 +252,14 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
     cfg = recipe.probe
     target = request.target or recipe.data.target
     if not target:
-        raise UserError("no target column: pass --target COLUMN (or set data.target at "
-                        "pretraining)")
+        raise UserError(
+            "no target column: pass --target COLUMN (or set data.target at pretraining)"
+        )
     heads = HEADS if request.head in (None, "all") else (request.head,)
     if any(h not in HEADS for h in heads):
-        raise UserError(f"--head must be linear, mlp or all for tabular probes, got "
-                        f"'{request.head}'")
+        raise UserError(
+            f"--head must be linear, mlp or all for tabular probes, got '{request.head}'"
+        )
     if request.task not in (None, "classification", "regression"):
         raise UserError(f"--task must be classification or regression, got '{request.task}'")
     source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
@@ -259,10 +275,10 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
     visible = [i for i in range(pre.num_features) if i not in hidden]
     inputs = {
         "raw": standardise(raw_inputs(pre, train_f, visible), raw_inputs(pre, test_f, visible)),
-        "tjepa": standardise(embed_rows(source.encoder, train_f, visible, cfg.embedding,
-                                        cfg.batch_size),
-                             embed_rows(source.encoder, test_f, visible, cfg.embedding,
-                                        cfg.batch_size)),
+        "tjepa": standardise(
+            embed_rows(source.encoder, train_f, visible, cfg.embedding, cfg.batch_size),
+            embed_rows(source.encoder, test_f, visible, cfg.embedding, cfg.batch_size),
+        ),
     }
     rows: list[dict[str, float]] = []
     for offset in range(request.seeds):
@@ -271,19 +287,30 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
         for head in heads:
             for name, (train_x, test_x) in inputs.items():
                 data = HeadData(train_x, train_y, test_x, test_y)
-                pred = (fit_linear(data, coding, cfg.val_fraction, seed) if head == "linear"
-                        else fit_mlp(data, coding, cfg, seed))
+                pred = (
+                    fit_linear(data, coding, cfg.val_fraction, seed)
+                    if head == "linear"
+                    else fit_mlp(data, coding, cfg, seed)
+                )
                 for metric, value in score(pred, test_y, coding).items():
                     row[f"{head}_{metric}_{name}"] = value
         rows.append(row)
 
-    out: dict = {"data": described, "target": target, "task": coding.task,
-                 "encoder": "random-init" if request.random_init else source.tag,
-                 "embedding": f"{cfg.embedding} ({inputs['tjepa'][0].shape[1]} dims)",
-                 "raw_dims": inputs["raw"][0].shape[1], "train_samples": len(train_y),
-                 "test_samples": len(test_y), "seeds": request.seeds}
+    out: dict = {
+        "data": described,
+        "target": target,
+        "task": coding.task,
+        "encoder": "random-init" if request.random_init else source.tag,
+        "embedding": f"{cfg.embedding} ({inputs['tjepa'][0].shape[1]} dims)",
+        "raw_dims": inputs["raw"][0].shape[1],
+        "train_samples": len(train_y),
+        "test_samples": len(test_y),
+        "seeds": request.seeds,
+    }
     if hidden:
-        out["note"] = (f"'{target}' was a pretraining feature; its token is hidden from the "
-                       "encoder (set data.target when pretraining)")
+        out["note"] = (
+            f"'{target}' was a pretraining feature; its token is hidden from the "
+            "encoder (set data.target when pretraining)"
+        )
     out.update(aggregate(rows))
     return out

@@ -110,9 +110,17 @@ class DeepLinearModels:
     learning_rates: np.ndarray  # (P,) each model's fixed GD step size (set per objective)
 
     @staticmethod
-    def create(objectives: list[Objective], depths: list[int], dim: int, init: Init,
-               init_scale: float, seed: int, ema_momentum: float, diagonal: bool,
-               learning_rates: dict[str, float]) -> "DeepLinearModels":
+    def create(
+        objectives: list[Objective],
+        depths: list[int],
+        dim: int,
+        init: Init,
+        init_scale: float,
+        seed: int,
+        ema_momentum: float,
+        diagonal: bool,
+        learning_rates: dict[str, float],
+    ) -> "DeepLinearModels":
         """Return every (objective, depth) model at a small balanced init with W̄(0) = ε·Q.
 
         Each encoder layer and the head start at ε^{1/L} times an orthogonal matrix: the
@@ -134,10 +142,16 @@ class DeepLinearModels:
                 basis = eye if init == "aligned" else random_orthogonal(dim, rng)
                 layers[p, slot] = scale * basis
         ema = layers[:, :-1].copy() if ema_momentum > 0 else None
-        return DeepLinearModels(tuple(f"{o}_L{d}" for o, d in pairs),
-                                tuple(o for o, _ in pairs), tuple(d for _, d in pairs),
-                                layers, ema, ema_momentum, algebra,
-                                np.array([learning_rates[o] for o, _ in pairs], dtype=np.float64))
+        return DeepLinearModels(
+            tuple(f"{o}_L{d}" for o, d in pairs),
+            tuple(o for o, _ in pairs),
+            tuple(d for _, d in pairs),
+            layers,
+            ema,
+            ema_momentum,
+            algebra,
+            np.array([learning_rates[o] for o, _ in pairs], dtype=np.float64),
+        )
 
     def __post_init__(self) -> None:
         shape = (len(self.names), self.layers.shape[1]) + (1,) * (self.layers.ndim - 2)
@@ -147,8 +161,9 @@ class DeepLinearModels:
             self.active[p, :depth] = 1.0
             self.active[p, -1] = 1.0
         mask_shape = (len(self.names),) + (1,) * (self.layers.ndim - 2)
-        self.is_jepa = np.array([o == "jepa" for o in self.objectives], dtype=np.float64
-                                ).reshape(mask_shape)
+        self.is_jepa = np.array([o == "jepa" for o in self.objectives], dtype=np.float64).reshape(
+            mask_shape
+        )
         self._mae_target = (1.0 - self.is_jepa) * self.algebra.eye(self.layers.shape[-1])
         self._step_scale = self.learning_rates.reshape(mask_shape)[:, None] * self.active
 
@@ -171,8 +186,11 @@ class DeepLinearModels:
         alg = self.algebra
         encoders = self.encoders()
         pred, target = alg.mm(self.layers[:, -1], encoders), self.targets(encoders)
-        return (0.5 * alg.frob(alg.mm(pred, xx), pred) - alg.frob(alg.mm(pred, alg.t(yx)), target)
-                + 0.5 * alg.frob(alg.mm(target, yy), target))
+        return (
+            0.5 * alg.frob(alg.mm(pred, xx), pred)
+            - alg.frob(alg.mm(pred, alg.t(yx)), target)
+            + 0.5 * alg.frob(alg.mm(target, yy), target)
+        )
 
     def gradients(self, xx: np.ndarray, yx: np.ndarray) -> np.ndarray:
         """Return d(objective)/d(layers) with the target held fixed, shaped like ``layers``."""

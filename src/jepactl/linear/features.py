@@ -51,26 +51,33 @@ class FeatureSet:
         if np.any(lam <= 0):
             raise RecipeError(f"recipe key 'data.lambdas': every λ must be > 0, got {list(lam)}")
         if np.any(rho <= 0) or np.any(rho > 1):
-            raise RecipeError(f"recipe key 'data.rhos': every ρ must be in (0, 1] (ρ = s²/(s²+σ²)"
-                              f" in the two-view model), got {list(rho)}")
+            raise RecipeError(
+                f"recipe key 'data.rhos': every ρ must be in (0, 1] (ρ = s²/(s²+σ²)"
+                f" in the two-view model), got {list(rho)}"
+            )
         return FeatureSet(tuple(names), rho * lam, (1.0 - rho) * lam)
 
     @staticmethod
-    def from_signal_noise(names: list[str], signal_std: list[float], noise_std: list[float]
-                          ) -> "FeatureSet":
+    def from_signal_noise(
+        names: list[str], signal_std: list[float], noise_std: list[float]
+    ) -> "FeatureSet":
         """Return the features of x_i = z_i + σ_i ξ with z_i ~ N(0, s_i²)."""
         s = _checked(names, signal_std, "data.signal_std")
         sigma = _checked(names, noise_std, "data.noise_std")
         if np.any(s <= 0) or np.any(sigma < 0):
-            raise RecipeError("recipe keys 'data.signal_std' / 'data.noise_std': need s > 0 and "
-                              f"σ ≥ 0, got {list(s)} / {list(sigma)}")
+            raise RecipeError(
+                "recipe keys 'data.signal_std' / 'data.noise_std': need s > 0 and "
+                f"σ ≥ 0, got {list(s)} / {list(sigma)}"
+            )
         return FeatureSet(tuple(names), s**2, sigma**2)
 
 
 def _checked(names: list[str], values: list[float], key: str) -> np.ndarray:
     if len(values) != len(names):
-        raise RecipeError(f"recipe key '{key}': expected {len(names)} values (one per name in "
-                          f"data.names), got {len(values)}")
+        raise RecipeError(
+            f"recipe key '{key}': expected {len(names)} values (one per name in "
+            f"data.names), got {len(values)}"
+        )
     return np.asarray(values, dtype=np.float64)
 
 
@@ -100,8 +107,9 @@ class Moments:
 def population_moments(features: FeatureSet) -> Moments:
     """Return the exact (diagonal) covariances of the two-view model."""
     s2 = features.signal_var
-    return Moments(xx=features.lambdas, yx=s2.copy(), yy=features.lambdas, zx=s2.copy(),
-                   zz=s2.copy())
+    return Moments(
+        xx=features.lambdas, yx=s2.copy(), yy=features.lambdas, zx=s2.copy(), zz=s2.copy()
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,13 @@ class TwoViewSamples:
     def moments(self) -> Moments:
         """Return the empirical second moments of all N pairs (dense)."""
         n = len(self.x)
-        return Moments(xx=self.x.T @ self.x / n, yx=self.y.T @ self.x / n, yy=self.y.T @ self.y / n,
-                       zx=self.z.T @ self.x / n, zz=self.z.T @ self.z / n)
+        return Moments(
+            xx=self.x.T @ self.x / n,
+            yx=self.y.T @ self.x / n,
+            yy=self.y.T @ self.y / n,
+            zx=self.z.T @ self.x / n,
+            zz=self.z.T @ self.z / n,
+        )
 
 
 class MiniBatchMoments:
@@ -141,8 +154,9 @@ class MiniBatchMoments:
     def __init__(self, samples: TwoViewSamples, batch_size: int, seed: int) -> None:
         n = len(samples.x)
         if batch_size > n:
-            raise RecipeError(f"recipe key 'train.batch_size': {batch_size} is larger than "
-                              f"data.num_pairs ({n})")
+            raise RecipeError(
+                f"recipe key 'train.batch_size': {batch_size} is larger than data.num_pairs ({n})"
+            )
         self.samples, self.batch_size, self.seed = samples, batch_size, seed
         self.per_epoch = n // batch_size
         self._epoch = -1

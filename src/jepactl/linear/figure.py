@@ -19,18 +19,37 @@ from matplotlib.figure import Figure
 OBJECTIVE_TITLES = {"jepa": "JEPA", "mae": "MAE"}
 
 
-def plot_weights_over_time(path: Path, times: np.ndarray, gains: np.ndarray,
-                           objectives: tuple[str, ...], depths: tuple[int, ...],
-                           feature_labels: list[str], critical: np.ndarray,
-                           ratio_label: str, ratios: np.ndarray, title: str) -> None:
-    """Write the PNG: ``gains`` (R, P, d) at ``times`` (R, P); ``critical``, ``ratios`` per model."""
+def plot_weights_over_time(
+    path: Path,
+    times: np.ndarray,
+    gains: np.ndarray,
+    objectives: tuple[str, ...],
+    depths: tuple[int, ...],
+    feature_labels: list[str],
+    critical: np.ndarray,
+    ratio_label: str,
+    ratios: np.ndarray,
+    title: str,
+) -> None:
+    """Write the PNG: ``gains`` (R, P, d) at ``times`` (R, P); ``critical``, ``ratios``
+    per model."""
     rows = [o for o in OBJECTIVE_TITLES if o in objectives]
     cols = sorted(set(depths))
     fig = Figure(figsize=(3.3 * len(cols), 2.9 * len(rows)), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
-              "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+    colors = [
+        "tab:red",
+        "tab:blue",
+        "tab:green",
+        "tab:orange",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:gray",
+        "tab:olive",
+        "tab:cyan",
+    ]
     for p, (objective, depth) in enumerate(zip(objectives, depths)):
         ax = axes[rows.index(objective), cols.index(depth)]
         clock = times[:, p]
@@ -41,8 +60,7 @@ def plot_weights_over_time(path: Path, times: np.ndarray, gains: np.ndarray,
             final = gains[-1, p, f]
             curve = gains[:, p, f] / final if final > 0 else gains[:, p, f]
             color = colors[f % len(colors)]
-            ax.plot(clock[shown], curve[shown], color=color, lw=1.6,
-                    label=f"{label} → {final:.3g}")
+            ax.plot(clock[shown], curve[shown], color=color, lw=1.6, label=f"{label} → {final:.3g}")
             if not math.isnan(critical[p, f]):
                 ax.axvline(critical[p, f], color=color, ls=":", lw=1.0)
         ax.axhline(0.5, color="black", ls="--", lw=0.7)
@@ -51,8 +69,16 @@ def plot_weights_over_time(path: Path, times: np.ndarray, gains: np.ndarray,
         ax.set_title(f"{OBJECTIVE_TITLES[objective]}, L = {depth}", fontsize=10)
         ratio = ratios[p]
         text = f"{ratio_label} = {ratio:.2f}" if not math.isnan(ratio) else f"{ratio_label}: n/a"
-        ax.text(0.97, 0.06, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
-                bbox={"facecolor": "white", "edgecolor": "0.7", "pad": 2})
+        ax.text(
+            0.97,
+            0.06,
+            text,
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "0.7", "pad": 2},
+        )
         ax.legend(loc="upper left", fontsize=6.5, frameon=False, handlelength=1.2)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_offset_text().set_fontsize(7)

@@ -34,7 +34,7 @@ def probe_r2(encoders: np.ndarray, moments: Moments, components: int) -> np.ndar
     values, vectors = np.linalg.eigh(cov_h)  # ascending
     k = min(components, values.shape[-1])
     top_values, top_vectors = values[..., -k:], vectors[..., -k:]
-    explained = (np.square(cov_zh @ top_vectors).sum(axis=-2))  # ‖Σzh u_j‖², (P, k)
+    explained = np.square(cov_zh @ top_vectors).sum(axis=-2)  # ‖Σzh u_j‖², (P, k)
     # Directions with no variance carry nothing; the floor keeps 0/0 out at ε-scale weights.
     floor = 1e-12 * np.maximum(values[..., -1:], 1e-300)
     ratio = np.where(top_values > floor, explained / np.maximum(top_values, 1e-300), 0.0)

@@ -5,9 +5,10 @@ times compare across learning rates. Each objective has its own fixed learning r
 curvature at its fixed point, about λ(L+1)ρ^{2L/(L+1)}, caps its stable step near 0.1–0.4,
 while JEPA's, λρ^{2L}, allows about 1; JEPA's plateaus last 10⁴–10⁵ time units, so its larger
 step is what makes a run take seconds instead of minutes. Orders are compared within an
-objective only (methods.md), so the two clocks never need to agree. Records are taken at ``log_points`` log-spaced steps
-(the plateaus span decades: early dynamics need every step, late ones every few percent)
-plus every ``log_every`` steps; critical times interpolate between records.
+objective only (methods.md), so the two clocks never need to agree. Records are taken at
+``log_points`` log-spaced steps (the plateaus span decades: early dynamics need every step,
+late ones every few percent) plus every ``log_every`` steps; critical times interpolate
+between records.
 
 A checkpoint (``checkpoints/step-*.safetensors``: weights, EMA target, step, the records) is
 written every ``checkpoint_every`` steps and when SIGTERM/SIGUSR1 arrives; population mode
@@ -44,13 +45,18 @@ class Trajectory:
     probe: list[np.ndarray] = field(default_factory=list)
 
     def state(self) -> dict:
-        return {"steps": list(self.steps), "gains": np.array(self.gains),
-                "losses": np.array(self.losses), "probe": np.array(self.probe)}
+        return {
+            "steps": list(self.steps),
+            "gains": np.array(self.gains),
+            "losses": np.array(self.losses),
+            "probe": np.array(self.probe),
+        }
 
     @staticmethod
     def from_state(state: dict) -> "Trajectory":
-        return Trajectory(list(state["steps"]), list(state["gains"]), list(state["losses"]),
-                          list(state["probe"]))
+        return Trajectory(
+            list(state["steps"]), list(state["gains"]), list(state["losses"]), list(state["probe"])
+        )
 
 
 class Simulation:
@@ -61,8 +67,14 @@ class Simulation:
     the R² a probe reaches on unlimited held-out data).
     """
 
-    def __init__(self, models: DeepLinearModels, train: Moments | MiniBatchMoments,
-                 loss_moments: Moments, probe_moments: Moments, probe_components: int) -> None:
+    def __init__(
+        self,
+        models: DeepLinearModels,
+        train: Moments | MiniBatchMoments,
+        loss_moments: Moments,
+        probe_moments: Moments,
+        probe_components: int,
+    ) -> None:
         self.models, self.train = models, train
         self.eval = loss_moments if models.algebra.diagonal else loss_moments.dense()
         self.probe_eval = probe_moments.dense()
@@ -73,12 +85,18 @@ class Simulation:
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict:
-        return {"step": self.step, "names": list(self.models.names), "layers": self.models.layers,
-                "ema_layers": self.models.ema_layers, "trajectory": self.trajectory.state()}
+        return {
+            "step": self.step,
+            "names": list(self.models.names),
+            "layers": self.models.layers,
+            "ema_layers": self.models.ema_layers,
+            "trajectory": self.trajectory.state(),
+        }
 
     def load_state(self, state: dict) -> None:
         if list(state["names"]) != list(self.models.names) or (
-                state["layers"].shape != self.models.layers.shape):
+            state["layers"].shape != self.models.layers.shape
+        ):
             raise ValueError("checkpoint models differ from the recipe's")
         self.step = int(state["step"])
         self.models.layers = np.array(state["layers"])
@@ -110,9 +128,16 @@ class Simulation:
                 descend(xx, yx)
         self.step = until
 
-    def run(self, max_steps: int, schedule: list[int], checkpoint_every: int,
-            save: Callable[[], None], on_progress: Callable[[int], None],
-            should_stop: Callable[[], bool], stop_at: int | None = None) -> bool:
+    def run(
+        self,
+        max_steps: int,
+        schedule: list[int],
+        checkpoint_every: int,
+        save: Callable[[], None],
+        on_progress: Callable[[int], None],
+        should_stop: Callable[[], bool],
+        stop_at: int | None = None,
+    ) -> bool:
         """Run to ``max_steps``; return False when stopped early (saved): by ``should_stop``
         (checked about 100 times a run) or exactly at step ``stop_at``."""
         pending = [s for s in schedule if s > self.step or (s == 0 and not self.trajectory.steps)]
@@ -143,8 +168,9 @@ class Simulation:
 
     def times(self) -> np.ndarray:
         """Return each record's gradient-flow time per model, (R, P): step × the model's lr."""
-        return np.outer(np.asarray(self.trajectory.steps, dtype=np.float64),
-                        self.models.learning_rates)
+        return np.outer(
+            np.asarray(self.trajectory.steps, dtype=np.float64), self.models.learning_rates
+        )
 
     def metrics_lines(self, feature_names: tuple[str, ...]) -> list[dict]:
         """Return one metrics.jsonl object per record: per objective its time, and per model

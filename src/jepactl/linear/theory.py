@@ -23,8 +23,9 @@ def fixed_point(objective: str, rho: float, depth: int) -> float:
     return rho**depth if objective == "jepa" else rho ** (depth / (depth + 1))
 
 
-def ode_critical_time(objective: str, lam: float, rho: float, depth: int, init_scale: float,
-                      points: int = 20001) -> float:
+def ode_critical_time(
+    objective: str, lam: float, rho: float, depth: int, init_scale: float, points: int = 20001
+) -> float:
     """Return t* of the per-feature ODE by quadrature in log a; NaN if a(0) is already past it.
 
     The substitution u = ln a makes the integrand a / ȧ(a) smooth over the many decades the

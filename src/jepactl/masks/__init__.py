@@ -14,8 +14,18 @@ from jepactl.masks.multiblock_1d import Masks1D, MultiBlockMask1D, MultiBlockMas
 from jepactl.masks.multiblock_2d import MultiBlockMask2D, MultiBlockMaskConfig, MultiBlockMasks
 
 __all__ = [
-    "FeatureMaskConfig", "FeatureMasks", "FeatureSubsetMask", "LocalWindowMask",
-    "LocalWindowMaskConfig", "LocalWindowMasks", "MaskSampler", "MaskingCollate", "Masks1D",
-    "MultiBlockMask1D", "MultiBlockMask1DConfig", "MultiBlockMask2D", "MultiBlockMaskConfig",
+    "FeatureMaskConfig",
+    "FeatureMasks",
+    "FeatureSubsetMask",
+    "LocalWindowMask",
+    "LocalWindowMaskConfig",
+    "LocalWindowMasks",
+    "MaskSampler",
+    "MaskingCollate",
+    "Masks1D",
+    "MultiBlockMask1D",
+    "MultiBlockMask1DConfig",
+    "MultiBlockMask2D",
+    "MultiBlockMaskConfig",
     "MultiBlockMasks",
 ]

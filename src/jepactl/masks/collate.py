@@ -40,8 +40,10 @@ class MaskingCollate:
             if value is None:
                 continue
             if value.shape[0] != size:
-                raise ValueError(f"{type(self.sampler).__name__} returned '{item.name}' of shape "
-                                 f"{tuple(value.shape)} for a batch of {size}: masks must be "
-                                 "batch-first")
+                raise ValueError(
+                    f"{type(self.sampler).__name__} returned '{item.name}' of shape "
+                    f"{tuple(value.shape)} for a batch of {size}: masks must be "
+                    "batch-first"
+                )
             batch[item.name] = value
         return batch

@@ -68,7 +68,8 @@ class FeatureSubsetMask:
         order = torch.rand(batch, self.num_features, generator=gen).argsort(dim=1)
         context, rest = order[:, :n_ctx], order[:, n_ctx:]
         # Independent random subsets of the remaining features for each target set.
-        picks = torch.rand(batch, self.config.num_targets, rest.shape[1],
-                           generator=gen).argsort(dim=2)[..., :n_trgt]
+        picks = torch.rand(batch, self.config.num_targets, rest.shape[1], generator=gen).argsort(
+            dim=2
+        )[..., :n_trgt]
         targets = torch.gather(rest[:, None, :].expand(-1, self.config.num_targets, -1), 2, picks)
         return FeatureMasks(context=context, targets=targets)

@@ -40,16 +40,19 @@ class LocalWindowMask:
         height, width = grid
         size = config.window_size
         if size < 1 or size > min(height, width):
-            raise ValueError(f"mask.window_size={size} does not fit the {height}x{width} "
-                             "patch grid")
+            raise ValueError(
+                f"mask.window_size={size} does not fit the {height}x{width} patch grid"
+            )
         if config.num_windows < 1:
             raise ValueError(f"mask.num_windows must be positive, got {config.num_windows}")
         self.grid, self.config = grid, config
         self.masked_per_window = int(size * size * config.mask_ratio)
         if not 1 <= self.masked_per_window < size * size:
-            raise ValueError(f"mask.mask_ratio={config.mask_ratio} masks "
-                             f"{self.masked_per_window} of {size * size} patches per window; "
-                             "it must mask at least one and keep at least one")
+            raise ValueError(
+                f"mask.mask_ratio={config.mask_ratio} masks "
+                f"{self.masked_per_window} of {size * size} patches per window; "
+                "it must mask at least one and keep at least one"
+            )
 
     def __call__(self, batch: int, gen: torch.Generator) -> LocalWindowMasks:
         height, width = self.grid

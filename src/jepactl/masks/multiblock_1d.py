@@ -56,8 +56,10 @@ class MultiBlockMask1D:
         self.config = config
         low = round(num_patches * config.keep_ratio[0])
         if num_patches - max(1, low) < config.min_block:
-            raise ValueError(f"{num_patches} patches cannot hold a masked block of "
-                             f"{config.min_block} (mask.min_block)")
+            raise ValueError(
+                f"{num_patches} patches cannot hold a masked block of "
+                f"{config.min_block} (mask.min_block)"
+            )
 
     def keep_count(self, gen: torch.Generator) -> int:
         """Return K, the kept-patch count for this batch (at least 1, leaving one full block)."""
@@ -73,7 +75,8 @@ class MultiBlockMask1D:
         most = max(1, min(cfg.max_blocks, masked // cfg.min_block))
         blocks = int(torch.randint(1, most + 1, (), generator=gen))
         block_sizes = cfg.min_block + random_composition(
-            batch, masked - blocks * cfg.min_block, blocks, gen)
+            batch, masked - blocks * cfg.min_block, blocks, gen
+        )
         gap_sizes = random_composition(batch, keep, blocks + 1, gen)
         # Interleave gap_0, block_1, gap_1, ...: odd segments are masked.
         segments = torch.empty(batch, 2 * blocks + 1, dtype=torch.long)

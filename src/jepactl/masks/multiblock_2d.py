@@ -66,8 +66,9 @@ def _uniform(low_high: tuple[float, float], gen: torch.Generator) -> float:
     return low + (high - low) * torch.rand((), generator=gen).item()
 
 
-def block_masks(tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int],
-                grid: tuple[int, int]) -> torch.Tensor:
+def block_masks(
+    tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
     """Return boolean masks (*tops.shape, H*W) of h x w blocks at the given corners."""
     height, width = grid
     h, w = size
@@ -78,8 +79,9 @@ def block_masks(tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int],
     return (in_rows[..., :, None] & in_cols[..., None, :]).flatten(-2)
 
 
-def block_indices(tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int],
-                  width: int) -> torch.Tensor:
+def block_indices(
+    tops: torch.Tensor, lefts: torch.Tensor, size: tuple[int, int], width: int
+) -> torch.Tensor:
     """Return raster indices (*tops.shape, h*w) of h x w blocks at the given corners."""
     h, w = size
     rows = tops[..., None, None] + torch.arange(h)[:, None]
@@ -116,8 +118,10 @@ class MultiBlockMask2D:
 
     def __init__(self, grid: tuple[int, int], config: MultiBlockMaskConfig) -> None:
         if config.ragged_context not in ("pad", "truncate"):
-            raise RecipeError(f"recipe key 'mask.ragged_context' must be pad or truncate, got "
-                              f"'{config.ragged_context}'")
+            raise RecipeError(
+                f"recipe key 'mask.ragged_context' must be pad or truncate, got "
+                f"'{config.ragged_context}'"
+            )
         self.grid = grid
         self.config = config
 
@@ -125,10 +129,12 @@ class MultiBlockMask2D:
         """Return (context keep mask (B, N) bool, target indices (B, M, T))."""
         cfg, grid = self.config, self.grid
         height, width = grid
-        t_size = _block_size(grid, _uniform(cfg.target_scale, gen),
-                             _uniform(cfg.target_aspect, gen))
-        c_size = _block_size(grid, _uniform(cfg.context_scale, gen),
-                             _uniform(cfg.context_aspect, gen))
+        t_size = _block_size(
+            grid, _uniform(cfg.target_scale, gen), _uniform(cfg.target_aspect, gen)
+        )
+        c_size = _block_size(
+            grid, _uniform(cfg.context_scale, gen), _uniform(cfg.context_aspect, gen)
+        )
 
         shape = (batch, cfg.num_targets)
         t_tops = torch.randint(0, height - t_size[0] + 1, shape, generator=gen)
@@ -149,7 +155,6 @@ class MultiBlockMask2D:
     def __call__(self, batch: int, gen: torch.Generator) -> MultiBlockMasks:
         keep, targets = self.sample_keep(batch, gen)
         if self.config.ragged_context == "truncate":
-            return MultiBlockMasks(context=truncate_rows(keep), context_valid=None,
-                                   targets=targets)
+            return MultiBlockMasks(context=truncate_rows(keep), context_valid=None, targets=targets)
         context, valid = pad_rows(keep)
         return MultiBlockMasks(context=context, context_valid=valid, targets=targets)

@@ -21,9 +21,11 @@ METHODS: dict[str, str] = {
     "ijepa": "jepactl.methods.ijepa",
     "linear-jepa-mae": "jepactl.methods.linear_dynamics",
     "ecg-jepa": "jepactl.methods.ecg_jepa",
-    "concept-lm": "jepactl.methods.concept_lm", "concept-jepa": "jepactl.methods.concept_jepa",
+    "concept-lm": "jepactl.methods.concept_lm",
+    "concept-jepa": "jepactl.methods.concept_jepa",
     "tjepa": "jepactl.methods.tjepa",
-    "sar-jepa": "jepactl.methods.sar_jepa", "dmt-jepa": "jepactl.methods.dmt_jepa",
+    "sar-jepa": "jepactl.methods.sar_jepa",
+    "dmt-jepa": "jepactl.methods.dmt_jepa",
 }
 
 

@@ -93,17 +93,24 @@ class MethodSpec:
             if value is not None and not callable(value):
                 raise TypeError(f"method '{self.name}': hook {hook} is not callable")
         if self.run_pretrain is None:
-            missing = [h for h in ("build", "pretrain_data", "eval_data", "has_split")
-                       if getattr(self, h) is None]
+            missing = [
+                h
+                for h in ("build", "pretrain_data", "eval_data", "has_split")
+                if getattr(self, h) is None
+            ]
             if missing:
-                raise TypeError(f"method '{self.name}' trains with the shared trainer, so it "
-                                f"needs {', '.join(missing)}")
+                raise TypeError(
+                    f"method '{self.name}' trains with the shared trainer, so it "
+                    f"needs {', '.join(missing)}"
+                )
 
     def require_label_file(self) -> str:
         """Return ``label_file``; a UserError saying what to use instead when it is empty."""
         if not self.label_file:
-            raise UserError(f"--labels: method '{self.name}' takes no label file: "
-                            + (self.labels_from or "its labels come with its data"))
+            raise UserError(
+                f"--labels: method '{self.name}' takes no label file: "
+                + (self.labels_from or "its labels come with its data")
+            )
         return self.label_file
 
     def require(self, hook: str, fix: str = "") -> Callable:
@@ -115,8 +122,9 @@ class MethodSpec:
         value = getattr(self, hook)
         if value is None:
             why = fix or self.note
-            raise UserError(f"method '{self.name}' has no {HOOK_NAMES[hook]}"
-                            + (f": {why}" if why else ""))
+            raise UserError(
+                f"method '{self.name}' has no {HOOK_NAMES[hook]}" + (f": {why}" if why else "")
+            )
         return value
 
 
@@ -148,9 +156,19 @@ class ContextTargetPredictor(JEPAMethod):
     ``context_valid``, ``targets``); ``loss`` gives the target normalisation and the loss.
     """
 
-    def __init__(self, tokenizer_config: dict, model: "EncoderConfig", predictor_dim: int,
-                 predictor_depth: int, predictor_heads: int, predictor_mlp_ratio: float | None = None,
-                 shared_context: bool = False, *, inputs: str, loss: "LossConfig") -> None:
+    def __init__(
+        self,
+        tokenizer_config: dict,
+        model: "EncoderConfig",
+        predictor_dim: int,
+        predictor_depth: int,
+        predictor_heads: int,
+        predictor_mlp_ratio: float | None = None,
+        shared_context: bool = False,
+        *,
+        inputs: str,
+        loss: "LossConfig",
+    ) -> None:
         super().__init__()
         self.inputs = inputs
         self.loss_config = loss
@@ -160,10 +178,17 @@ class ContextTargetPredictor(JEPAMethod):
         self.context_encoder = TransformerEncoder(tokenizer_config, model)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = MaskedPredictor(
-            model.embed_dim, predictor_dim, predictor_depth, predictor_heads,
+            model.embed_dim,
+            predictor_dim,
+            predictor_depth,
+            predictor_heads,
             self.context_encoder.tokenizer.position_table(predictor_dim),
-            mlp_ratio=predictor_mlp_ratio or model.mlp_ratio, qkv_bias=model.qkv_bias,
-            bias=model.bias, norm_eps=model.norm_eps, shared_context=shared_context)
+            mlp_ratio=predictor_mlp_ratio or model.mlp_ratio,
+            qkv_bias=model.qkv_bias,
+            bias=model.bias,
+            norm_eps=model.norm_eps,
+            shared_context=shared_context,
+        )
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.context_encoder, self.target_encoder)]
@@ -172,8 +197,11 @@ class ContextTargetPredictor(JEPAMethod):
         return self.target_encoder if which == "target" else self.context_encoder
 
     def export_modules(self) -> dict[str, nn.Module]:
-        return {"target": self.target_encoder, "context": self.context_encoder,
-                "predictor": self.predictor}
+        return {
+            "target": self.target_encoder,
+            "context": self.context_encoder,
+            "predictor": self.predictor,
+        }
 
     def refine_targets(self, full: torch.Tensor) -> torch.Tensor:
         """Return the per-token targets (B, N, D) from the target encoder's tokens (no grad)."""

@@ -85,16 +85,26 @@ class ConceptEncoder(nn.Module):
         relation_rows[:-1, 0] = table.relation_token(torch.arange(len(table.relations)))
         relation_rows[-1, 0] = table.mask_token
         self.register_buffer("patch_tokens", torch.cat([table.entity_tokens, relation_rows]))
-        self.register_buffer("patch_lengths", torch.cat(
-            [table.entity_lengths, torch.ones(len(relation_rows), dtype=torch.long)]))
+        self.register_buffer(
+            "patch_lengths",
+            torch.cat([table.entity_lengths, torch.ones(len(relation_rows), dtype=torch.long)]),
+        )
         self.num_entities = len(table.entities)
         # Named without "token" so that the trainer applies weight decay to it, as the
         # reference does to GPT-2's wte (its no-decay list is biases and norms only).
         self.vocab_embed = nn.Embedding(table.num_tokens, dim)
         nn.init.normal_(self.vocab_embed.weight, std=0.02)
         self.kind, self.depth = cfg.encoder, cfg.encoder_depth
-        self.blocks = make_blocks(dim, cfg.encoder_depth if cfg.encoder == "transformer" else 0,
-                                  cfg.num_heads, cfg.mlp_ratio, True, True, 0.0, 1e-6)
+        self.blocks = make_blocks(
+            dim,
+            cfg.encoder_depth if cfg.encoder == "transformer" else 0,
+            cfg.num_heads,
+            cfg.mlp_ratio,
+            True,
+            True,
+            0.0,
+            1e-6,
+        )
         if len(self.blocks):
             init_transformer_weights(self.blocks, self.blocks)
         self.patch_pos = None
@@ -104,10 +114,13 @@ class ConceptEncoder(nn.Module):
         self.memory = None
         if cfg.encoder == "memory":
             if cfg.encoder_depth:
-                raise RecipeError("recipe key 'model.encoder_depth' must be 0 with "
-                                  "model.encoder: memory (the memory block is the encoder)")
-            self.memory = KeyValueMemory(len(self.patch_tokens), dim, cfg.memory_top_k,
-                                         cfg.memory_train_keys)
+                raise RecipeError(
+                    "recipe key 'model.encoder_depth' must be 0 with "
+                    "model.encoder: memory (the memory block is the encoder)"
+                )
+            self.memory = KeyValueMemory(
+                len(self.patch_tokens), dim, cfg.memory_top_k, cfg.memory_train_keys
+            )
             # Keys: each patch's mean token embedding; token embeddings stay frozen so the keys
             # keep addressing the same patches (the reference's memory_block_value_only).
             self.vocab_embed.weight.requires_grad_(False)
@@ -150,8 +163,9 @@ class ConceptPredictor(nn.Module):
         super().__init__()
         dim = cfg.embed_dim
         self.pos_embed = nn.Parameter(torch.zeros(3, dim)) if cfg.position_embedding else None
-        self.blocks = make_blocks(dim, cfg.predictor_depth, cfg.num_heads, cfg.mlp_ratio, True,
-                                  True, 0.0, 1e-6)
+        self.blocks = make_blocks(
+            dim, cfg.predictor_depth, cfg.num_heads, cfg.mlp_ratio, True, True, 0.0, 1e-6
+        )
         init_transformer_weights(self, self.blocks)
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -169,8 +183,10 @@ class ConceptJEPA(JEPAMethod):
         table = load_facts(recipe.data)
         cfg = recipe.model
         if cfg.embed_dim % cfg.num_heads:
-            raise RecipeError(f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
-                              f"by model.num_heads={cfg.num_heads}")
+            raise RecipeError(
+                f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
+                f"by model.num_heads={cfg.num_heads}"
+            )
         self.register_buffer("facts_fingerprint", torch.tensor(table.fingerprint()))
         self.encoder_module = ConceptEncoder(table, cfg)
         self.predictor = ConceptPredictor(cfg)
@@ -184,8 +200,11 @@ class ConceptJEPA(JEPAMethod):
         return self.encoder_module  # one encoder: no EMA copy (methods.md §8)
 
     def export_modules(self) -> dict[str, nn.Module]:
-        return {"target": self.encoder_module, "context": self.encoder_module,
-                "predictor": self.predictor}
+        return {
+            "target": self.encoder_module,
+            "context": self.encoder_module,
+            "predictor": self.predictor,
+        }
 
     def candidates(self, concepts: torch.Tensor) -> torch.Tensor:
         return self.concept_norm(concepts) if self.normalise_candidates else concepts
@@ -195,8 +214,9 @@ class ConceptJEPA(JEPAMethod):
         enc = self.encoder_module
         # Every relation's concept, then the mask's: a handful of patches, encoded once.
         fixed = enc(torch.arange(enc.num_entities, enc.mask_index + 1, device=relation.device))
-        sequence = torch.stack([head_concepts, fixed[relation],
-                                fixed[-1].expand_as(head_concepts)], dim=1)
+        sequence = torch.stack(
+            [head_concepts, fixed[relation], fixed[-1].expand_as(head_concepts)], dim=1
+        )
         return self.concept_norm(self.predictor(sequence))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -205,25 +225,33 @@ class ConceptJEPA(JEPAMethod):
         concepts = self.encoder_module(entities)  # the distinct entities of the batch
         predicted = self.predict(concepts[position[: len(head)]], batch["relation"])
         logits = predicted.float() @ self.candidates(concepts).float().T
-        target = position[len(head):]
+        target = position[len(head) :]
         loss = F.cross_entropy(logits, target)
-        return {"loss": loss, "embeddings": predicted.detach(),
-                "batch_top1": (logits.argmax(1) == target).float().mean(),
-                "candidates": torch.tensor(float(len(entities)))}
+        return {
+            "loss": loss,
+            "embeddings": predicted.detach(),
+            "batch_top1": (logits.argmax(1) == target).float().mean(),
+            "candidates": torch.tensor(float(len(entities))),
+        }
 
     @torch.no_grad()
-    def reciprocal_ranks(self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor,
-                         chunk: int = 1024) -> torch.Tensor:
+    def reciprocal_ranks(
+        self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor, chunk: int = 1024
+    ) -> torch.Tensor:
         """Return each fact's reciprocal rank of its tail among *all* entities' concepts."""
         enc = self.encoder_module
-        everything = torch.cat([enc(torch.arange(s, min(s + chunk, enc.num_entities)))
-                                for s in range(0, enc.num_entities, chunk)])
+        everything = torch.cat(
+            [
+                enc(torch.arange(s, min(s + chunk, enc.num_entities)))
+                for s in range(0, enc.num_entities, chunk)
+            ]
+        )
         candidates = self.candidates(everything).float()
         ranks = []
         for s in range(0, len(head), chunk):
-            h = head[s:s + chunk]
-            predicted = self.predict(everything[h], relation[s:s + chunk]).float()
-            ranks.append(reciprocal_ranks(predicted @ candidates.T, tail[s:s + chunk]))
+            h = head[s : s + chunk]
+            predicted = self.predict(everything[h], relation[s : s + chunk]).float()
+            ranks.append(reciprocal_ranks(predicted @ candidates.T, tail[s : s + chunk]))
         return torch.cat(ranks)
 
     def candidate_count(self) -> int:
@@ -254,6 +282,13 @@ def pretrain_data(recipe: ConceptJEPARecipe, path: str | None) -> PretrainData:
     return PretrainData(*facts.pretrain_facts(recipe.data, path))
 
 
-SPEC = MethodSpec("concept-jepa", ConceptJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe,
-                  labels_from=facts.LABELS_FROM)
+SPEC = MethodSpec(
+    "concept-jepa",
+    ConceptJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=facts.eval_data,
+    has_split=facts.has_split,
+    run_probe=run_probe,
+    labels_from=facts.LABELS_FROM,
+)

@@ -53,8 +53,10 @@ class CausalFactLM(JEPAMethod):
         table = load_facts(recipe.data)
         cfg = recipe.model
         if cfg.embed_dim % cfg.num_heads:
-            raise RecipeError(f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
-                              f"by model.num_heads={cfg.num_heads}")
+            raise RecipeError(
+                f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
+                f"by model.num_heads={cfg.num_heads}"
+            )
         self.register_buffer("facts_fingerprint", torch.tensor(table.fingerprint()))
         self.register_buffer("entity_tokens", table.entity_tokens.clone())
         self.register_buffer("entity_lengths", table.entity_lengths.clone())
@@ -65,11 +67,13 @@ class CausalFactLM(JEPAMethod):
         # reference does to GPT-2's wte (its no-decay list is biases and norms only).
         self.vocab_embed = nn.Embedding(table.num_tokens, cfg.embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(self.seq_len, cfg.embed_dim))
-        self.blocks = make_blocks(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, True,
-                                  True, 0.0, 1e-6)
+        self.blocks = make_blocks(
+            cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, True, True, 0.0, 1e-6
+        )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-5)
-        self.output_embed = (None if cfg.tie_embeddings
-                             else nn.Linear(cfg.embed_dim, table.num_tokens, bias=False))
+        self.output_embed = (
+            None if cfg.tie_embeddings else nn.Linear(cfg.embed_dim, table.num_tokens, bias=False)
+        )
         init_transformer_weights(self, self.blocks)
         nn.init.normal_(self.vocab_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.01)
@@ -80,14 +84,17 @@ class CausalFactLM(JEPAMethod):
     def export_modules(self) -> dict[str, nn.Module]:
         return {"target": self, "context": self}
 
-    def sequences(self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequences(
+        self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (tokens, is_tail) (B, L): [head, relation, tail] packed left, pads after."""
         width = self.entity_tokens.shape[1]
         at = torch.arange(self.seq_len, device=head.device)[None]
         head_len = self.entity_lengths[head][:, None]
         tail_len = self.entity_lengths[tail][:, None]
-        head_part = self.entity_tokens[head].gather(1, at.clamp(max=width - 1).expand(len(head), -1))
+        head_part = self.entity_tokens[head].gather(
+            1, at.clamp(max=width - 1).expand(len(head), -1)
+        )
         tail_at = (at - head_len - 1).clamp(0, width - 1)
         tail_part = self.entity_tokens[tail].gather(1, tail_at)
         is_tail = (at > head_len) & (at <= head_len + tail_len)
@@ -122,17 +129,22 @@ class CausalFactLM(JEPAMethod):
         truth = tokens[:, 1:][wanted]
         loss = F.cross_entropy(logits.float(), truth)
         relation_state = states[torch.arange(len(tokens)), self.entity_lengths[batch["head"]]]
-        return {"loss": loss, "embeddings": relation_state.detach(),
-                "token_top1": (logits.argmax(1) == truth).float().mean()}
+        return {
+            "loss": loss,
+            "embeddings": relation_state.detach(),
+            "token_top1": (logits.argmax(1) == truth).float().mean(),
+        }
 
     @torch.no_grad()
-    def reciprocal_ranks(self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor,
-                         chunk: int = 1024) -> torch.Tensor:
+    def reciprocal_ranks(
+        self, head: torch.Tensor, relation: torch.Tensor, tail: torch.Tensor, chunk: int = 1024
+    ) -> torch.Tensor:
         """Return the reciprocal rank of every tail token among the whole vocabulary."""
         ranks = []
         for s in range(0, len(head), chunk):
-            logits, truth = self.tail_logits(head[s:s + chunk], relation[s:s + chunk],
-                                             tail[s:s + chunk])
+            logits, truth = self.tail_logits(
+                head[s : s + chunk], relation[s : s + chunk], tail[s : s + chunk]
+            )
             ranks.append(reciprocal_ranks(logits.float(), truth))
         return torch.cat(ranks)
 
@@ -154,6 +166,13 @@ def pretrain_data(recipe: ConceptLMRecipe, path: str | None) -> PretrainData:
     return PretrainData(*facts.pretrain_facts(recipe.data, path))
 
 
-SPEC = MethodSpec("concept-lm", ConceptLMRecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=facts.eval_data, has_split=facts.has_split, run_probe=run_probe,
-                  labels_from=facts.LABELS_FROM)
+SPEC = MethodSpec(
+    "concept-lm",
+    ConceptLMRecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=facts.eval_data,
+    has_split=facts.has_split,
+    run_probe=run_probe,
+    labels_from=facts.LABELS_FROM,
+)

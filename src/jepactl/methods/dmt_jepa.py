@@ -38,9 +38,14 @@ class DMTJEPA(IJEPA):
         super().__init__(recipe)
         model = recipe.model
         self.context_head = LocalAggregationHead(
-            self.context_encoder.tokenizer.grid, model.embed_dim, model.num_heads,
-            recipe.aggregation, mlp_ratio=model.mlp_ratio, qkv_bias=model.qkv_bias,
-            norm_eps=model.norm_eps)
+            self.context_encoder.tokenizer.grid,
+            model.embed_dim,
+            model.num_heads,
+            recipe.aggregation,
+            mlp_ratio=model.mlp_ratio,
+            qkv_bias=model.qkv_bias,
+            norm_eps=model.norm_eps,
+        )
         self.target_head = copy.deepcopy(self.context_head).requires_grad_(False)
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -65,6 +70,13 @@ synthetic_data = ijepa.synthetic_data
 eval_data = ijepa.eval_data
 has_split = ijepa.has_split
 
-SPEC = MethodSpec("dmt-jepa", DMTJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  label_file="file,label")
+SPEC = MethodSpec(
+    "dmt-jepa",
+    DMTJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=eval_data,
+    has_split=has_split,
+    synthetic_data=synthetic_data,
+    label_file="file,label",
+)

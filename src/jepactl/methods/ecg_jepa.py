@@ -36,8 +36,17 @@ class ECGPredictorConfig:
 
 
 def _vit_xs() -> EncoderConfig:
-    return EncoderConfig(embed_dim=192, depth=8, num_heads=4, mlp_ratio=4.0, patch_size=25,
-                         qkv_bias=False, bias=False, num_registers=1, norm_eps=1e-6)
+    return EncoderConfig(
+        embed_dim=192,
+        depth=8,
+        num_heads=4,
+        mlp_ratio=4.0,
+        patch_size=25,
+        qkv_bias=False,
+        bias=False,
+        num_registers=1,
+        norm_eps=1e-6,
+    )
 
 
 @dataclass
@@ -50,13 +59,26 @@ class ECGJEPARecipe(Recipe):
     model: EncoderConfig = field(default_factory=_vit_xs)
     predictor: ECGPredictorConfig = field(default_factory=ECGPredictorConfig)
     mask: MultiBlockMask1DConfig = field(default_factory=MultiBlockMask1DConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        lr=1e-3, start_lr=0.0, final_lr=1e-6, warmup_steps=10_000, weight_decay=0.01,
-        final_weight_decay=0.1, betas=(0.9, 0.99), eps=1e-6, grad_clip=0.0))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            lr=1e-3,
+            start_lr=0.0,
+            final_lr=1e-6,
+            warmup_steps=10_000,
+            weight_decay=0.01,
+            final_weight_decay=0.1,
+            betas=(0.9, 0.99),
+            eps=1e-6,
+            grad_clip=0.0,
+        )
+    )
     ema: EmaConfig = field(default_factory=lambda: EmaConfig(start=0.998, end=0.9995))
     loss: LossConfig = field(default_factory=lambda: LossConfig(kind="l1", target_norm="none"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=2048, max_steps=100_000, precision="bf16", checkpoint_every=1000))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            batch_size=2048, max_steps=100_000, precision="bf16", checkpoint_every=1000
+        )
+    )
     probe: ECGProbeConfig = field(default_factory=ECGProbeConfig)
 
 
@@ -83,8 +105,15 @@ def encoder_for_length(encoder: TransformerEncoder, signal_length: int) -> Trans
 class ECGJEPA(ContextTargetPredictor):
     def __init__(self, recipe: ECGJEPARecipe) -> None:
         pred = recipe.predictor
-        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads, inputs="signals", loss=recipe.loss)
+        super().__init__(
+            tokenizer_config(recipe),
+            recipe.model,
+            pred.embed_dim,
+            pred.depth,
+            pred.num_heads,
+            inputs="signals",
+            loss=recipe.loss,
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = super().forward(batch)  # one target set: targets (B, 1, N - K)
@@ -107,15 +136,18 @@ def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
     """Return (crop dataset indexed by SampleKey, masking collate, source); None: embedded data."""
     source = open_ecg(path, recipe.data)
     if recipe.data.pretrain_split not in ("all", "train"):
-        raise RecipeError(f"data.pretrain_split must be all or train, got "
-                          f"'{recipe.data.pretrain_split}'")
+        raise RecipeError(
+            f"data.pretrain_split must be all or train, got '{recipe.data.pretrain_split}'"
+        )
     if recipe.data.pretrain_split == "train":
         from jepactl.evaluate.ecg_windows import records_in_split
 
         chosen = records_in_split(source, recipe.data, "train")
         if not chosen:
-            raise DataError(f"no record of the training split under '{source.root}' "
-                            "(data.pretrain_split=train; see data.train_records)")
+            raise DataError(
+                f"no record of the training split under '{source.root}' "
+                "(data.pretrain_split=train; see data.train_records)"
+            )
         source.records = [source.records[i] for i in chosen]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     min_length = recipe.data.min_epoch_samples or recipe.train.batch_size * world
@@ -123,8 +155,14 @@ def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
     return PretrainData(dataset, masking_collate(recipe), source)
 
 
-def eval_data(recipe: ECGJEPARecipe, path: str | None, split: str | None, augment: bool = False,
-              seed: int = 0, labels: str | None = None):
+def eval_data(
+    recipe: ECGJEPARecipe,
+    path: str | None,
+    split: str | None,
+    augment: bool = False,
+    seed: int = 0,
+    labels: str | None = None,
+):
     """Return labelled crop-long windows (beats centred, or each record's sliding crops).
 
     Windows have the pretraining crop length, so ``build(recipe)``'s encoders take them as
@@ -161,6 +199,14 @@ def synthetic_data(recipe: ECGJEPARecipe):
     return dataset, masking_collate(recipe)
 
 
-SPEC = MethodSpec("ecg-jepa", ECGJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe, label_file="record,label")
+SPEC = MethodSpec(
+    "ecg-jepa",
+    ECGJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=eval_data,
+    has_split=has_split,
+    synthetic_data=synthetic_data,
+    run_probe=run_probe,
+    label_file="record,label",
+)

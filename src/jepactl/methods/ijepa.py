@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jepactl.data.image_dataset import (ImageAugmentDataset, ImageDataConfig, ImageEvalDataset,
-                                        ImagePretrainDataset)
+from jepactl.data.image_dataset import (
+    ImageAugmentDataset,
+    ImageDataConfig,
+    ImageEvalDataset,
+    ImagePretrainDataset,
+)
 from jepactl.data.images import open_images
 from jepactl.data.synthetic import SyntheticImages
 from jepactl.errors import UserError
@@ -42,16 +46,22 @@ class IJEPARecipe(Recipe):
 
 
 def tokenizer_config(recipe: IJEPARecipe) -> dict:
-    return {"kind": "patch2d", "in_chans": recipe.data.channels,
-            "img_size": recipe.data.image_size}
+    return {"kind": "patch2d", "in_chans": recipe.data.channels, "img_size": recipe.data.image_size}
 
 
 class IJEPA(ContextTargetPredictor):
     def __init__(self, recipe: IJEPARecipe) -> None:
         pred = recipe.predictor
-        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads, shared_context=pred.shared_context, inputs="images",
-                         loss=recipe.loss)
+        super().__init__(
+            tokenizer_config(recipe),
+            recipe.model,
+            pred.embed_dim,
+            pred.depth,
+            pred.num_heads,
+            shared_context=pred.shared_context,
+            inputs="images",
+            loss=recipe.loss,
+        )
 
 
 def build(recipe: IJEPARecipe) -> IJEPA:
@@ -69,8 +79,7 @@ def pretrain_data(recipe: IJEPARecipe, path: str):
     if path is None:
         raise UserError("no data: pass --data PATH (or set data.path in the recipe)")
     source = open_images(path, None, recipe.data.image_column, recipe.data.label_column)
-    return PretrainData(ImagePretrainDataset(source, recipe.data), masking_collate(recipe),
-                        source)
+    return PretrainData(ImagePretrainDataset(source, recipe.data), masking_collate(recipe), source)
 
 
 def synthetic_data(recipe: IJEPARecipe):
@@ -79,8 +88,14 @@ def synthetic_data(recipe: IJEPARecipe):
     return dataset, masking_collate(recipe)
 
 
-def eval_data(recipe: IJEPARecipe, path: str, split: str | None, augment: bool = False,
-              seed: int = 0, labels: str | None = None):
+def eval_data(
+    recipe: IJEPARecipe,
+    path: str,
+    split: str | None,
+    augment: bool = False,
+    seed: int = 0,
+    labels: str | None = None,
+):
     """Return a labelled dataset ``i -> (tensor, label)`` with ``.labels`` and ``.classes``.
 
     ``labels``: a ``file,label`` CSV replacing the data's own labels (``jepactl probe --labels``).
@@ -101,6 +116,13 @@ def has_split(recipe: IJEPARecipe, path: str, split: str) -> bool:
     return _has_split(path, split)
 
 
-SPEC = MethodSpec("ijepa", IJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  label_file="file,label")
+SPEC = MethodSpec(
+    "ijepa",
+    IJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=eval_data,
+    has_split=has_split,
+    synthetic_data=synthetic_data,
+    label_file="file,label",
+)

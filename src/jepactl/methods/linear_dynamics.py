@@ -120,8 +120,9 @@ class LinearDynamicsRecipe(Recipe):
     finetune: NotApplicable = field(default_factory=NotApplicable)
 
 
-def run_pretrain(recipe: LinearDynamicsRecipe, run_dir: Path, resume: bool = False,
-                 quiet: bool = False) -> dict:
+def run_pretrain(
+    recipe: LinearDynamicsRecipe, run_dir: Path, resume: bool = False, quiet: bool = False
+) -> dict:
     """Simulate every (objective, depth); return the critical-time-ratio table and file paths."""
     from jepactl.linear.experiment import run_experiment
 
@@ -136,9 +137,16 @@ def run_probe(request: ProbeRequest, recipe: LinearDynamicsRecipe) -> dict:
 
 
 SPEC = MethodSpec(
-    "linear-jepa-mae", LinearDynamicsRecipe, build=None, pretrain_data=None, eval_data=None,
-    has_split=None, run_pretrain=run_pretrain, run_probe=run_probe,
+    "linear-jepa-mae",
+    LinearDynamicsRecipe,
+    build=None,
+    pretrain_data=None,
+    eval_data=None,
+    has_split=None,
+    run_pretrain=run_pretrain,
+    run_probe=run_probe,
     note="it is an analysis run by `jepactl pretrain linear/linear-jepa-mae`; read its run "
-         "folder's summary.json or `jepactl probe RUN`",
+    "folder's summary.json or `jepactl probe RUN`",
     labels_from="its probe regresses the latents its data was generated from; run "
-                "`jepactl probe RUN` without --labels")
+    "`jepactl probe RUN` without --labels",
+)

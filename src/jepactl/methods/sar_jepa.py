@@ -31,19 +31,30 @@ from typing import Literal
 import torch
 from torch import nn
 
-from jepactl.data.sar_chips import (SarAugmentDataset, SarDataConfig, SarEvalDataset,
-                                    SarPretrainDataset, open_chips)
+from jepactl.data.sar_chips import (
+    SarAugmentDataset,
+    SarDataConfig,
+    SarEvalDataset,
+    SarPretrainDataset,
+    open_chips,
+)
 from jepactl.data.sar_chips import has_split as _has_split
 from jepactl.errors import RecipeError, UserError
 from jepactl.evaluate.fewshot import FewShotProbeConfig, run_fewshot_probe
 from jepactl.evaluate.request import ProbeRequest
-from jepactl.masks import (LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks,
-                           MaskingCollate)
+from jepactl.masks import LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks, MaskingCollate
 from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
 from jepactl.methods.losses import regression_loss
 from jepactl.nn.gradient_targets import SAR_GRADIENT_SCALES, GradientByRatio, patchify
-from jepactl.nn.vit import (EncoderConfig, TransformerEncoder, gather_tokens,
-                            init_transformer_weights, layer_norm_targets, make_blocks, run_blocks)
+from jepactl.nn.vit import (
+    EncoderConfig,
+    TransformerEncoder,
+    gather_tokens,
+    init_transformer_weights,
+    layer_norm_targets,
+    make_blocks,
+    run_blocks,
+)
 from jepactl.recipe import LossConfig, OptimConfig, Recipe
 
 
@@ -74,9 +85,17 @@ class SarJEPARecipe(Recipe):
     mask: LocalWindowMaskConfig = field(default_factory=LocalWindowMaskConfig)
     target: SarTargetConfig = field(default_factory=SarTargetConfig)
     # MAE/LoMaR optimisation: AdamW (0.9, 0.95), wd 0.05, warmup then cosine to 0.
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        lr=1.5e-4, start_lr=0.0, final_lr=0.0, warmup_steps=100, weight_decay=0.05,
-        final_weight_decay=0.05, betas=(0.9, 0.95)))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            lr=1.5e-4,
+            start_lr=0.0,
+            final_lr=0.0,
+            warmup_steps=100,
+            weight_decay=0.05,
+            final_weight_decay=0.05,
+            betas=(0.9, 0.95),
+        )
+    )
     loss: LossConfig = field(default_factory=lambda: LossConfig(kind="mse", target_norm="none"))
     probe: FewShotProbeConfig = field(default_factory=FewShotProbeConfig)
 
@@ -88,13 +107,21 @@ def tokenizer_config(recipe: SarJEPARecipe) -> dict:
 class WindowDecoder(nn.Module):
     """Encoder tokens of a window -> per-patch target vectors (positions re-added at width d)."""
 
-    def __init__(self, encoder_dim: int, config: WindowDecoderConfig, position_table: torch.Tensor,
-                 out_dim: int, mlp_ratio: float, norm_eps: float) -> None:
+    def __init__(
+        self,
+        encoder_dim: int,
+        config: WindowDecoderConfig,
+        position_table: torch.Tensor,
+        out_dim: int,
+        mlp_ratio: float,
+        norm_eps: float,
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(encoder_dim, config.embed_dim)
         self.register_buffer("pos_embed", position_table, persistent=False)
-        self.blocks = make_blocks(config.embed_dim, config.depth, config.num_heads, mlp_ratio,
-                                  True, True, 0.0, norm_eps)
+        self.blocks = make_blocks(
+            config.embed_dim, config.depth, config.num_heads, mlp_ratio, True, True, 0.0, norm_eps
+        )
         self.norm = nn.LayerNorm(config.embed_dim, eps=norm_eps)
         self.proj = nn.Linear(config.embed_dim, out_dim)
         self.activation_checkpointing = False
@@ -121,11 +148,12 @@ class SarJEPA(JEPAMethod):
         self.gradient = None
         self.target_encoder = None
         if kind == "gradient":
-            self.gradient = GradientByRatio(recipe.target.gradient_scales,
-                                            recipe.target.gradient_kernel)
-            out_dim = len(recipe.target.gradient_scales) * self.patch_size ** 2
+            self.gradient = GradientByRatio(
+                recipe.target.gradient_scales, recipe.target.gradient_kernel
+            )
+            out_dim = len(recipe.target.gradient_scales) * self.patch_size**2
         elif kind == "pixels":
-            out_dim = self.patch_size ** 2
+            out_dim = self.patch_size**2
         else:
             self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
             out_dim = dim
@@ -133,9 +161,13 @@ class SarJEPA(JEPAMethod):
         data = recipe.data
         self.intensity = (data.mean, data.std) if data.intensity == "mean_std" else None
         self.decoder = WindowDecoder(
-            dim, recipe.predictor,
-            self.context_encoder.tokenizer.position_table(recipe.predictor.embed_dim), out_dim,
-            recipe.model.mlp_ratio, recipe.model.norm_eps)
+            dim,
+            recipe.predictor,
+            self.context_encoder.tokenizer.position_table(recipe.predictor.embed_dim),
+            out_dim,
+            recipe.model.mlp_ratio,
+            recipe.model.norm_eps,
+        )
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         if self.target_encoder is None:
@@ -173,8 +205,9 @@ class SarJEPA(JEPAMethod):
         if kind == "ema":
             self.target_encoder.eval()
             full = self.target_encoder(images).float()
-            return layer_norm_targets(full) if self.loss_config.target_norm == "layer_norm" \
-                else full
+            return (
+                layer_norm_targets(full) if self.loss_config.target_norm == "layer_norm" else full
+            )
         with torch.autocast(images.device.type, enabled=False):  # log-ratios need fp32
             amplitude = images.float()
             if self.intensity is not None:
@@ -202,9 +235,12 @@ class SarJEPA(JEPAMethod):
 
 def build(recipe: SarJEPARecipe) -> SarJEPA:
     if recipe.target.kind == "gradient" and recipe.data.image_size <= max(
-            recipe.target.gradient_scales):
-        raise RecipeError(f"data.image_size={recipe.data.image_size} must exceed the largest "
-                          f"target.gradient_scales radius ({max(recipe.target.gradient_scales)})")
+        recipe.target.gradient_scales
+    ):
+        raise RecipeError(
+            f"data.image_size={recipe.data.image_size} must exceed the largest "
+            f"target.gradient_scales radius ({max(recipe.target.gradient_scales)})"
+        )
     return SarJEPA(recipe)
 
 
@@ -233,8 +269,14 @@ def pretrain_data(recipe: SarJEPARecipe, path: str | None):
     return PretrainData(SarPretrainDataset(source, recipe.data), collate, source)
 
 
-def eval_data(recipe: SarJEPARecipe, path: str, split: str | None, augment: bool = False,
-              seed: int = 0, labels: str | None = None):
+def eval_data(
+    recipe: SarJEPARecipe,
+    path: str,
+    split: str | None,
+    augment: bool = False,
+    seed: int = 0,
+    labels: str | None = None,
+):
     """Return a labelled dataset ``i -> (chip tensor, label)`` with ``.labels`` and ``.classes``.
 
     ``labels``: a ``file,label`` CSV replacing the class folders (``jepactl probe --labels``).
@@ -269,6 +311,14 @@ def synthetic_data(recipe: SarJEPARecipe):
     return SyntheticTensors("images", (1, size, size), uniform=True), masking_collate(recipe)
 
 
-SPEC = MethodSpec("sar-jepa", SarJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe, label_file="file,label")
+SPEC = MethodSpec(
+    "sar-jepa",
+    SarJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=eval_data,
+    has_split=has_split,
+    synthetic_data=synthetic_data,
+    run_probe=run_probe,
+    label_file="file,label",
+)

@@ -24,8 +24,14 @@ from torch.utils.data import Dataset
 
 from jepactl.data.sampling import SampleKey
 from jepactl.data.table_preprocess import TablePreprocessor, TargetCoding
-from jepactl.data.tables import TableDataConfig, column_roles, has_split as table_has_split, \
-    read_table
+from jepactl.data.tables import (
+    TableDataConfig,
+    column_roles,
+    read_table,
+)
+from jepactl.data.tables import (
+    has_split as table_has_split,
+)
 from jepactl.errors import DataError, RecipeError, UserError
 from jepactl.masks import FeatureMaskConfig, FeatureSubsetMask, MaskingCollate
 from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
@@ -81,37 +87,57 @@ class TJEPARecipe(Recipe):
     predictor: TabularPredictorConfig = field(default_factory=TabularPredictorConfig)
     mask: FeatureMaskConfig = field(default_factory=FeatureMaskConfig)
     # jannis: lr 3.66e-4, start/final lr 0, warmup 10 epochs, wd 0 (methods.md §9).
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        lr=3.66e-4, start_lr=0.0, final_lr=0.0, warmup_steps=630, weight_decay=0.0,
-        final_weight_decay=0.0))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            lr=3.66e-4,
+            start_lr=0.0,
+            final_lr=0.0,
+            warmup_steps=630,
+            weight_decay=0.0,
+            final_weight_decay=0.0,
+        )
+    )
     ema: EmaConfig = field(default_factory=lambda: EmaConfig(start=0.996, end=1.0))
     # nn.MSELoss on the raw target-encoder tokens, no LayerNorm on the targets.
     loss: LossConfig = field(default_factory=lambda: LossConfig(kind="mse", target_norm="none"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=512,
-                                                                   max_steps=18900))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=512, max_steps=18900))
     probe: TabularProbeConfig = field(default_factory=TabularProbeConfig)
 
 
 def preprocessor(recipe: TJEPARecipe) -> TablePreprocessor:
     """Return the preprocessing fitted by pretraining (stored in ``data.fitted``)."""
     if not recipe.data.fitted:
-        raise RecipeError("recipe key 'data.fitted' is empty: the tabular encoder needs the "
-                          "preprocessing fitted by `jepactl pretrain` (use a run folder)")
+        raise RecipeError(
+            "recipe key 'data.fitted' is empty: the tabular encoder needs the "
+            "preprocessing fitted by `jepactl pretrain` (use a run folder)"
+        )
     return TablePreprocessor(recipe.data.fitted)
 
 
 def tokenizer_config(recipe: TJEPARecipe) -> dict:
     pre = preprocessor(recipe)
-    return {"kind": "features", "n_numeric": pre.n_numeric, "cardinalities": pre.cardinalities,
-            "token_names": pre.token_names, "preprocessing": pre.to_dict()}
+    return {
+        "kind": "features",
+        "n_numeric": pre.n_numeric,
+        "cardinalities": pre.cardinalities,
+        "token_names": pre.token_names,
+        "preprocessing": pre.to_dict(),
+    }
 
 
 class TJEPA(ContextTargetPredictor):
     def __init__(self, recipe: TJEPARecipe) -> None:
         pred = recipe.predictor
-        super().__init__(tokenizer_config(recipe), recipe.model, pred.embed_dim, pred.depth,
-                         pred.num_heads, predictor_mlp_ratio=pred.mlp_ratio,
-                         inputs="features", loss=recipe.loss)
+        super().__init__(
+            tokenizer_config(recipe),
+            recipe.model,
+            pred.embed_dim,
+            pred.depth,
+            pred.num_heads,
+            predictor_mlp_ratio=pred.mlp_ratio,
+            inputs="features",
+            loss=recipe.loss,
+        )
 
 
 def build(recipe: TJEPARecipe) -> TJEPA:
@@ -157,20 +183,28 @@ def pretrain_data(recipe: TJEPARecipe, path: str | None):
     table = read_table(path, recipe.data, "train")
     if recipe.data.fitted is None:
         roles = column_roles(table, recipe.data)
-        fitted = TablePreprocessor.fit(table, roles, recipe.data.numeric_transform,
-                                       recipe.data.quantiles).to_dict()
+        fitted = TablePreprocessor.fit(
+            table, roles, recipe.data.numeric_transform, recipe.data.quantiles
+        ).to_dict()
         if recipe.data.target is not None:
             # Kept so every later file maps labels to the same class indices / scale.
-            fitted["target"] = {"name": recipe.data.target,
-                                **asdict(TargetCoding.fit(table, recipe.data.target))}
+            fitted["target"] = {
+                "name": recipe.data.target,
+                **asdict(TargetCoding.fit(table, recipe.data.target)),
+            }
         recipe.data.fitted = fitted
     pre = preprocessor(recipe)
     if pre.num_features < 2:
-        raise DataError(f"table '{table.name}' has {pre.num_features} feature column(s); "
-                        "T-JEPA masks feature subsets and needs at least 2")
+        raise DataError(
+            f"table '{table.name}' has {pre.num_features} feature column(s); "
+            "T-JEPA masks feature subsets and needs at least 2"
+        )
     features = pre.transform(table)
-    return PretrainData(TablePretrainDataset(features),
-                        masking_collate(recipe, pre.num_features), TableSource(table.name))
+    return PretrainData(
+        TablePretrainDataset(features),
+        masking_collate(recipe, pre.num_features),
+        TableSource(table.name),
+    )
 
 
 class TabularEvalDataset(Dataset):
@@ -182,9 +216,15 @@ class TabularEvalDataset(Dataset):
 
     in_memory = True  # rows are one tensor: loader worker processes would only add overhead
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                 task: str = "classification", target_mean: float = 0.0,
-                 target_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        classes: list[str],
+        task: str = "classification",
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> None:
         self.features, self.labels, self.classes = features, labels, classes
         self.task, self.target_mean, self.target_std = task, target_mean, target_std
 
@@ -195,12 +235,14 @@ class TabularEvalDataset(Dataset):
         return self.features[index], self.labels[index]
 
 
-def eval_data(recipe: TJEPARecipe, path: str, split: str | None, augment: bool = False,
-              seed: int = 0) -> TabularEvalDataset:
+def eval_data(
+    recipe: TJEPARecipe, path: str, split: str | None, augment: bool = False, seed: int = 0
+) -> TabularEvalDataset:
     """Return the table's rows preprocessed with the fitted statistics and its labels.
 
     Labels come from ``data.target`` (class indices, or the standardised value for a
-    regression target), coded as fitted at pretraining when it stored the target; without a target column every label is -1 and ``classes`` is empty.
+    regression target), coded as fitted at pretraining when it stored the target; without a
+    target column every label is -1 and ``classes`` is empty.
     """
     table = read_table(path, recipe.data, split)
     pre = preprocessor(recipe)
@@ -211,16 +253,19 @@ def eval_data(recipe: TJEPARecipe, path: str, split: str | None, augment: bool =
     if pre.tokens_of(target):
         # The encoder would read the answer from its own input. (`probe` hides the token
         # instead; fine-tuning trains every token, so it needs a run pretrained without it.)
-        raise RecipeError(f"data.target '{target}' was an input feature at pretraining; "
-                          f"pretrain with data.target={target} to fine-tune on it")
+        raise RecipeError(
+            f"data.target '{target}' was an input feature at pretraining; "
+            f"pretrain with data.target={target} to fine-tune on it"
+        )
     stored = (recipe.data.fitted or {}).get("target")
     if stored is not None and stored["name"] == target:
         coding = TargetCoding(stored["task"], stored["classes"], stored["mean"], stored["std"])
     else:
         coding = TargetCoding.fit(table, target)
     labels, keep = coding.encode(table, target)
-    return TabularEvalDataset(features[keep], labels, coding.classes, coding.task, coding.mean,
-                              coding.std)
+    return TabularEvalDataset(
+        features[keep], labels, coding.classes, coding.task, coding.mean, coding.std
+    )
 
 
 def has_split(recipe: TJEPARecipe, path: str, split: str) -> bool:
@@ -234,8 +279,9 @@ def run_probe(request, recipe: TJEPARecipe) -> dict:
     return tabular_probe(request, recipe)
 
 
-def synthetic_data(recipe: TJEPARecipe, numeric: int = 6, categorical: int = 8,
-                   categories: int = 8):
+def synthetic_data(
+    recipe: TJEPARecipe, numeric: int = 6, categorical: int = 8, categories: int = 8
+):
     """Return (random preprocessed rows, collate) for ``jepactl bench``.
 
     A run's recipe keeps its fitted columns; a recipe without ``data.fitted`` gets one fitted
@@ -253,24 +299,39 @@ def synthetic_data(recipe: TJEPARecipe, numeric: int = 6, categorical: int = 8,
         pre = preprocessor(recipe)
         numeric, cards = pre.n_numeric, pre.cardinalities
         codes = [rng.integers(0, card, rows) for card in cards]
-        features = np.concatenate([rng.standard_normal((rows, numeric)),
-                                   np.stack(codes, axis=1) if codes else np.zeros((rows, 0))], 1)
+        features = np.concatenate(
+            [
+                rng.standard_normal((rows, numeric)),
+                np.stack(codes, axis=1) if codes else np.zeros((rows, 0)),
+            ],
+            1,
+        )
         features = torch.as_tensor(features, dtype=torch.float32)
     else:
         columns = {f"x{i}": rng.standard_normal(rows) for i in range(numeric)}
-        columns.update({f"c{i}": rng.integers(0, categories, rows).astype(str)
-                        for i in range(categorical)})
+        columns.update(
+            {f"c{i}": rng.integers(0, categories, rows).astype(str) for i in range(categorical)}
+        )
         table = Table("synthetic", pd.DataFrame(columns))
-        roles = ColumnRoles([f"x{i}" for i in range(numeric)],
-                            [f"c{i}" for i in range(categorical)])
-        pre = TablePreprocessor.fit(table, roles, recipe.data.numeric_transform,
-                                    recipe.data.quantiles)
+        roles = ColumnRoles(
+            [f"x{i}" for i in range(numeric)], [f"c{i}" for i in range(categorical)]
+        )
+        pre = TablePreprocessor.fit(
+            table, roles, recipe.data.numeric_transform, recipe.data.quantiles
+        )
         recipe.data.fitted = pre.to_dict()  # the model's tokenizer is built from the fit
         features = pre.transform(table)
     return TablePretrainDataset(features), masking_collate(recipe, pre.num_features)
 
 
-SPEC = MethodSpec("tjepa", TJEPARecipe, build=build, pretrain_data=pretrain_data,
-                  eval_data=eval_data, has_split=has_split, synthetic_data=synthetic_data,
-                  run_probe=run_probe,
-                  labels_from="its labels are a column of the table: pass --target COLUMN")
+SPEC = MethodSpec(
+    "tjepa",
+    TJEPARecipe,
+    build=build,
+    pretrain_data=pretrain_data,
+    eval_data=eval_data,
+    has_split=has_split,
+    synthetic_data=synthetic_data,
+    run_probe=run_probe,
+    labels_from="its labels are a column of the table: pass --target COLUMN",
+)

@@ -47,28 +47,40 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     return additive.masked_fill_(~mask, float("-inf"))
 
 
-def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                 attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
-                                 is_causal: bool = False) -> torch.Tensor:
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+) -> torch.Tensor:
     """SDPA that upcasts half-precision inputs on devices where fp32 attention is faster."""
     dtype = sdpa_dtype(q.device.type, q.dtype)
     if attn_mask is not None and attn_mask.is_floating_point():
         attn_mask = attn_mask.to(dtype)  # an additive mask must match q's dtype; no-op if it does
     if dtype == q.dtype:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+        )
     with torch.autocast(q.device.type, enabled=False):
-        out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
-                                             attn_mask=attn_mask, dropout_p=dropout_p,
-                                             is_causal=is_causal)
+        out = F.scaled_dot_product_attention(
+            q.to(dtype),
+            k.to(dtype),
+            v.to(dtype),
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+        )
     return out.to(q.dtype)
 
 
 class Attention(TimmAttention):
     """timm's attention block with :func:`scaled_dot_product_attention` as its kernel."""
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         B, N, _ = x.shape
         # getattr: timm releases before the gated variant have neither ``gate`` nor ``attn_dim``
         # (GPU images may carry an older timm than this project pins for CPU).
@@ -77,8 +89,9 @@ class Attention(TimmAttention):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = scaled_dot_product_attention(q, k, v, attn_mask,
-                                         self.attn_drop.p if self.training else 0.0, is_causal)
+        x = scaled_dot_product_attention(
+            q, k, v, attn_mask, self.attn_drop.p if self.training else 0.0, is_causal
+        )
         x = self.norm(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
         if gate is not None:
             x = x * gate

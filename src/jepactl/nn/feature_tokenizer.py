@@ -24,8 +24,9 @@ from jepactl.nn.pos_embed import sincos_1d
 class FeatureTokenizer(nn.Module):
     """Preprocessed table rows (B, F) -> feature tokens (B, F, D)."""
 
-    def __init__(self, n_numeric: int, cardinalities: list[int], dim: int, bias: bool = True
-                 ) -> None:
+    def __init__(
+        self, n_numeric: int, cardinalities: list[int], dim: int, bias: bool = True
+    ) -> None:
         super().__init__()
         if n_numeric + len(cardinalities) == 0:
             raise RecipeError("the feature tokenizer needs at least one feature")
@@ -37,19 +38,24 @@ class FeatureTokenizer(nn.Module):
         nn.init.uniform_(self.category_embed.weight, -bound, bound)
         offsets = torch.tensor([0] + list(cardinalities[:-1]), dtype=torch.long).cumsum(0)
         self.register_buffer("category_offsets", offsets[: len(cardinalities)], persistent=False)
-        self.register_buffer("cardinalities", torch.tensor(cardinalities, dtype=torch.long),
-                             persistent=False)
-        self.feature_bias = (nn.Parameter(torch.empty(self.num_features, dim).uniform_(-bound, bound))
-                             if bias else None)
+        self.register_buffer(
+            "cardinalities", torch.tensor(cardinalities, dtype=torch.long), persistent=False
+        )
+        self.feature_bias = (
+            nn.Parameter(torch.empty(self.num_features, dim).uniform_(-bound, bound))
+            if bias
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         real = x[:, : self.n_numeric].unsqueeze(-1) * self.numeric_weight
         # Codes outside the fitted vocabulary cannot occur after preprocessing; clamping keeps
         # a hand-made tensor from indexing another feature's rows.
-        codes = x[:, self.n_numeric:].round().long()
+        codes = x[:, self.n_numeric :].round().long()
         codes = torch.minimum(codes.clamp_min(0), self.cardinalities - 1) + self.category_offsets
-        tokens = torch.cat([real.to(self.category_embed.weight.dtype),
-                            self.category_embed(codes)], dim=1)
+        tokens = torch.cat(
+            [real.to(self.category_embed.weight.dtype), self.category_embed(codes)], dim=1
+        )
         if self.feature_bias is not None:
             tokens = tokens + self.feature_bias
         return tokens
@@ -61,5 +67,6 @@ class FeatureTokenizer(nn.Module):
 
 def feature_tokenizer(cfg: dict, dim: int, patch_size: int, bias: bool) -> nn.Module:  # noqa: ARG001
     """Build from ``{"kind": "features", "n_numeric": k, "cardinalities": [...], ...}``."""
-    return FeatureTokenizer(int(cfg["n_numeric"]), [int(c) for c in cfg["cardinalities"]], dim,
-                            bias=bias)
+    return FeatureTokenizer(
+        int(cfg["n_numeric"]), [int(c) for c in cfg["cardinalities"]], dim, bias=bias
+    )

@@ -33,8 +33,9 @@ SAR_GRADIENT_SCALES = (5, 9, 13, 17)
 RATIO_OFFSET = 0.01  # added after padding, as the reference does, so log(0/0) never happens
 
 
-def half_window_profiles(radius: int, kernel: Literal["box", "gaussian"]
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def half_window_profiles(
+    radius: int, kernel: Literal["box", "gaussian"]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return 1-D profiles (full, low half, high half) of length 2r+1, float64.
 
     ``low`` covers offsets -r..0 (box) or -r..-1 (gaussian), ``high`` 0..r or 1..r; ``full``
@@ -46,7 +47,7 @@ def half_window_profiles(radius: int, kernel: Literal["box", "gaussian"]
         low, high = (offsets <= 0).double(), (offsets >= 0).double()
     elif kernel == "gaussian":
         sigma = 0.3 * ((2 * radius + 1 - 1) * 0.5 - 1) + 0.8
-        weight = torch.exp(-offsets**2 / (2 * sigma**2))
+        weight = torch.exp(-(offsets**2) / (2 * sigma**2))
         low, high = (offsets < 0).double(), (offsets > 0).double()
     else:
         raise ValueError(f"unknown gradient kernel {kernel!r}; known: box, gaussian")
@@ -56,8 +57,11 @@ def half_window_profiles(radius: int, kernel: Literal["box", "gaussian"]
 class GradientByRatio(nn.Module):
     """Map single-channel amplitude images (B, 1, H, W) to gradient magnitudes (B, S, H, W)."""
 
-    def __init__(self, scales: tuple[int, ...] = SAR_GRADIENT_SCALES,
-                 kernel: Literal["box", "gaussian"] = "box") -> None:
+    def __init__(
+        self,
+        scales: tuple[int, ...] = SAR_GRADIENT_SCALES,
+        kernel: Literal["box", "gaussian"] = "box",
+    ) -> None:
         super().__init__()
         if not scales or any(r < 1 for r in scales):
             raise ValueError(f"gradient scales must be positive radii, got {scales}")
@@ -66,8 +70,9 @@ class GradientByRatio(nn.Module):
         for r in self.scales:
             full, low, high = half_window_profiles(r, kernel)
             # Row pass: 3 profiles (full, top, bottom); column pass applied to each row result.
-            self.register_buffer(f"profiles_{r}", torch.stack([full, low, high]).float(),
-                                 persistent=False)
+            self.register_buffer(
+                f"profiles_{r}", torch.stack([full, low, high]).float(), persistent=False
+            )
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -81,8 +86,10 @@ class GradientByRatio(nn.Module):
     def _one_scale(x: torch.Tensor, radius: int, profiles: torch.Tensor) -> torch.Tensor:
         size = 2 * radius + 1
         if min(x.shape[-2:]) <= radius:
-            raise ValueError(f"image {tuple(x.shape[-2:])} is too small for gradient radius "
-                             f"{radius} (reflect padding needs size > radius)")
+            raise ValueError(
+                f"image {tuple(x.shape[-2:])} is too small for gradient radius "
+                f"{radius} (reflect padding needs size > radius)"
+            )
         padded = F.pad(x, (radius,) * 4, mode="reflect") + RATIO_OFFSET
         # Vertical pass: rows weighted by full / top / bottom profiles -> 3 channels.
         rows = F.conv2d(padded, profiles.view(3, 1, size, 1))
@@ -112,7 +119,8 @@ def patchify(maps: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-def gradient_patch_targets(operator: GradientByRatio, amplitude: torch.Tensor, patch_size: int
-                           ) -> torch.Tensor:
+def gradient_patch_targets(
+    operator: GradientByRatio, amplitude: torch.Tensor, patch_size: int
+) -> torch.Tensor:
     """Return the per-patch SAR-JEPA targets (B, N, S*p*p) for amplitude images (B, 1, H, W)."""
     return patchify(operator(amplitude), patch_size)

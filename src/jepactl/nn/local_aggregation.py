@@ -43,8 +43,9 @@ class LocalAggregationConfig:
     wrap: bool = True  # reference: neighbour windows wrap around the grid edges
 
 
-def neighbour_table(grid: tuple[int, int], window: int, wrap: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbour_table(
+    grid: tuple[int, int], window: int, wrap: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (indices (N, window**2 - 1), valid (N, window**2 - 1)) of each patch's neighbours.
 
     Neighbours come in raster order of the window, the centre left out. With ``wrap`` every
@@ -53,8 +54,12 @@ def neighbour_table(grid: tuple[int, int], window: int, wrap: bool
     """
     height, width = grid
     half = window // 2
-    offsets = [(dr, dc) for dr in range(-half, half + 1) for dc in range(-half, half + 1)
-               if (dr, dc) != (0, 0)]
+    offsets = [
+        (dr, dc)
+        for dr in range(-half, half + 1)
+        for dc in range(-half, half + 1)
+        if (dr, dc) != (0, 0)
+    ]
     rows = torch.arange(height).repeat_interleave(width)[:, None]
     cols = torch.arange(width).repeat(height)[:, None]
     d_rows = torch.tensor([o[0] for o in offsets])[None, :]
@@ -67,8 +72,9 @@ def neighbour_table(grid: tuple[int, int], window: int, wrap: bool
     return torch.where(valid, r * width + c, own.expand_as(r)), valid
 
 
-def select_neighbours(features: torch.Tensor, table: torch.Tensor, valid: torch.Tensor, k: int
-                      ) -> torch.Tensor:
+def select_neighbours(
+    features: torch.Tensor, table: torch.Tensor, valid: torch.Tensor, k: int
+) -> torch.Tensor:
     """Return (B, N, k) token indices: each patch's k candidates most cosine-similar to it."""
     normed = F.normalize(features.float(), dim=-1)
     candidates = normed[:, table]  # (B, N, C, D)
@@ -81,8 +87,9 @@ def select_neighbours(features: torch.Tensor, table: torch.Tensor, valid: torch.
 class ClassAttentionBlock(nn.Module):
     """CaiT's LayerScale_Block_CA without layer scale: one query token attends to [query; keys]."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
-                 norm_eps: float) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, norm_eps: float
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"head width {dim} is not divisible by {num_heads} heads")
@@ -95,8 +102,9 @@ class ClassAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
-    def attend(self, query: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor | None
-               ) -> torch.Tensor:
+    def attend(
+        self, query: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
         """Return (S, 1, D): the query's attention over [query; keys] (S, 1+L, D)."""
         u = self.norm1(torch.cat([query, keys], dim=1))
         s, length, dim = u.shape
@@ -115,8 +123,9 @@ class ClassAttentionBlock(nn.Module):
         x = query + self.attend(query, keys, None)
         return x + self.mlp(self.norm2(x))
 
-    def forward_broadcast(self, tokens: torch.Tensor, query: torch.Tensor,
-                          valid: torch.Tensor | None) -> torch.Tensor:
+    def forward_broadcast(
+        self, tokens: torch.Tensor, query: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
         """Context branch: return every token plus the query's attention output, then MLP."""
         x = tokens + self.attend(query, tokens, valid)
         return x + self.mlp(self.norm2(x))
@@ -133,19 +142,29 @@ def masked_mean(tokens: torch.Tensor, valid: torch.Tensor | None) -> torch.Tenso
 class LocalAggregationHead(nn.Module):
     """Class-attention head shared by DMT-JEPA's target (neighbours) and context branches."""
 
-    def __init__(self, grid: tuple[int, int], dim: int, num_heads: int,
-                 config: LocalAggregationConfig, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        dim: int,
+        num_heads: int,
+        config: LocalAggregationConfig,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__()
-        candidates = config.window ** 2 - 1
+        candidates = config.window**2 - 1
         if config.window < 3 or config.window % 2 == 0:
             raise ValueError(f"aggregation.window must be an odd number >= 3, got {config.window}")
         if not 1 <= config.neighbours <= candidates:
-            raise ValueError(f"aggregation.neighbours must be in 1..{candidates}, "
-                             f"got {config.neighbours}")
+            raise ValueError(
+                f"aggregation.neighbours must be in 1..{candidates}, got {config.neighbours}"
+            )
         self.config = config
-        self.blocks = nn.ModuleList(ClassAttentionBlock(dim, num_heads, mlp_ratio, qkv_bias,
-                                                        norm_eps) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(
+            ClassAttentionBlock(dim, num_heads, mlp_ratio, qkv_bias, norm_eps)
+            for _ in range(config.depth)
+        )
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         table, valid = neighbour_table(grid, config.window, config.wrap)
         self.register_buffer("neighbour_index", table, persistent=False)
@@ -161,8 +180,9 @@ class LocalAggregationHead(nn.Module):
         batch, count, dim = tokens.shape
         if count != self.neighbour_index.shape[0]:
             raise ValueError(f"head built for {self.neighbour_index.shape[0]} patches, got {count}")
-        chosen = select_neighbours(tokens, self.neighbour_index, self.neighbour_valid,
-                                   self.config.neighbours)
+        chosen = select_neighbours(
+            tokens, self.neighbour_index, self.neighbour_valid, self.config.neighbours
+        )
         keys = gather_tokens(tokens, chosen).reshape(batch * count, -1, dim)
         # Per-image query: patch (b, n) reads image b's mean token (the reference mixes images).
         query = tokens.mean(dim=1, keepdim=True).repeat_interleave(count, dim=0)
@@ -170,8 +190,9 @@ class LocalAggregationHead(nn.Module):
             query = block.forward_query(query, keys)
         return self.norm(query).reshape(batch, count, dim)
 
-    def refine_context(self, tokens: torch.Tensor, valid: torch.Tensor | None = None
-                       ) -> torch.Tensor:
+    def refine_context(
+        self, tokens: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Return context tokens (B, K, D) refined by the global class-attention blocks."""
         x = tokens
         for block in self.blocks:

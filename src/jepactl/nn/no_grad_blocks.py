@@ -36,8 +36,12 @@ def _is_identity(module: nn.Module) -> bool:
 
 def _inactive_dropout(module: nn.Module, training: bool) -> bool:
     """True when a dropout-like module does nothing: Identity, p == 0, or eval mode."""
-    return _is_identity(module) or not training or getattr(module, "p", 1.0) == 0.0 \
+    return (
+        _is_identity(module)
+        or not training
+        or getattr(module, "p", 1.0) == 0.0
         or getattr(module, "drop_prob", 1.0) == 0.0
+    )
 
 
 def supports_in_place_forward(block: nn.Module) -> bool:
@@ -50,16 +54,21 @@ def supports_in_place_forward(block: nn.Module) -> bool:
         return False
     training = block.training
     return (
-        _is_identity(block.ls1) and _is_identity(block.ls2)
+        _is_identity(block.ls1)
+        and _is_identity(block.ls2)
         and _inactive_dropout(block.drop_path1, training)
         and _inactive_dropout(block.drop_path2, training)
-        and _is_identity(attn.q_norm) and _is_identity(attn.k_norm) and _is_identity(attn.norm)
+        and _is_identity(attn.q_norm)
+        and _is_identity(attn.k_norm)
+        and _is_identity(attn.norm)
         and getattr(attn, "gate", None) is None
         and _inactive_dropout(attn.attn_drop, training)
         and _inactive_dropout(attn.proj_drop, training)
-        and type(mlp.act) is nn.GELU and mlp.act.approximate == "none"
+        and type(mlp.act) is nn.GELU
+        and mlp.act.approximate == "none"
         and _is_identity(mlp.norm)
-        and _inactive_dropout(mlp.drop1, training) and _inactive_dropout(mlp.drop2, training)
+        and _inactive_dropout(mlp.drop1, training)
+        and _inactive_dropout(mlp.drop2, training)
     )
 
 
@@ -92,16 +101,21 @@ class _Workspace:
             return linear(inputs)
         shape = (inputs.shape[0], weight.shape[0])
         out = self.buffers.get(role)
-        if out is None or out.shape != shape or out.dtype != inputs.dtype \
-                or out.device != inputs.device:
+        if (
+            out is None
+            or out.shape != shape
+            or out.dtype != inputs.dtype
+            or out.device != inputs.device
+        ):
             out = self.buffers[role] = inputs.new_empty(shape)
         if linear.bias is None:
             return torch.mm(inputs, weight.t(), out=out)
         return torch.addmm(linear.bias, inputs, weight.t(), out=out)
 
 
-def _block_forward_in_place(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None,
-                            workspace: _Workspace) -> None:
+def _block_forward_in_place(
+    block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None, workspace: _Workspace
+) -> None:
     batch, tokens, dim = x.shape
     rows = x.view(batch * tokens, dim)
     attn = block.attn
@@ -117,8 +131,9 @@ def _block_forward_in_place(block: nn.Module, x: torch.Tensor, attn_mask: torch.
     _add_linear_(rows, hidden, block.mlp.fc2)
 
 
-def run_blocks_in_place(blocks: nn.ModuleList, x: torch.Tensor,
-                        attn_mask: torch.Tensor | None) -> torch.Tensor:
+def run_blocks_in_place(
+    blocks: nn.ModuleList, x: torch.Tensor, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
     """Apply ``blocks`` to ``x`` (B, N, D) without autograd; ``x`` itself is left unchanged."""
     if torch.is_grad_enabled():
         raise RuntimeError("run_blocks_in_place needs autograd off (torch.no_grad())")

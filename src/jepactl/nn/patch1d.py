@@ -19,12 +19,15 @@ from jepactl.nn.pos_embed import sincos_1d
 class PatchEmbed1D(nn.Module):
     """Non-overlapping patches of a (B, leads, samples) signal -> (B, samples / p, D)."""
 
-    def __init__(self, leads: int, signal_length: int, patch_size: int, dim: int,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, leads: int, signal_length: int, patch_size: int, dim: int, bias: bool = True
+    ) -> None:
         super().__init__()
         if signal_length % patch_size:
-            raise RecipeError(f"signal length {signal_length} samples is not divisible by "
-                              f"model.patch_size={patch_size}")
+            raise RecipeError(
+                f"signal length {signal_length} samples is not divisible by "
+                f"model.patch_size={patch_size}"
+            )
         self.num_patches = signal_length // patch_size
         self.proj = nn.Conv1d(leads, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         # Initialised like a linear layer, as the transformer's other projections.

@@ -5,17 +5,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepactl.nn.vit import gather_tokens, init_transformer_weights, make_blocks, padding_mask, \
-    run_blocks
+from jepactl.nn.vit import (
+    gather_tokens,
+    init_transformer_weights,
+    make_blocks,
+    padding_mask,
+    run_blocks,
+)
 
 
-def block_diagonal_mask(context_len: int, blocks: int, per_block: int,
-                        device: torch.device | None = None) -> torch.Tensor:
+def block_diagonal_mask(
+    context_len: int, blocks: int, per_block: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Boolean (N, N) attention mask of the shared-context sequence [context; M blocks of T]:
     a query sees the context keys always and the mask-token keys of its own block only, so
     context tokens see only the context (True = may attend)."""
-    group = torch.cat([torch.full((context_len,), -1, device=device),
-                       torch.arange(blocks, device=device).repeat_interleave(per_block)])
+    group = torch.cat(
+        [
+            torch.full((context_len,), -1, device=device),
+            torch.arange(blocks, device=device).repeat_interleave(per_block),
+        ]
+    )
     return (group[None, :] == -1) | (group[None, :] == group[:, None])
 
 
@@ -32,14 +42,32 @@ class MaskedPredictor(nn.Module):
     equivalence; it runs the predictor on K + M*T tokens instead of M*(K + T).
     """
 
-    def __init__(self, encoder_dim: int, dim: int, depth: int, num_heads: int,
-                 position_table: torch.Tensor, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 bias: bool = True, norm_eps: float = 1e-6, shared_context: bool = False) -> None:
+    def __init__(
+        self,
+        encoder_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        position_table: torch.Tensor,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        bias: bool = True,
+        norm_eps: float = 1e-6,
+        shared_context: bool = False,
+    ) -> None:
         super().__init__()
         self.shared_context = shared_context
-        self.config = {"encoder_dim": encoder_dim, "dim": dim, "depth": depth,
-                       "num_heads": num_heads, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias,
-                       "bias": bias, "norm_eps": norm_eps, "shared_context": shared_context}
+        self.config = {
+            "encoder_dim": encoder_dim,
+            "dim": dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_ratio": mlp_ratio,
+            "qkv_bias": qkv_bias,
+            "bias": bias,
+            "norm_eps": norm_eps,
+            "shared_context": shared_context,
+        }
         self.embed = nn.Linear(encoder_dim, dim, bias=bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos_embed", position_table, persistent=False)
@@ -50,8 +78,13 @@ class MaskedPredictor(nn.Module):
         init_transformer_weights(self, self.blocks)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, context: torch.Tensor, context_index: torch.Tensor,
-                context_valid: torch.Tensor | None, target_index: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_index: torch.Tensor,
+        context_valid: torch.Tensor | None,
+        target_index: torch.Tensor,
+    ) -> torch.Tensor:
         """Return predictions (B, M, T, D) for target_index (B, M, T) from context (B, K, D)."""
         batch, blocks, per_block = target_index.shape
         pos = self.pos_embed.to(context.dtype).unsqueeze(0).expand(batch, -1, -1)
@@ -70,8 +103,13 @@ class MaskedPredictor(nn.Module):
         x = self.proj(self.norm(x[:, -per_block:]))
         return x.reshape(batch, blocks, per_block, -1)
 
-    def _forward_shared(self, ctx: torch.Tensor, context_valid: torch.Tensor | None,
-                        target_index: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _forward_shared(
+        self,
+        ctx: torch.Tensor,
+        context_valid: torch.Tensor | None,
+        target_index: torch.Tensor,
+        pos: torch.Tensor,
+    ) -> torch.Tensor:
         batch, blocks, per_block = target_index.shape
         queries = self.mask_token.to(ctx.dtype) + gather_tokens(pos, target_index.flatten(1))
         x = torch.cat([ctx, queries], dim=1)
@@ -79,8 +117,9 @@ class MaskedPredictor(nn.Module):
         allowed = block_diagonal_mask(context_len, blocks, per_block, ctx.device)
         mask = allowed.unsqueeze(0).expand(batch, -1, -1)
         if context_valid is not None:
-            key_valid = torch.cat([context_valid,
-                                   context_valid.new_ones(batch, blocks * per_block)], dim=1)
+            key_valid = torch.cat(
+                [context_valid, context_valid.new_ones(batch, blocks * per_block)], dim=1
+            )
             mask = mask & key_valid[:, None, :]
         x = run_blocks(self.blocks, x, mask[:, None], self.activation_checkpointing)
         x = self.proj(self.norm(x[:, context_len:]))

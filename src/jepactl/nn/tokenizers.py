@@ -21,13 +21,15 @@ from jepactl.nn.pos_embed import sincos_2d
 class PatchEmbed2D(nn.Module):
     """Non-overlapping p x p patches of a (B, C, H, W) image -> (B, H/p * W/p, D), raster order."""
 
-    def __init__(self, in_chans: int, img_size: tuple[int, int], patch_size: int, dim: int,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_chans: int, img_size: tuple[int, int], patch_size: int, dim: int, bias: bool = True
+    ) -> None:
         super().__init__()
         h, w = img_size
         if h % patch_size or w % patch_size:
             raise RecipeError(
-                f"image size {h}x{w} is not divisible by model.patch_size={patch_size}")
+                f"image size {h}x{w} is not divisible by model.patch_size={patch_size}"
+            )
         self.grid = (h // patch_size, w // patch_size)
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         # I-JEPA initialises the patch projection like a linear layer.

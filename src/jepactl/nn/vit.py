@@ -41,8 +41,14 @@ class EncoderConfig:
 
 
 def make_blocks(
-    dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, bias: bool,
-    drop_path: float, norm_eps: float,
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    bias: bool,
+    drop_path: float,
+    norm_eps: float,
 ) -> nn.ModuleList:
     """Return ``depth`` timm pre-norm blocks with a linear drop-path ramp.
 
@@ -51,8 +57,16 @@ def make_blocks(
     norm = partial(nn.LayerNorm, eps=norm_eps, bias=bias)
     rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
     return nn.ModuleList(
-        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias and bias, proj_bias=bias,
-              drop_path=rate, norm_layer=norm, attn_layer=Attention)
+        Block(
+            dim,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias and bias,
+            proj_bias=bias,
+            drop_path=rate,
+            norm_layer=norm,
+            attn_layer=Attention,
+        )
         for rate in rates
     )
 
@@ -115,16 +129,27 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.tokenizer_config = dict(tokenizer_config)
         self.config = config
-        self.tokenizer = build_tokenizer(self.tokenizer_config, config.embed_dim, config.patch_size,
-                                         bias=config.bias)
-        self.register_buffer("pos_embed", self.tokenizer.position_table(config.embed_dim),
-                             persistent=False)
+        self.tokenizer = build_tokenizer(
+            self.tokenizer_config, config.embed_dim, config.patch_size, bias=config.bias
+        )
+        self.register_buffer(
+            "pos_embed", self.tokenizer.position_table(config.embed_dim), persistent=False
+        )
         self.registers = (
             nn.Parameter(torch.zeros(1, config.num_registers, config.embed_dim))
-            if config.num_registers else None
+            if config.num_registers
+            else None
         )
-        self.blocks = make_blocks(config.embed_dim, config.depth, config.num_heads, config.mlp_ratio,
-                                  config.qkv_bias, config.bias, config.drop_path, config.norm_eps)
+        self.blocks = make_blocks(
+            config.embed_dim,
+            config.depth,
+            config.num_heads,
+            config.mlp_ratio,
+            config.qkv_bias,
+            config.bias,
+            config.drop_path,
+            config.norm_eps,
+        )
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps, bias=config.bias)
         self.activation_checkpointing = False
         init_transformer_weights(self, self.blocks)
@@ -152,8 +177,9 @@ class TransformerEncoder(nn.Module):
         rows were padded to a common length. Register tokens are dropped from the output unless
         ``return_registers``, in which case they come first.
         """
-        tokens = self.tokenizer(x) + self.pos_embed.to(dtype=x.dtype if x.is_floating_point()
-                                                        else self.pos_embed.dtype)
+        tokens = self.tokenizer(x) + self.pos_embed.to(
+            dtype=x.dtype if x.is_floating_point() else self.pos_embed.dtype
+        )
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
         prefix = 0
