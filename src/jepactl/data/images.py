@@ -248,20 +248,9 @@ def parquet_source(
 def arrow_source(
     root: Path, split: str | None, image_column: str | None, label_column: str | None
 ) -> ImageSource:
-    from datasets import DatasetDict, load_from_disk
+    from jepactl.data.tables import load_saved_split  # pandas: only when needed
 
-    from jepactl.data.tables import quiet_datasets  # pandas: only when needed
-
-    try:
-        with quiet_datasets():
-            dataset = load_from_disk(str(root))
-    except Exception as err:  # datasets raises many types for unreadable folders
-        raise DataError(f"cannot read dataset '{root}': {err}".splitlines()[0]) from None
-    if isinstance(dataset, DatasetDict):
-        names = [a for a in SPLIT_ALIASES.get(split or "train", (split,)) if a in dataset]
-        if not names:
-            raise DataError(f"dataset '{root}' has no split '{split}' (has: {', '.join(dataset)})")
-        dataset = dataset[names[0]]
+    dataset = load_saved_split(root, split)
     return _hf_source(dataset, f"{root}[{split or 'all'}]", image_column, label_column)
 
 

@@ -271,8 +271,9 @@ def read_parquet(files: list[Path], name: str, config: TableDataConfig) -> Table
     return _from_arrow(arrow_table, name, config)
 
 
-def read_saved_dataset(root: Path, split: str | None, config: TableDataConfig) -> Table:
-    """Return a ``datasets`` folder written by ``save_to_disk`` (a Dataset or DatasetDict)."""
+def load_saved_split(root: Path, split: str | None):
+    """Return one split of a ``datasets`` folder written by ``save_to_disk`` (a Dataset, or a
+    DatasetDict whose split is found under its usual aliases); shared by tables and images."""
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -285,6 +286,12 @@ def read_saved_dataset(root: Path, split: str | None, config: TableDataConfig) -
         if not names:
             raise DataError(f"dataset '{root}' has no split '{split}' (has: {', '.join(dataset)})")
         dataset = dataset[names[0]]
+    return dataset
+
+
+def read_saved_dataset(root: Path, split: str | None, config: TableDataConfig) -> Table:
+    """Return a ``datasets`` folder written by ``save_to_disk`` (a Dataset or DatasetDict)."""
+    dataset = load_saved_split(root, split)
     return _from_arrow(dataset.data.table, f"{root}[{split or 'all'}]", config)
 
 
