@@ -15,7 +15,7 @@ from jepactl.methods.concept_jepa import build as build_jepa
 from jepactl.methods.concept_lm import ConceptLMRecipe
 from jepactl.methods.concept_lm import build as build_lm
 from jepactl.nn.memory import KeyValueMemory
-from jepactl.recipe import build_dataclass, to_dict
+from jepactl.typed_config import build_dataclass, to_dict
 
 SMALL_DATA = {"group_a": 40, "group_b": 20, "relation_pairs": 2}
 

@@ -188,7 +188,8 @@ def test_an_out_of_memory_step_is_retried_once_with_half_the_micro_batch(tmp_pat
     from accelerate import Accelerator
 
     from jepactl.methods import method_spec
-    from jepactl.train import StepRunner, build_method, build_optimizer
+    from jepactl.step import StepRunner, build_optimizer
+    from jepactl.train import build_method
 
     recipe = tiny()
     spec = method_spec(recipe.method)

@@ -21,7 +21,7 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import TINY_IMAGE_OVERRIDES
-from jepactl import cli
+from jepactl import cli, cli_errors
 from jepactl.checkpoint import _FILE_MODE
 from jepactl.errors import UserError
 from jepactl.evaluate.embed import run_embed
@@ -328,7 +328,7 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_2(capsys, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.jsonl")
 
     with pytest.raises(typer.Exit) as info:
-        cli._guard(disk_full)
+        cli_errors.guard(disk_full)
     assert info.value.exit_code == 2
     assert_one_line_error(capsys.readouterr().err, "disk full while writing 'runs/x/metrics.jsonl'")
 
@@ -336,12 +336,12 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_2(capsys, monkeypatch)
         raise OSError(errno.EROFS, "Read-only file system", "x/y")
 
     with pytest.raises(typer.Exit):
-        cli._guard(read_only)
+        cli_errors.guard(read_only)
     assert_one_line_error(capsys.readouterr().err, "cannot write 'x/y': Read-only file system")
 
-    monkeypatch.setitem(cli.STATE, "debug", True)  # --debug: the traceback
+    monkeypatch.setitem(cli_errors.STATE, "debug", True)  # --debug: the traceback
     with pytest.raises(OSError):
-        cli._guard(read_only)
+        cli_errors.guard(read_only)
 
 
 @pytest.mark.parametrize("where", ["is a file", "under a file"])

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from jepactl.methods import concept_jepa
 from jepactl.recipe import load_recipe
-from jepactl.train import build_method, build_optimizer
+from jepactl.step import build_optimizer
+from jepactl.train import build_method
 
 
 def scaled_forward(scale: float):

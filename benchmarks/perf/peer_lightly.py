@@ -189,7 +189,8 @@ def jepactl_runner(
     from jepactl.methods import ijepa
     from jepactl.methods.ijepa import synthetic_data
     from jepactl.recipe import load_recipe
-    from jepactl.train import StepRunner, build_method, build_optimizer
+    from jepactl.step import StepRunner, build_optimizer
+    from jepactl.train import build_method
 
     recipe = load_recipe(
         "image/tiny",

@@ -1,6 +1,6 @@
 """``jepactl bench``: steady-state throughput of a recipe's pretraining step, and where it goes.
 
-It runs the trainer's own step (``train.StepRunner``) on synthetic inputs of the recipe's
+It runs the trainer's own step (``step.StepRunner``) on synthetic inputs of the recipe's
 shape (or ``--data``), after warm-up, and reports samples/s, a step-time breakdown (data wait,
 mask sampling, forward, backward, optimizer, EMA), peak memory, model FLOPs per sample counted
 with ``torch.utils.flop_counter`` and the achieved FLOP/s as a fraction of this machine's dense
@@ -28,7 +28,8 @@ from jepactl.errors import UserError
 from jepactl.methods import method_spec
 from jepactl.micro_batch import loader_workers
 from jepactl.recipe import Recipe
-from jepactl.train import StepRunner, build_method, build_optimizer
+from jepactl.step import StepRunner, build_optimizer
+from jepactl.train import build_method
 
 PHASES = ("data", "forward", "backward", "optimizer", "ema")
 

@@ -8,19 +8,18 @@ and the line names the path. Anything else exits 1.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from jepactl import __version__
+from jepactl.cli_errors import STATE, guard, positive
+from jepactl.cli_output import emit
+from jepactl.cli_recipes import recipes_app
 from jepactl.errors import UserError
 
 app = typer.Typer(
@@ -30,12 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Pretrain, probe, fine-tune, embed and export JEPA models.",
 )
-recipes_app = typer.Typer(no_args_is_help=True, help="List and show packaged recipes.")
 app.add_typer(recipes_app, name="recipes")
-
-stdout = Console()
-stderr = Console(stderr=True)
-STATE = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -65,100 +59,6 @@ def _root(
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
     )
-
-
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a UserError or an OSError becomes one line on stderr and exit code 2."""
-    try:
-        return fn()
-    except (UserError, OSError) as err:
-        if STATE["debug"]:
-            raise
-        if isinstance(err, OSError):
-            from jepactl.output_paths import describe_os_error
-
-            err = describe_os_error(err)
-        # escape: a path like 'shapes[train]' is not rich markup
-        stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-
-
-def _emit(
-    command: str,
-    results: dict[str, Any],
-    as_json: bool,
-    settings: dict[str, Any],
-    run: Optional[Path] = None,
-    recipe: Optional[str] = None,
-    title: Optional[str] = None,
-) -> None:
-    """Print a command's ``results``: a metric/value table, or with ``--json`` one shape for
-    every command and domain: ``{"command", "run", "recipe", "results", "settings"}``.
-
-    ``settings`` is what was asked (the command's options); ``recipe`` defaults to the name in
-    ``run``'s recipe (a run folder or an export). Seeded metrics come as ``metric``,
-    ``metric_std``, ``metric_per_seed`` (``evaluate/seeds.py``); the table leaves out the std
-    and per-seed rows of a single seed, which say nothing more.
-    """
-    if as_json:
-        if recipe is None and run is not None:
-            recipe = _recipe_name(run)
-        print(
-            json.dumps(
-                {
-                    "command": command,
-                    "run": None if run is None else str(run),
-                    "recipe": recipe,
-                    "results": results,
-                    "settings": settings,
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return
-    table = Table(title=title or command, show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in results.items():
-        if not _single_seed_detail(key, results):
-            table.add_row(key, _cell(value))
-    stdout.print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
-        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
-    return str(value)
-
-
-def _single_seed_detail(key: str, results: dict[str, Any]) -> bool:
-    """True for ``metric_std`` / ``metric_per_seed`` of a metric measured with one seed."""
-    for suffix in ("_std", "_per_seed"):
-        if key.endswith(suffix):
-            per_seed = results.get(key[: -len(suffix)] + "_per_seed")
-            return isinstance(per_seed, list) and len(per_seed) == 1
-    return False
-
-
-def _recipe_name(run: Path) -> Optional[str]:
-    """The recipe name stored in a run folder or an export (None where none can be read)."""
-    from jepactl.evaluate.source import open_recipe
-
-    try:
-        return open_recipe(Path(run)).name or None
-    except (UserError, OSError, KeyError, ValueError):  # the results are printed regardless
-        return None
-
-
-def _positive(name: str, value: Optional[int]) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"{name} must be a positive integer, got {value}")
 
 
 # ------------------------------------------------------------------------------- pretrain
@@ -194,7 +94,7 @@ def pretrain(
         from jepactl.runs import default_run_dir, is_run_dir
         from jepactl.train import pretrain as train
 
-        _positive("--max-steps", max_steps)
+        positive("--max-steps", max_steps)
         extra = list(overrides or [])
         run_dir = out
         if is_run_dir(Path(recipe)):  # `jepactl pretrain RUN --resume`
@@ -216,40 +116,36 @@ def pretrain(
             config.data.path = data
         if max_steps is not None:
             config.train.max_steps = max_steps
-        _positive("train.max_steps", config.train.max_steps)
-        _positive("train.batch_size", config.train.batch_size)
-        _positive("train.log_every", config.train.log_every)
-        _positive("train.checkpoint_every", config.train.checkpoint_every)
-        _positive("checkpoint.keep", config.checkpoint.keep)
+        positive("train.max_steps", config.train.max_steps)
+        positive("train.batch_size", config.train.batch_size)
+        positive("train.log_every", config.train.log_every)
+        positive("train.checkpoint_every", config.train.checkpoint_every)
+        positive("checkpoint.keep", config.checkpoint.keep)
         micro = getattr(config.train, "micro_batch_size", "auto")  # the linear analyses have none
         if micro != "auto":
-            _positive("train.micro_batch_size", micro)
+            positive("train.micro_batch_size", micro)
         run_dir = run_dir or default_run_dir(config)
         check_writable_folder(run_dir, "--out")  # now, not after the first hour of training
         spec = method_spec(config.method)
+        settings = dict(
+            recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps, resume=resume
+        )
         if spec.run_pretrain is not None:  # analyses that are not SGD over a data loader
             from jepactl.run_lock import RunLock
 
             with RunLock(run_dir):  # single-process: train() takes the lock on the main rank
                 result = spec.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
-            _emit(
+            emit(
                 "pretrain",
                 result,
                 as_json,
-                dict(
-                    recipe=recipe,
-                    overrides=extra,
-                    data=data,
-                    out=out,
-                    max_steps=max_steps,
-                    resume=resume,
-                ),
+                settings,
                 run_dir,
                 config.name,
             )
             return
         result = train(config, run_dir, resume=resume, quiet=quiet)
-        _emit(
+        emit(
             "pretrain",
             {
                 "run": str(result.run_dir),
@@ -258,19 +154,12 @@ def pretrain(
                 "last_loss": result.last_loss,
             },
             as_json,
-            dict(
-                recipe=recipe,
-                overrides=extra,
-                data=data,
-                out=out,
-                max_steps=max_steps,
-                resume=resume,
-            ),
+            settings,
             result.run_dir,
             config.name,
         )
 
-    _guard(run)
+    guard(run)
 
 
 # ------------------------------------------------------------------------------- probe
@@ -330,8 +219,8 @@ def probe(
 
         if not 0.0 < labels_fraction <= 1.0:
             raise UserError(f"--labels-fraction must be in (0, 1], got {labels_fraction}")
-        _positive("--seeds", seeds)
-        _positive("--shots", shots)
+        positive("--seeds", seeds)
+        positive("--shots", shots)
         request = ProbeRequest(
             run,
             data,
@@ -347,7 +236,7 @@ def probe(
             list(overrides or []),
             labels,
         )
-        _emit(
+        emit(
             "probe",
             run_probe(request),
             as_json,
@@ -356,7 +245,7 @@ def probe(
             title=f"probe {run}",
         )
 
-    _guard(go)
+    guard(go)
 
 
 # ------------------------------------------------------------------------------- finetune
@@ -396,7 +285,7 @@ def finetune(
         result = run_finetune(
             run, list(overrides or []), data, test, out, random_init, quiet, target
         )
-        _emit(
+        emit(
             "finetune",
             result,
             as_json,
@@ -412,7 +301,7 @@ def finetune(
             title=f"finetune {run}",
         )
 
-    _guard(go)
+    guard(go)
 
 
 # ------------------------------------------------------------------------------- embed
@@ -437,9 +326,9 @@ def embed(
         from jepactl.evaluate.embed import run_embed
 
         result = run_embed(run, data, out, split, which)
-        _emit("embed", result, as_json, dict(data=data, out=out, split=split, which=which), run)
+        emit("embed", result, as_json, dict(data=data, out=out, split=split, which=which), run)
 
-    _guard(go)
+    guard(go)
 
 
 # ------------------------------------------------------------------------------- export
@@ -463,9 +352,9 @@ def export(
         from jepactl.export import run_export
 
         result = run_export(run, out, which, fmt)
-        _emit("export", result, as_json, dict(out=out, which=which, format=fmt), run)
+        emit("export", result, as_json, dict(out=out, which=which, format=fmt), run)
 
-    _guard(go)
+    guard(go)
 
 
 # ------------------------------------------------------------------------------- bench
@@ -500,7 +389,7 @@ def bench(
         from jepactl.bench import run_bench
         from jepactl.recipe import load_recipe
 
-        _positive("--batch-size", batch_size)
+        positive("--batch-size", batch_size)
         result = run_bench(
             load_recipe(recipe, list(overrides or [])),
             steps,
@@ -511,7 +400,7 @@ def bench(
             repeats,
             peak_tflops,
         )
-        _emit(
+        emit(
             "bench",
             result,
             as_json,
@@ -530,76 +419,10 @@ def bench(
             title=f"bench {recipe}",
         )
 
-    _guard(go)
+    guard(go)
 
 
 # ------------------------------------------------------------------------------- recipes
-
-
-@recipes_app.command("list")
-def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List packaged recipes.
-
-    Example: `jepactl recipes list`
-    """
-
-    def go() -> None:
-        from jepactl.recipe import list_recipes, load_recipe
-
-        rows = []
-        for name in list_recipes():
-            try:
-                recipe = load_recipe(name)
-            except UserError as err:  # one broken file must not hide the others
-                rows.append(
-                    {
-                        "name": name,
-                        "method": "?",
-                        "domain": name.split("/")[0],
-                        "description": f"invalid: {err}",
-                    }
-                )
-                continue
-            rows.append(
-                {
-                    "name": name,
-                    "method": recipe.method,
-                    "domain": recipe.domain,
-                    "description": recipe.description,
-                }
-            )
-        if as_json:
-            print(json.dumps(rows, indent=2))
-            return
-        table = Table(title="recipes")
-        for column in ("name", "method", "domain"):
-            table.add_column(column, no_wrap=True)
-        table.add_column("description")
-        for row in rows:
-            table.add_row(*row.values())
-        stdout.print(table)
-
-    _guard(go)
-
-
-@recipes_app.command("show")
-def recipes_show(
-    name: str = typer.Argument(..., help="Recipe name, domain or YAML path."),
-    overrides: Optional[list[str]] = typer.Argument(
-        None, help="`section.key=value` overrides.", show_default=False
-    ),
-) -> None:
-    """Print a recipe fully resolved: every default, after overrides.
-
-    Example: `jepactl recipes show image/ijepa train.batch_size=32`
-    """
-
-    def go() -> None:
-        from jepactl.recipe import dump_recipe, load_recipe
-
-        print(dump_recipe(load_recipe(name, list(overrides or []))), end="")
-
-    _guard(go)
 
 
 def main() -> None:
