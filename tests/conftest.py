@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def pretrain_error(recipe: str, data: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `jepactl pretrain RECIPE --data DATA` (one step) in a fresh process and return it;
+    for the tests of bad input, which must stop with exit 2 and one line on stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
+    args = [
+        "pretrain",
+        recipe,
+        "--data",
+        str(data),
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "jepactl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import pretrain_error
 from jepactl.data.image_dataset import ImageDataConfig, ImagePretrainDataset
 from jepactl.data.images import has_split, open_images
 from jepactl.data.sampling import BatchPlan
@@ -106,18 +104,6 @@ def png_bytes(size=(32, 32)) -> bytes:
     return buffer.getvalue()
 
 
-def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "jepactl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 def test_folder_of_only_corrupt_images_is_one_data_error(tmp_path):
     for i in range(3):
         (tmp_path / "garbage" / f"{i}.png").parent.mkdir(exist_ok=True)
@@ -144,17 +130,7 @@ def test_cli_on_a_folder_of_corrupt_images_exits_2_without_a_traceback(tmp_path)
     (tmp_path / "garbage").mkdir()
     for i in range(3):
         (tmp_path / "garbage" / f"{i}.png").write_bytes(os.urandom(400))
-    result = jepactl(
-        "pretrain",
-        "image/ijepa-cpu",
-        "--data",
-        str(tmp_path / "garbage"),
-        "--max-steps",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-        cwd=tmp_path,
-    )
+    result = pretrain_error("image/ijepa-cpu", tmp_path / "garbage", tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -168,17 +144,7 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         open_images(str(tmp_path / "data"))
-    result = jepactl(
-        "pretrain",
-        "image/ijepa-cpu",
-        "--data",
-        str(tmp_path / "data"),
-        "--max-steps",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-        cwd=tmp_path,
-    )
+    result = pretrain_error("image/ijepa-cpu", tmp_path / "data", tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import pretrain_error
 from jepactl.data.table_preprocess import MISSING_CODE, UNSEEN_CODE, TablePreprocessor, TargetCoding
 from jepactl.data.tables import TableDataConfig, column_roles, read_table
 from jepactl.errors import DataError, RecipeError
@@ -158,18 +157,6 @@ def headerless_tsv(path: Path, rows: int = 40) -> list[list[str]]:
     return cells
 
 
-def jepactl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf-cache")}
-    return subprocess.run(
-        [sys.executable, "-m", "jepactl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 def test_headerless_tsv_keeps_every_row_and_takes_the_target_by_position(tmp_path, caplog):
     cells = headerless_tsv(tmp_path / "h.tsv")
     cfg = TableDataConfig(target=0)
@@ -238,17 +225,7 @@ def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     broken.write_bytes(os.urandom(3000))
     with pytest.raises(DataError, match=f"cannot read parquet '{broken}': .*magic bytes"):
         read_table(str(tmp_path / "data"), TableDataConfig())
-    result = jepactl(
-        "pretrain",
-        "tabular/tjepa-cpu",
-        "--data",
-        str(tmp_path / "data"),
-        "--max-steps",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-        cwd=tmp_path,
-    )
+    result = pretrain_error("tabular/tjepa-cpu", tmp_path / "data", tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read parquet '{broken}': ")

@@ -48,7 +48,8 @@ SAFETY = 0.85
 # factor of head-room on the step's own memory (above the resting process).
 GROWTH = 1.2
 # Private memory of one DataLoader worker process beyond the batches it holds (interpreter,
-# torch, a reader's caches); measured at 150-250 MB on these machines, rounded up.
+# torch, a reader's caches): an estimate with margin, not a measurement. Workers are forked, so
+# most of their pages are shared with the main process.
 WORKER_BYTES = 384 * 1024**2
 TRIAL_SIZES = (2, 8)
 
@@ -102,15 +103,19 @@ def batch_bytes(batch: dict) -> int:
     return sum(v.nelement() * v.element_size() for v in batch.values() if torch.is_tensor(v))
 
 
-def loader_workers(setting: int | str) -> int:
-    """Return DataLoader workers: the recipe's number (``auto``: 8) capped at the CPUs this
-    process may use minus one, so a paper recipe's 8 workers never start on 2 cores."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cap = max(0, (cpus or 1) - 1)
+def requested_workers(setting: int | str) -> int:
+    """Return the DataLoader workers a recipe asks for (``auto``: 8)."""
     wanted = 8 if setting == "auto" else int(setting)
     if wanted < 0:
         raise UserError(f"recipe key 'train.num_workers': must be auto or >= 0, got {wanted}")
-    return min(wanted, cap)
+    return wanted
+
+
+def loader_workers(setting: int | str) -> int:
+    """Return DataLoader workers: ``requested_workers`` capped at the CPUs this process may use
+    minus one, so a paper recipe's 8 workers never start on 2 cores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(requested_workers(setting), max(0, (cpus or 1) - 1))
 
 
 # ------------------------------------------------------------------------------------ memory

@@ -277,8 +277,9 @@ def run_probe(request, recipe: ConceptJEPARecipe) -> dict:
     return run_mrr_probe(request, recipe, "concept")
 
 
-def pretrain_data(recipe: ConceptJEPARecipe, path: str | None) -> PretrainData:
-    """Return (train + atomic facts, collate, source); ``path`` None generates the facts."""
+def pretrain_data(recipe, path: str | None) -> PretrainData:
+    """Return (train + atomic facts, collate, source); ``path`` None generates the facts.
+    Shared by the fact methods (concept-JEPA and the causal LM)."""
     return PretrainData(*facts.pretrain_facts(recipe.data, path))
 
 

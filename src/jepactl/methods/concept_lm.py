@@ -20,7 +20,8 @@ from jepactl.data import facts
 from jepactl.data.facts import FactsDataConfig, load_facts
 from jepactl.errors import RecipeError
 from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
-from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
+from jepactl.methods.base import JEPAMethod, MethodSpec
+from jepactl.methods.concept_jepa import pretrain_data
 from jepactl.nn.vit import init_transformer_weights, make_blocks
 from jepactl.recipe import Recipe
 
@@ -159,11 +160,6 @@ def build(recipe: ConceptLMRecipe) -> CausalFactLM:
 def run_probe(request, recipe: ConceptLMRecipe) -> dict:
     """Return train / atomic / test token-level MRR of the tail among the vocabulary."""
     return run_mrr_probe(request, recipe, "token")
-
-
-def pretrain_data(recipe: ConceptLMRecipe, path: str | None) -> PretrainData:
-    """Return (train + atomic facts, collate, source); ``path`` None generates the facts."""
-    return PretrainData(*facts.pretrain_facts(recipe.data, path))
 
 
 SPEC = MethodSpec(
