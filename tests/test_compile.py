@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from jepactl.compile import compile_blocks, is_compiled
-from jepactl.methods import ijepa
+from jepactl.domains.image import ijepa
 from jepactl.nn.no_grad_blocks import supports_in_place_forward
 from jepactl.recipe import load_recipe
 from jepactl.train import build_method

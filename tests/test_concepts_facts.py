@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from jepactl.data.facts import (
+from jepactl.domains.concepts.facts import (
     FactsCollate,
     FactsDataConfig,
     FactsPretrainDataset,

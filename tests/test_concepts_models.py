@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from jepactl.data.facts import FactsCollate, FactsPretrainDataset, load_facts
-from jepactl.evaluate.mrr import chance_mrr, reciprocal_ranks
-from jepactl.methods.concept_jepa import ConceptJEPARecipe
-from jepactl.methods.concept_jepa import build as build_jepa
-from jepactl.methods.concept_lm import ConceptLMRecipe
-from jepactl.methods.concept_lm import build as build_lm
-from jepactl.nn.memory import KeyValueMemory
+from jepactl.domains.concepts.concept_jepa import ConceptJEPARecipe
+from jepactl.domains.concepts.concept_jepa import build as build_jepa
+from jepactl.domains.concepts.concept_lm import ConceptLMRecipe
+from jepactl.domains.concepts.concept_lm import build as build_lm
+from jepactl.domains.concepts.facts import FactsCollate, FactsPretrainDataset, load_facts
+from jepactl.domains.concepts.memory import KeyValueMemory
+from jepactl.domains.concepts.mrr import chance_mrr, reciprocal_ranks
 from jepactl.typed_config import build_dataclass, to_dict
 
 SMALL_DATA = {"group_a": 40, "group_b": 20, "relation_pairs": 2}

@@ -7,7 +7,7 @@ import json
 import torch
 
 from conftest import TINY_IMAGE_OVERRIDES
-from jepactl.methods import dmt_jepa
+from jepactl.domains.image import dmt_jepa
 from jepactl.recipe import load_recipe
 from jepactl.train import pretrain
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jepactl.nn.local_aggregation import (
+from jepactl.domains.image.local_aggregation import (
     LocalAggregationConfig,
     LocalAggregationHead,
     neighbour_table,

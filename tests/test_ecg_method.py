@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from jepactl.data.sampling import BatchPlan
+from jepactl.domains.ecg import method as ecg_jepa
+from jepactl.domains.ecg.encoder import encoder_for_length
 from jepactl.errors import DataError
-from jepactl.methods import ecg_jepa
 from jepactl.nn.vit import TransformerEncoder, gather_tokens
 from jepactl.recipe import load_recipe
 
@@ -80,7 +81,7 @@ def test_an_encoder_for_shorter_crops_shares_the_weights():
     torch.manual_seed(0)
     method = ecg_jepa.build(tiny_recipe())
     encoder = method.encoder("target").eval()
-    short = ecg_jepa.encoder_for_length(encoder, 320).eval()
+    short = encoder_for_length(encoder, 320).eval()
     x = torch.randn(2, 2, 320)
     assert short.num_tokens == 32
     full_input = torch.cat([x, torch.zeros(2, 2, 320)], dim=2)

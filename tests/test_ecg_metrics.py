@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jepactl.evaluate.ecg_metrics import average_by_group, beat_metrics, macro_auc, roc_auc
+from jepactl.domains.ecg.metrics import average_by_group, beat_metrics, macro_auc, roc_auc
 
 
 def test_beat_metrics_give_per_class_sensitivity_ppv_macro_f1_and_balanced_accuracy():

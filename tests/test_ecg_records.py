@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import wfdb
 
-from jepactl.data.ecg_dataset import ECGDataConfig, ECGWindowReader, open_ecg, sliding_starts
-from jepactl.data.ecg_labels import csv_labels, dx_labels, ptbxl_labels, read_beats
-from jepactl.data.wfdb_records import open_records, read_window
+from jepactl.domains.ecg.labels import csv_labels, dx_labels, ptbxl_labels, read_beats
+from jepactl.domains.ecg.records import ECGDataConfig, ECGWindowReader, open_ecg, sliding_starts
+from jepactl.domains.ecg.wfdb import open_records, read_window
 from jepactl.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import pretrain_error
-from jepactl.data.image_dataset import ImageDataConfig, ImagePretrainDataset
 from jepactl.data.images import has_split, open_images
 from jepactl.data.sampling import BatchPlan
+from jepactl.domains.image.dataset import ImageDataConfig, ImagePretrainDataset
 from jepactl.errors import DataError
 
 

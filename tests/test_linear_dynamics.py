@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jepactl.domains.linear.deep_linear import DeepLinearModels
+from jepactl.domains.linear.experiment import build_simulation, feature_set, run_experiment
 from jepactl.errors import RecipeError
-from jepactl.linear.deep_linear import DeepLinearModels
-from jepactl.linear.experiment import build_simulation, feature_set, run_experiment
 from jepactl.recipe import load_recipe
 
 SMALL_FLIP = [

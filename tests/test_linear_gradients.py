@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from jepactl.linear.deep_linear import DeepLinearModels
-from jepactl.linear.features import FeatureSet, Moments, TwoViewSamples, population_moments
+from jepactl.domains.linear.deep_linear import DeepLinearModels
+from jepactl.domains.linear.features import FeatureSet, Moments, TwoViewSamples, population_moments
 
 DIM = 3
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from jepactl.data.sampling import BatchPlan
-from jepactl.methods import dmt_jepa, ecg_jepa, ijepa, tjepa
+from jepactl.domains.ecg import method as ecg_jepa
+from jepactl.domains.image import dmt_jepa, ijepa
+from jepactl.domains.tabular import method as tjepa
 from jepactl.methods.losses import regression_loss
 from jepactl.nn.vit import gather_tokens, layer_norm_targets
 from jepactl.recipe import load_recipe

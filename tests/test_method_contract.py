@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from conftest import TINY_IMAGE_OVERRIDES
 from jepactl.cli import app
 from jepactl.errors import RecipeError, UserError
-from jepactl.methods import METHODS, method_spec, recipe_class
 from jepactl.methods.base import MethodSpec, PretrainData
 from jepactl.recipe import list_recipes, load_recipe
+from jepactl.registry import METHODS, method_spec, recipe_class
 
 # A small recipe per method (tiny overrides as in each method's own tests).
 TINY = {

@@ -187,7 +187,7 @@ def test_explicit_micro_batch_is_checked_and_capped():
 def test_an_out_of_memory_step_is_retried_once_with_half_the_micro_batch(tmp_path):
     from accelerate import Accelerator
 
-    from jepactl.methods import method_spec
+    from jepactl.registry import method_spec
     from jepactl.step import StepRunner, build_optimizer
     from jepactl.train import build_method
 

@@ -20,7 +20,7 @@ from conftest import TINY_IMAGE_OVERRIDES
 from jepactl.cli import app
 from jepactl.data.label_files import read_label_file
 from jepactl.errors import DataError, UserError
-from jepactl.methods import METHODS, method_spec
+from jepactl.registry import METHODS, method_spec
 
 
 def cli(*args):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepactl.nn.gradient_targets import (
+from jepactl.domains.sar.gradient_targets import (
     GradientByRatio,
     gradient_patch_targets,
     half_window_profiles,

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from jepactl.domains.sar import method as sar_jepa
+from jepactl.domains.sar.gradient_targets import GradientByRatio, patchify
 from jepactl.evaluate.fewshot import FewShotProbeConfig, draw_shots, train_head
 from jepactl.evaluate.probe import run_probe
-from jepactl.evaluate.request import ProbeRequest
-from jepactl.methods import sar_jepa
-from jepactl.nn.gradient_targets import GradientByRatio, patchify
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.nn.vit import gather_tokens
 from jepactl.recipe import load_recipe
 from jepactl.train import pretrain

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jepactl.data.sar_chips import (
+from jepactl.domains.sar.chips import (
     SarDataConfig,
     SarEvalDataset,
     SarPretrainDataset,

@@ -1,4 +1,4 @@
-"""T-JEPA end to end through the CLI: pretrain, probe, errors (methods/tjepa.py)."""
+"""T-JEPA end to end through the CLI: pretrain, probe, errors (domains/tabular/method.py)."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def test_export_carries_the_fitted_preprocessing_and_embeds_the_same(run, tmp_pa
 
 
 def test_eval_data_keeps_pretraining_class_indices_on_a_one_class_file(run, tmp_path):
-    from jepactl.methods import tjepa
+    from jepactl.domains.tabular import method as tjepa
     from jepactl.recipe import read_yaml, recipe_from_dict
 
     root, _, _ = run

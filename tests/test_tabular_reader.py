@@ -13,8 +13,13 @@ import pytest
 import torch
 
 from conftest import pretrain_error
-from jepactl.data.table_preprocess import MISSING_CODE, UNSEEN_CODE, TablePreprocessor, TargetCoding
 from jepactl.data.tables import TableDataConfig, column_roles, read_table
+from jepactl.domains.tabular.preprocess import (
+    MISSING_CODE,
+    UNSEEN_CODE,
+    TablePreprocessor,
+    TargetCoding,
+)
 from jepactl.errors import DataError, RecipeError
 from jepactl.recipe import load_recipe
 

@@ -17,7 +17,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from jepactl.methods import concept_jepa
+from jepactl.domains.concepts import concept_jepa
 from jepactl.recipe import load_recipe
 from jepactl.step import build_optimizer
 from jepactl.train import build_method

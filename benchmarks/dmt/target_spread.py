@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from jepactl.methods import dmt_jepa
+from jepactl.domains.image import dmt_jepa
 from jepactl.nn.vit import layer_norm_targets
 from jepactl.runs import load_trained_method
 

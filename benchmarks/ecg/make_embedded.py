@@ -1,4 +1,4 @@
-"""Write the embedded MIT-BIH excerpt shipped in src/jepactl/data/embedded/mitdb/.
+"""Write the embedded MIT-BIH excerpt shipped in src/jepactl/domains/ecg/embedded/mitdb/.
 
 The first five minutes of ten MIT-BIH Arrhythmia Database records (ODC-By 1.0; Moody & Mark
 2001, PhysioNet), signal and beat annotations, unchanged samples in their original format 212.
@@ -21,7 +21,15 @@ MINUTES = 5
 
 
 def main(mitdb: str) -> None:
-    out = Path(__file__).resolve().parents[2] / "src" / "jepactl" / "data" / "embedded" / "mitdb"
+    out = (
+        Path(__file__).resolve().parents[2]
+        / "src"
+        / "jepactl"
+        / "domains"
+        / "ecg"
+        / "embedded"
+        / "mitdb"
+    )
     out.mkdir(parents=True, exist_ok=True)
     for name in RECORDS:
         src = str(Path(mitdb) / name)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from jepactl.data.ecg_dataset import ECGPretrainDataset, ECGWindowReader, open_ecg
+from jepactl.domains.ecg.records import ECGPretrainDataset, ECGWindowReader, open_ecg
 from jepactl.recipe import load_recipe
 
 

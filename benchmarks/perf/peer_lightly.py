@@ -186,8 +186,8 @@ def jepactl_runner(
     from accelerate import Accelerator
 
     from jepactl.data.sampling import BatchPlan
-    from jepactl.methods import ijepa
-    from jepactl.methods.ijepa import synthetic_data
+    from jepactl.domains.image import ijepa
+    from jepactl.domains.image.ijepa import synthetic_data
     from jepactl.recipe import load_recipe
     from jepactl.step import StepRunner, build_optimizer
     from jepactl.train import build_method

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+from jepactl.version import __version__
 
 __all__ = ["__version__", "load_encoder"]
 

@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
-from jepactl.methods import method_spec
 from jepactl.micro_batch import loader_workers
 from jepactl.recipe import Recipe
+from jepactl.registry import method_spec
 from jepactl.step import StepRunner, build_optimizer
 from jepactl.train import build_method
 

@@ -16,11 +16,11 @@ from typing import Optional
 
 import typer
 
-from jepactl import __version__
 from jepactl.cli_errors import STATE, guard, positive
 from jepactl.cli_output import emit
 from jepactl.cli_recipes import recipes_app
 from jepactl.errors import UserError
+from jepactl.version import __version__
 
 app = typer.Typer(
     add_completion=False,
@@ -88,9 +88,9 @@ def pretrain(
     """
 
     def run() -> None:
-        from jepactl.methods import method_spec
         from jepactl.output_paths import check_writable_folder
         from jepactl.recipe import load_recipe, read_yaml, recipe_from_dict
+        from jepactl.registry import method_spec
         from jepactl.runs import default_run_dir, is_run_dir
         from jepactl.train import pretrain as train
 
@@ -215,7 +215,7 @@ def probe(
 
     def go() -> None:
         from jepactl.evaluate.probe import run_probe
-        from jepactl.evaluate.request import ProbeRequest
+        from jepactl.methods.probe_request import ProbeRequest
 
         if not 0.0 < labels_fraction <= 1.0:
             raise UserError(f"--labels-fraction must be in (0, 1], got {labels_fraction}")

@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from jepactl import __version__
 from jepactl.errors import UserError
 from jepactl.nn.predictor import MaskedPredictor
 from jepactl.nn.tokenizers import build_tokenizer
@@ -27,6 +26,7 @@ from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.output_paths import StagedFiles, check_writable_folder
 from jepactl.recipe import build_dataclass, to_dict
 from jepactl.runs import load_trained_method
+from jepactl.version import __version__
 
 FORMAT = "jepactl-export"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")

@@ -326,7 +326,7 @@ def load_recipe(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Recip
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     """Return the typed recipe for a plain dict (as read from YAML or a run's recipe.yaml)."""
-    from jepactl.methods import recipe_class
+    from jepactl.registry import recipe_class
 
     method = raw.get("method")
     if not isinstance(method, str) or not method:

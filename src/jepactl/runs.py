@@ -62,7 +62,7 @@ def environment(world_size: int, device: str) -> dict[str, Any]:
     """Return versions, device and git state, enough to tell two runs' setups apart."""
     import timm
 
-    from jepactl import __version__
+    from jepactl.version import __version__
 
     env = {
         "jepactl": __version__,
@@ -112,7 +112,7 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
     """Return (recipe, method with the newest readable checkpoint's weights, step)."""
-    from jepactl.methods import method_spec
+    from jepactl.registry import method_spec
 
     recipe = recipe or read_run_recipe(run_dir)
     method = method_spec(recipe.method).require("build")(recipe)

@@ -38,7 +38,6 @@ from jepactl.checkpoint import (
 from jepactl.compile import compile_blocks
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
-from jepactl.methods import method_spec
 from jepactl.micro_batch import (
     WORKER_BYTES,
     MicroPlan,
@@ -56,6 +55,7 @@ from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.output_paths import write_errors_name
 from jepactl.progress import TrainProgress
 from jepactl.recipe import Recipe, cpu_recipe
+from jepactl.registry import method_spec
 from jepactl.run_lock import RunLock
 from jepactl.runs import CHECKPOINT_DIR, write_run_files
 from jepactl.step import StepRunner, build_optimizer, trial_step

@@ -14,8 +14,8 @@ import numpy as np
 from jepactl.errors import UserError
 from jepactl.evaluate.features import extract_features
 from jepactl.evaluate.source import open_encoder
-from jepactl.methods import method_spec
 from jepactl.output_paths import StagedFiles, check_writable_file, save_npy
+from jepactl.registry import method_spec
 
 
 def run_embed(

@@ -28,9 +28,9 @@ from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features, default_device
 from jepactl.evaluate.metrics import accuracy
 from jepactl.evaluate.probe import class_counts, knn_predict
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import Subset, labelled_splits, open_encoder
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.micro_batch import loader_workers
 from jepactl.precision import autocast as autocast_for
 from jepactl.recipe import ProbeConfig, Recipe

@@ -11,11 +11,11 @@ from jepactl.data.label_files import label_file_digest
 from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
-from jepactl.methods import method_spec
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.recipe import Recipe
+from jepactl.registry import method_spec
 
 
 def stratified_fraction(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from jepactl.errors import UserError
-from jepactl.methods import method_spec
 from jepactl.recipe import Recipe, recipe_from_dict
+from jepactl.registry import method_spec
 from jepactl.runs import is_run_dir, load_trained_method, read_run_recipe
 
 

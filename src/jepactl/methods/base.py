@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from torch.utils.data import Dataset
 
-    from jepactl.evaluate.request import ProbeRequest
+    from jepactl.methods.probe_request import ProbeRequest
     from jepactl.nn.vit import EncoderConfig
     from jepactl.recipe import LossConfig, Recipe
 
@@ -147,6 +147,22 @@ class JEPAMethod(nn.Module):
         raise NotImplementedError
 
 
+@dataclass
+class PredictorConfig:
+    """The recipe's ``predictor`` section of a ContextTargetPredictor (I-JEPA's defaults).
+
+    Each method subclasses it to set its paper's defaults, so every such recipe has the same keys.
+    """
+
+    embed_dim: int = 384
+    depth: int = 6
+    num_heads: int = 12
+    mlp_ratio: float | None = None  # None: the encoder's model.mlp_ratio
+    # False: one predictor sequence per target block, as the references do. True: all blocks of
+    # a sample in one sequence (nn/predictor.py says exactly how that differs).
+    shared_context: bool = False
+
+
 class ContextTargetPredictor(JEPAMethod):
     """The masked-latent-prediction layout shared by I-JEPA, DMT-JEPA, ECG-JEPA and T-JEPA.
 
@@ -160,11 +176,7 @@ class ContextTargetPredictor(JEPAMethod):
         self,
         tokenizer_config: dict,
         model: "EncoderConfig",
-        predictor_dim: int,
-        predictor_depth: int,
-        predictor_heads: int,
-        predictor_mlp_ratio: float | None = None,
-        shared_context: bool = False,
+        predictor: PredictorConfig,
         *,
         inputs: str,
         loss: "LossConfig",
@@ -179,15 +191,15 @@ class ContextTargetPredictor(JEPAMethod):
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         self.predictor = MaskedPredictor(
             model.embed_dim,
-            predictor_dim,
-            predictor_depth,
-            predictor_heads,
-            self.context_encoder.tokenizer.position_table(predictor_dim),
-            mlp_ratio=predictor_mlp_ratio or model.mlp_ratio,
+            predictor.embed_dim,
+            predictor.depth,
+            predictor.num_heads,
+            self.context_encoder.tokenizer.position_table(predictor.embed_dim),
+            mlp_ratio=predictor.mlp_ratio or model.mlp_ratio,
             qkv_bias=model.qkv_bias,
             bias=model.bias,
             norm_eps=model.norm_eps,
-            shared_context=shared_context,
+            shared_context=predictor.shared_context,
         )
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

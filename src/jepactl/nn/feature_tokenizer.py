@@ -3,7 +3,7 @@
 A numeric feature j with value x becomes ``x * W_j + b_j``; a categorical feature becomes
 ``E_j[code] + b_j`` (one embedding table per feature, stored as one table with offsets). The
 input is the preprocessed feature tensor (B, F) of
-:class:`jepactl.data.table_preprocess.TablePreprocessor`: real-valued columns first, then the
+:class:`jepactl.domains.tabular.preprocess.TablePreprocessor`: real-valued columns first, then the
 categorical codes (stored as floats, exact below 2**24).
 
 The tokenizer config carries the fitted preprocessing statistics next to the shapes, so an

@@ -4,7 +4,7 @@ A Conv1d with kernel = stride = ``patch_size`` turns (B, leads, samples) into (B
 patch_size, D); at 500 Hz and patch 25 a token covers 50 ms of all 12 leads (Weimann & Conrad,
 kweimann/ECG-JEPA models/modules.py). Positions are fixed 1-D sin-cos. The tokenizer config
 holds the signal length, so an encoder for a different crop length is the same weights with a
-different ``signal_length`` (see ``jepactl.methods.ecg_jepa.encoder_for_length``).
+different ``signal_length`` (see ``jepactl.domains.ecg.encoder.encoder_for_length``).
 """
 
 from __future__ import annotations

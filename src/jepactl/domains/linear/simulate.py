@@ -23,9 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from jepactl.linear.deep_linear import DeepLinearModels
-from jepactl.linear.features import MiniBatchMoments, Moments
-from jepactl.linear.measure import feature_gains, probe_r2
+from jepactl.domains.linear.deep_linear import DeepLinearModels
+from jepactl.domains.linear.features import MiniBatchMoments, Moments
+from jepactl.domains.linear.measure import feature_gains, probe_r2
 
 
 def record_schedule(max_steps: int, log_points: int, log_every: int) -> list[int]:

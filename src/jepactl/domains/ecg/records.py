@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from jepactl.data.sampling import SampleKey
-from jepactl.data.wfdb_records import ECGRecord, ECGSource, open_records, read_window
+from jepactl.domains.ecg.wfdb import ECGRecord, ECGSource, open_records, read_window
 from jepactl.errors import DataError
 
 log = logging.getLogger("jepactl")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from jepactl.data.facts import (
+from jepactl.domains.concepts.facts import (
     SPLITS,
     FactTable,
     build_table,
@@ -22,7 +22,7 @@ from jepactl.data.facts import (
     read_jsonl,
     write_jsonl,
 )
-from jepactl.errors import DataError, UserError
+from jepactl.errors import DataError
 from jepactl.evaluate.seeds import aggregate
 from jepactl.recipe import Recipe
 
@@ -65,7 +65,7 @@ def reindex(model_table: FactTable, records: list[dict[str, str]], source: str) 
 
 
 def _open_method(request, recipe: Recipe):
-    from jepactl.methods import method_spec
+    from jepactl.registry import method_spec
     from jepactl.runs import load_trained_method
 
     if request.random_init:
@@ -76,21 +76,11 @@ def _open_method(request, recipe: Recipe):
 
 
 def _refuse_options(request) -> None:
-    unused = {
-        "--test": request.test,
-        "--shots": request.shots,
-        "--target": request.target,
-        "--task": request.task,
-        "--head": request.head,
-        "--which": request.which,
-        "--labels-fraction": request.labels_fraction != 1.0 or None,
-    }
-    given = [name for name, value in unused.items() if value is not None]
-    if given:
-        raise UserError(
-            f"the facts probe does not use {', '.join(given)}: it ranks the "
-            "train/atomic/test splits of --data (default: the run's facts)"
-        )
+    request.refuse_options(
+        *("--test", "--shots", "--target", "--task", "--head", "--which", "--labels-fraction"),
+        probe="the facts probe",
+        why="it ranks the train/atomic/test splits of --data (default: the run's facts)",
+    )
 
 
 def run_mrr_probe(request, recipe: Recipe, kind: str) -> dict:

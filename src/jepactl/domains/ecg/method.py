@@ -19,17 +19,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from jepactl.data.ecg_dataset import ECGDataConfig, ECGPretrainDataset, open_ecg
+from jepactl.domains.ecg.heads import ECGProbeConfig
+from jepactl.domains.ecg.records import ECGDataConfig, ECGPretrainDataset, open_ecg
 from jepactl.errors import DataError, RecipeError
-from jepactl.evaluate.ecg_probe import ECGProbeConfig
 from jepactl.masks import MaskingCollate, MultiBlockMask1D, MultiBlockMask1DConfig
-from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
-from jepactl.nn.vit import EncoderConfig, TransformerEncoder
+from jepactl.methods.base import (
+    ContextTargetPredictor,
+    MethodSpec,
+    PredictorConfig,
+    PretrainData,
+)
+from jepactl.nn.vit import EncoderConfig
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, Recipe, TrainConfig
 
 
 @dataclass
-class ECGPredictorConfig:
+class ECGPredictorConfig(PredictorConfig):
     embed_dim: int = 96
     depth: int = 8
     num_heads: int = 4
@@ -88,29 +93,12 @@ def tokenizer_config(recipe: ECGJEPARecipe, signal_length: int | None = None) ->
     return {"kind": "patch1d", "leads": len(recipe.data.leads), "signal_length": length}
 
 
-def encoder_for_length(encoder: TransformerEncoder, signal_length: int) -> TransformerEncoder:
-    """Return ``encoder``'s weights in an encoder for ``signal_length``-sample inputs.
-
-    Positions are a fixed sin-cos table (not a parameter), so the same weights serve any crop
-    length; ECG-JEPA evaluates 2.5 s crops with an encoder pretrained on 10 s.
-    """
-    if encoder.tokenizer_config.get("signal_length") == signal_length:
-        return encoder
-    config = dict(encoder.tokenizer_config, signal_length=signal_length)
-    resized = TransformerEncoder(config, encoder.config)
-    resized.load_state_dict(encoder.state_dict())
-    return resized.to(next(encoder.parameters()).device).train(encoder.training)
-
-
 class ECGJEPA(ContextTargetPredictor):
     def __init__(self, recipe: ECGJEPARecipe) -> None:
-        pred = recipe.predictor
         super().__init__(
             tokenizer_config(recipe),
             recipe.model,
-            pred.embed_dim,
-            pred.depth,
-            pred.num_heads,
+            recipe.predictor,
             inputs="signals",
             loss=recipe.loss,
         )
@@ -140,7 +128,7 @@ def pretrain_data(recipe: ECGJEPARecipe, path: str | None):
             f"data.pretrain_split must be all or train, got '{recipe.data.pretrain_split}'"
         )
     if recipe.data.pretrain_split == "train":
-        from jepactl.evaluate.ecg_windows import records_in_split
+        from jepactl.domains.ecg.windows import records_in_split
 
         chosen = records_in_split(source, recipe.data, "train")
         if not chosen:
@@ -169,7 +157,7 @@ def eval_data(
     they are; ``augment`` is accepted for the contract and ignored (no ECG augmentation).
     ``labels``: a ``record,label`` CSV, read as ``data.labels=csv data.label_csv=FILE``.
     """
-    from jepactl.evaluate.ecg_windows import labelled_windows, with_label_csv
+    from jepactl.domains.ecg.windows import labelled_windows, with_label_csv
 
     recipe = with_label_csv(recipe, labels)
     source = open_ecg(path, recipe.data)
@@ -178,14 +166,14 @@ def eval_data(
 
 
 def has_split(recipe: ECGJEPARecipe, path: str | None, split: str) -> bool:
-    from jepactl.evaluate.ecg_windows import split_exists
+    from jepactl.domains.ecg.windows import split_exists
 
     return split_exists(open_ecg(path, recipe.data), recipe.data, split)
 
 
 def run_probe(request, recipe: ECGJEPARecipe) -> dict:
     """Return the ECG probe report (linear / attentive / fine-tune heads, ECG metrics)."""
-    from jepactl.evaluate.ecg_probe import run_probe as ecg_probe
+    from jepactl.domains.ecg.probe import run_probe as ecg_probe
 
     return ecg_probe(request, recipe)
 

@@ -10,7 +10,8 @@ MSE on masked patches only.
 ``target.kind`` selects the paper's ablations at the same model, masking and budget:
 
 * ``gradient`` (SAR-JEPA): concat over scales of the patchified gradient-by-ratio maps
-  (``nn/gradient_targets.py``; ``target.gradient_kernel: gaussian`` for the Gaussian variant).
+  (``domains/sar/gradient_targets.py``; ``target.gradient_kernel: gaussian`` for the Gaussian
+  variant).
 * ``pixels`` (MAE-style): the patch's raw pixels (``target.normalize_pixels`` = MAE's
   norm_pix_loss).
 * ``ema`` (I-JEPA-style): the LayerNorm-ed tokens of an EMA copy of the encoder that sees the
@@ -31,21 +32,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from jepactl.data.sar_chips import (
+from jepactl.domains.sar.chips import (
     SarAugmentDataset,
     SarDataConfig,
     SarEvalDataset,
     SarPretrainDataset,
     open_chips,
 )
-from jepactl.data.sar_chips import has_split as _has_split
+from jepactl.domains.sar.chips import has_split as _has_split
+from jepactl.domains.sar.gradient_targets import SAR_GRADIENT_SCALES, GradientByRatio, patchify
 from jepactl.errors import RecipeError, UserError
 from jepactl.evaluate.fewshot import FewShotProbeConfig, run_fewshot_probe
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.masks import LocalWindowMask, LocalWindowMaskConfig, LocalWindowMasks, MaskingCollate
 from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
 from jepactl.methods.losses import regression_loss
-from jepactl.nn.gradient_targets import SAR_GRADIENT_SCALES, GradientByRatio, patchify
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.nn.vit import (
     EncoderConfig,
     TransformerEncoder,
@@ -283,7 +284,7 @@ def eval_data(
     """
     source = open_chips(path, split, recipe.data.crop_size)
     if labels is not None:
-        from jepactl.data.sar_chips import with_label_file
+        from jepactl.domains.sar.chips import with_label_file
 
         source = with_label_file(source, labels, path)
     if augment:

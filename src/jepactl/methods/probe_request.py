@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jepactl.errors import UserError
+
 
 @dataclass
 class ProbeRequest:
@@ -21,3 +23,24 @@ class ProbeRequest:
     head: str | None = None  # method-specific: e.g. linear, attentive, mlp, all
     overrides: list[str] = field(default_factory=list)  # probe.key=value
     labels: str | None = None  # a label CSV for data and test: record,label (ECG), file,label
+
+    def given_options(self, *options: str) -> list[str]:
+        """Return which of ``options`` (``--test``, ``--shots``, ...) the user gave, in order."""
+        values = {
+            "--data": self.data,
+            "--test": self.test,
+            "--shots": self.shots,
+            "--target": self.target,
+            "--task": self.task,
+            "--head": self.head,
+            "--which": self.which,
+            "--labels-fraction": None if self.labels_fraction == 1.0 else self.labels_fraction,
+            "--labels": self.labels,
+        }
+        return [option for option in options if values[option] is not None]
+
+    def refuse_options(self, *options: str, probe: str, why: str) -> None:
+        """Raise "``probe`` does not use --x, --y: ``why``" if any of ``options`` was given."""
+        given = self.given_options(*options)
+        if given:
+            raise UserError(f"{probe} does not use {', '.join(given)}: {why}")

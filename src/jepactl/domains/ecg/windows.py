@@ -14,13 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepactl.data.ecg_dataset import (
-    ECGDataConfig,
-    ECGWindowDataset,
-    ECGWindowReader,
-    sliding_starts,
-)
-from jepactl.data.ecg_labels import (
+from jepactl.domains.ecg.labels import (
     AAMI_CLASSES,
     RecordLabels,
     csv_labels,
@@ -29,7 +23,13 @@ from jepactl.data.ecg_labels import (
     ptbxl_labels,
     read_beats,
 )
-from jepactl.data.wfdb_records import ECGSource
+from jepactl.domains.ecg.records import (
+    ECGDataConfig,
+    ECGWindowDataset,
+    ECGWindowReader,
+    sliding_starts,
+)
+from jepactl.domains.ecg.wfdb import ECGSource
 from jepactl.errors import DataError
 
 _PTBXL_FOLDS = {"train": set(range(1, 9)), "val": {9}, "test": {10}}

@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data import facts
-from jepactl.data.facts import FactsDataConfig, load_facts
-from jepactl.errors import RecipeError
-from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
+from jepactl.domains.concepts import facts
+from jepactl.domains.concepts.concept_jepa import facts_and_model, pretrain_data
+from jepactl.domains.concepts.facts import FactsDataConfig
+from jepactl.domains.concepts.mrr import reciprocal_ranks, run_mrr_probe
 from jepactl.methods.base import JEPAMethod, MethodSpec
-from jepactl.methods.concept_jepa import pretrain_data
 from jepactl.nn.vit import init_transformer_weights, make_blocks
 from jepactl.recipe import Recipe
 
@@ -51,14 +50,7 @@ class CausalFactLM(JEPAMethod):
 
     def __init__(self, recipe: ConceptLMRecipe) -> None:
         super().__init__()
-        table = load_facts(recipe.data)
-        cfg = recipe.model
-        if cfg.embed_dim % cfg.num_heads:
-            raise RecipeError(
-                f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
-                f"by model.num_heads={cfg.num_heads}"
-            )
-        self.register_buffer("facts_fingerprint", torch.tensor(table.fingerprint()))
+        table, cfg = facts_and_model(self, recipe)
         self.register_buffer("entity_tokens", table.entity_tokens.clone())
         self.register_buffer("entity_lengths", table.entity_lengths.clone())
         self.relation_offset = table.num_tokens - 2 - len(table.relations)

@@ -25,19 +25,24 @@ from jepactl.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
+from jepactl.domains.linear.deep_linear import DeepLinearModels
+from jepactl.domains.linear.features import (
+    FeatureSet,
+    MiniBatchMoments,
+    TwoViewSamples,
+    population_moments,
+)
+from jepactl.domains.linear.figure import OBJECTIVE_TITLES, plot_weights_over_time
+from jepactl.domains.linear.measure import critical_times, learning_order, probe_r2
+from jepactl.domains.linear.simulate import Simulation, record_schedule
+from jepactl.domains.linear.theory import fixed_point, ode_critical_time
 from jepactl.errors import RecipeError, UserError
-from jepactl.evaluate.request import ProbeRequest
-from jepactl.linear.deep_linear import DeepLinearModels
-from jepactl.linear.features import FeatureSet, MiniBatchMoments, TwoViewSamples, population_moments
-from jepactl.linear.figure import OBJECTIVE_TITLES, plot_weights_over_time
-from jepactl.linear.measure import critical_times, learning_order, probe_r2
-from jepactl.linear.simulate import Simulation, record_schedule
-from jepactl.linear.theory import fixed_point, ode_critical_time
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.progress import TrainProgress
 from jepactl.runs import CHECKPOINT_DIR, write_run_files
 
 if TYPE_CHECKING:
-    from jepactl.methods.linear_dynamics import LinearDynamicsRecipe
+    from jepactl.domains.linear.method import LinearDynamicsRecipe
 
 FIGURE = "weights_over_time.png"
 SUMMARY = "summary.json"
@@ -369,22 +374,13 @@ def result_table(summary: dict, run_dir: Path, step: int) -> dict:
 
 def probe_run(request: ProbeRequest, recipe: "LinearDynamicsRecipe") -> dict:
     """Return probe R² per model from the run's last checkpoint (or its init: --random-init)."""
-    unused = {
-        "--data": request.data,
-        "--test": request.test,
-        "--shots": request.shots,
-        "--target": request.target,
-        "--task": request.task,
-        "--head": request.head,
-        "--which": request.which,
-    }
-    given = [flag for flag, value in unused.items() if value is not None]
-    if given or request.labels_fraction != 1.0:
-        raise UserError(
-            f"{', '.join(given) or '--labels-fraction'} does not apply to "
-            "linear-jepa-mae runs: the probe is computed in closed form from the "
-            "population covariances (set probe.components=K to change it)"
-        )
+    request.refuse_options(
+        *("--data", "--test", "--shots", "--target", "--task", "--head", "--which"),
+        "--labels-fraction",
+        probe="the linear-jepa-mae probe",
+        why="it is computed in closed form from the population covariances "
+        "(set probe.components=K to change it)",
+    )
     sim, _ = build_simulation(recipe)
     if not request.random_init:
         checkpoint_dir = Path(request.run) / CHECKPOINT_DIR

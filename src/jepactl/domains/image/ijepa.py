@@ -10,29 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jepactl.data.image_dataset import (
+from jepactl.data.images import open_images
+from jepactl.data.synthetic import SyntheticImages
+from jepactl.domains.image.dataset import (
     ImageAugmentDataset,
     ImageDataConfig,
     ImageEvalDataset,
     ImagePretrainDataset,
 )
-from jepactl.data.images import open_images
-from jepactl.data.synthetic import SyntheticImages
 from jepactl.errors import UserError
 from jepactl.masks import MaskingCollate, MultiBlockMask2D, MultiBlockMaskConfig
-from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
+from jepactl.methods.base import (
+    ContextTargetPredictor,
+    MethodSpec,
+    PredictorConfig,
+    PretrainData,
+)
 from jepactl.nn.vit import EncoderConfig
 from jepactl.recipe import Recipe
-
-
-@dataclass
-class PredictorConfig:
-    embed_dim: int = 384
-    depth: int = 6
-    num_heads: int = 12
-    # False: one predictor sequence per target block, as the reference. True: all blocks of a
-    # sample in one sequence (nn/predictor.py says exactly how that differs).
-    shared_context: bool = False
 
 
 @dataclass
@@ -51,14 +46,10 @@ def tokenizer_config(recipe: IJEPARecipe) -> dict:
 
 class IJEPA(ContextTargetPredictor):
     def __init__(self, recipe: IJEPARecipe) -> None:
-        pred = recipe.predictor
         super().__init__(
             tokenizer_config(recipe),
             recipe.model,
-            pred.embed_dim,
-            pred.depth,
-            pred.num_heads,
-            shared_context=pred.shared_context,
+            recipe.predictor,
             inputs="images",
             loss=recipe.loss,
         )

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data.table_preprocess import TablePreprocessor, TargetCoding
 from jepactl.data.tables import Table, has_split, read_table
+from jepactl.domains.tabular.preprocess import TablePreprocessor, TargetCoding
 from jepactl.errors import UserError
 from jepactl.evaluate.probe import fit_logistic
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import open_encoder
+from jepactl.methods.probe_request import ProbeRequest
 
 HEADS = ("linear", "mlp")
 

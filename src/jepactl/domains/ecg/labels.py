@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jepactl.data.label_files import notice_left_out, read_label_file
-from jepactl.data.wfdb_records import ECGRecord, ECGSource
+from jepactl.domains.ecg.wfdb import ECGRecord, ECGSource
 from jepactl.errors import DataError
 
 AAMI_CLASSES = ["N", "S", "V", "F", "Q"]

@@ -1,8 +1,8 @@
 """DMT-JEPA: I-JEPA whose targets aggregate each patch's most similar neighbours.
 
 Reference: Mo & Yun, arXiv 2405.17995; DMTJEPA/DMTJEPA src/train.py (methods.md §1). Everything
-is I-JEPA (``methods/ijepa.py``: masking, predictor, smooth-L1, LayerNorm-ed targets, schedules)
-except one module, the local aggregation head (``nn/local_aggregation.py``):
+is I-JEPA (``domains/image/ijepa.py``: masking, predictor, smooth-L1, LayerNorm-ed targets,
+schedules) except one module, the local aggregation head (``domains/image/local_aggregation.py``):
 
     h = layer_norm(target_encoder(images))
     h = target_head.aggregate_neighbours(h)         # EMA copy of the head: the targets
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from jepactl.methods import ijepa
+from jepactl.domains.image import ijepa
+from jepactl.domains.image.ijepa import IJEPA, IJEPARecipe
+from jepactl.domains.image.local_aggregation import LocalAggregationConfig, LocalAggregationHead
 from jepactl.methods.base import MethodSpec
-from jepactl.methods.ijepa import IJEPA, IJEPARecipe
-from jepactl.nn.local_aggregation import LocalAggregationConfig, LocalAggregationHead
 
 
 @dataclass

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from jepactl.data.image_transforms import center_resize, random_resized_crop, to_tensor
 from jepactl.data.images import ImageSource
+from jepactl.data.labelled_source import LabelledSourceDataset
 from jepactl.data.sampling import SampleKey
 
 log = logging.getLogger("jepactl")
@@ -74,16 +75,8 @@ class ImagePretrainDataset(Dataset):
         }
 
 
-class ImageEvalDataset(Dataset):
+class ImageEvalDataset(LabelledSourceDataset):
     """Item ``i`` -> (image tensor (C,H,W), label): centre crop, no augmentation."""
-
-    def __init__(self, source: ImageSource, config: ImageDataConfig) -> None:
-        self.source, self.config = source, config
-        self.labels = torch.as_tensor(source.labels)
-        self.classes = source.classes
-
-    def __len__(self) -> int:
-        return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         cfg = self.config

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from jepactl.linear.features import Moments
+from jepactl.domains.linear.features import Moments
 
 
 def feature_gains(encoders: np.ndarray) -> np.ndarray:

@@ -21,18 +21,18 @@ Relations and the mask are one-token patches through the same encoder, as in the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.data import facts
-from jepactl.data.facts import FactsDataConfig, FactTable, load_facts
+from jepactl.domains.concepts import facts
+from jepactl.domains.concepts.facts import FactsDataConfig, FactTable, load_facts
+from jepactl.domains.concepts.memory import KeyValueMemory
+from jepactl.domains.concepts.mrr import reciprocal_ranks, run_mrr_probe
 from jepactl.errors import RecipeError
-from jepactl.evaluate.mrr import reciprocal_ranks, run_mrr_probe
 from jepactl.methods.base import JEPAMethod, MethodSpec, PretrainData
-from jepactl.nn.memory import KeyValueMemory
 from jepactl.nn.vit import init_transformer_weights, make_blocks
 from jepactl.recipe import Recipe
 
@@ -177,17 +177,27 @@ class ConceptPredictor(nn.Module):
         return x[:, -1]
 
 
+def facts_and_model(method: nn.Module, recipe) -> tuple[FactTable, Any]:
+    """Return (the recipe's fact table, its checked model section).
+
+    ``method`` keeps the facts' fingerprint as a buffer, so a checkpoint is never probed on
+    other facts.
+    """
+    table = load_facts(recipe.data)
+    cfg = recipe.model
+    if cfg.embed_dim % cfg.num_heads:
+        raise RecipeError(
+            f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
+            f"by model.num_heads={cfg.num_heads}"
+        )
+    method.register_buffer("facts_fingerprint", torch.tensor(table.fingerprint()))
+    return table, cfg
+
+
 class ConceptJEPA(JEPAMethod):
     def __init__(self, recipe: ConceptJEPARecipe) -> None:
         super().__init__()
-        table = load_facts(recipe.data)
-        cfg = recipe.model
-        if cfg.embed_dim % cfg.num_heads:
-            raise RecipeError(
-                f"recipe key 'model.embed_dim': {cfg.embed_dim} is not divisible "
-                f"by model.num_heads={cfg.num_heads}"
-            )
-        self.register_buffer("facts_fingerprint", torch.tensor(table.fingerprint()))
+        table, cfg = facts_and_model(self, recipe)
         self.encoder_module = ConceptEncoder(table, cfg)
         self.predictor = ConceptPredictor(cfg)
         if cfg.concept_norm == "layer_norm":

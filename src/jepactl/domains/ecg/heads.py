@@ -25,7 +25,6 @@ class-balanced loss weights (``probe.class_balanced``), and ``probe.max_train_pe
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -34,15 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jepactl.domains.ecg.metrics import beat_metrics, macro_auc
 from jepactl.evaluate.attentive_probe import (
     AttentiveClassifier,
-    balanced_class_weights,
     classification_loss,
     train_classifier,
 )
-from jepactl.evaluate.ecg_metrics import average_by_group, beat_metrics, macro_auc
 from jepactl.evaluate.probe import fit_logistic, standardise_and_hold_out
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.micro_batch import loader_workers
 from jepactl.precision import autocast as autocast_for
 from jepactl.recipe import ProbeConfig
@@ -134,7 +131,7 @@ def fit_linear(
     return fit_logistic(x, y, classes, l2, max_iter, classification_loss(multilabel, class_weights))
 
 
-def _score(
+def score_logits(
     logits: torch.Tensor,
     labels: torch.Tensor,
     multilabel: bool,
@@ -159,7 +156,7 @@ def linear_head(train_x, train_y, test_x, multilabel, classes, class_weights, se
     for l2 in (1e-4, 1e-3, 1e-2, 1e-1):
         head = fit_linear(train_x[fit], train_y[fit], len(classes), multilabel, class_weights, l2)
         with torch.no_grad():
-            score, _ = _score(head(train_x[val]), train_y[val], multilabel, classes, None)
+            score, _ = score_logits(head(train_x[val]), train_y[val], multilabel, classes, None)
         if score > best_score:
             best, best_score = l2, score
     head = fit_linear(train_x, train_y, len(classes), multilabel, class_weights, best)
@@ -175,7 +172,7 @@ def _token_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int):
     return draw
 
 
-def _window_batches(dataset, batch_size: int):
+def window_batches(dataset, batch_size: int):
     def draw(gen: torch.Generator):
         idx = torch.randint(0, len(dataset), (batch_size,), generator=gen).tolist()
         return torch.stack([dataset[i][0] for i in idx]), dataset.labels[idx]
@@ -215,83 +212,6 @@ def attentive_head(
         seed=seed,
         precision=setup.recipe.train.precision,
     )
-
-
-def run_probe(request: ProbeRequest, recipe) -> dict:
-    """Return the probe report for an ECG-JEPA run: per head, the task's metrics (flat dict)."""
-    from jepactl.evaluate.ecg_run import ProbeSetup, summarise
-
-    setup = ProbeSetup.open(request, recipe)
-    cfg: ECGProbeConfig = recipe.probe
-    results: list[dict[str, float]] = []
-    for s in range(request.seeds):
-        seed = cfg.seed + s
-        train_set, test_set = setup.datasets(seed)
-        weights = getattr(test_set, "weights", None)
-        multilabel = test_set.group_labels.ndim == 2
-        classes = train_set.classes
-        class_weights = (
-            balanced_class_weights(train_set.labels, len(classes))
-            if cfg.class_balanced and not multilabel
-            else None
-        )
-        train_tokens = setup.tokens(train_set, f"train{seed}")
-        test_tokens = setup.tokens(test_set, f"test{seed}")
-        row: dict[str, float] = {}
-        for head in setup.heads:
-            if head == "linear":
-                beats = setup.kind == "beats"
-                logits = linear_head(
-                    pooled_features(train_tokens, beats, setup.centre_tokens),
-                    train_set.labels,
-                    pooled_features(test_tokens, beats, setup.centre_tokens),
-                    multilabel,
-                    classes,
-                    class_weights,
-                    seed,
-                )
-            elif head == "attentive":
-                model = attentive_head(
-                    setup,
-                    train_tokens,
-                    train_set.labels,
-                    len(classes),
-                    multilabel,
-                    class_weights,
-                    seed,
-                )
-                with torch.no_grad():
-                    logits = torch.cat([model(chunk.float()) for chunk in test_tokens.split(1024)])
-            else:
-                # ECG-JEPA's finetune_after_linear: start from the trained attentive probe.
-                probe = attentive_head(
-                    setup,
-                    train_tokens,
-                    train_set.labels,
-                    len(classes),
-                    multilabel,
-                    class_weights,
-                    seed,
-                )
-                model = FinetuneModel(copy.deepcopy(setup.encoder).requires_grad_(True), probe)
-                train_classifier(
-                    model,
-                    _window_batches(train_set, cfg.finetune_batch_size),
-                    classification_loss(multilabel, class_weights),
-                    cfg.finetune_steps,
-                    cfg.finetune_lr,
-                    cfg.finetune_weight_decay,
-                    warmup_steps=cfg.finetune_warmup_steps,
-                    final_lr=cfg.finetune_final_lr,
-                    seed=seed,
-                    precision=recipe.train.precision,
-                )
-                logits = encode_logits(model, test_set, cfg, recipe.train.precision)
-            grouped = average_by_group(logits.float(), test_set.groups, len(test_set.group_labels))
-            _, metrics = _score(grouped, test_set.group_labels, multilabel, classes, weights)
-            row.update({f"{head}_{k}": v for k, v in metrics.items()})
-        results.append(row)
-    return summarise(setup, results)
 
 
 @torch.no_grad()

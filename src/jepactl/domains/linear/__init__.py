@@ -12,5 +12,5 @@ One concept per file:
 - ``theory``: the gradient-flow predictions (fixed points, critical times by quadrature).
 - ``figure``: the PNG of weights over time, JEPA beside MAE, one panel per depth.
 
-The recipe and the CLI hooks live in ``jepactl.methods.linear_dynamics``.
+The recipe and the CLI hooks live in ``jepactl.domains.linear.method``.
 """

@@ -8,7 +8,7 @@ the encoder deepens; when noisy features have high λ and low ρ the learning or
 This method is an analysis, not SGD over a data loader, so it provides ``run_pretrain`` (the
 shared trainer is not used): ``jepactl pretrain linear/linear-jepa-mae`` simulates gradient descent
 on every (objective, depth) at once and writes the run folder. The machinery is in
-``jepactl.linear``; this module holds the recipe and the CLI hooks.
+``jepactl.domains.linear``; this module holds the recipe and the CLI hooks.
 
 Its ``SPEC`` leaves ``build`` / ``pretrain_data`` / ``eval_data`` / ``has_split`` None (no torch
 module, no files): a command that needs one gets the spec's user error, which ends with ``note``
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.methods.base import MethodSpec
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.recipe import Recipe
 
 
@@ -124,14 +124,14 @@ def run_pretrain(
     recipe: LinearDynamicsRecipe, run_dir: Path, resume: bool = False, quiet: bool = False
 ) -> dict:
     """Simulate every (objective, depth); return the critical-time-ratio table and file paths."""
-    from jepactl.linear.experiment import run_experiment
+    from jepactl.domains.linear.experiment import run_experiment
 
     return run_experiment(recipe, Path(run_dir), resume=resume, quiet=quiet)
 
 
 def run_probe(request: ProbeRequest, recipe: LinearDynamicsRecipe) -> dict:
     """Return each model's probe R² (z from the top-k components of W̄x) at the run's end."""
-    from jepactl.linear.experiment import probe_run
+    from jepactl.domains.linear.experiment import probe_run
 
     return probe_run(request, recipe)
 

@@ -8,25 +8,45 @@ generic probe does.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from jepactl.data.ecg_dataset import open_ecg
-from jepactl.errors import UserError
-from jepactl.evaluate.ecg_windows import (
+from jepactl.domains.ecg.encoder import encoder_for_length
+from jepactl.domains.ecg.heads import (
+    HEADS,
+    ECGProbeConfig,
+    FinetuneModel,
+    attentive_head,
+    cached_tokens,
+    encode_logits,
+    linear_head,
+    pooled_features,
+    score_logits,
+    window_batches,
+)
+from jepactl.domains.ecg.metrics import average_by_group
+from jepactl.domains.ecg.records import open_ecg
+from jepactl.domains.ecg.windows import (
     class_counts,
     label_kind,
     labelled_windows,
     split_exists,
     subsample_per_class,
 )
+from jepactl.errors import UserError
+from jepactl.evaluate.attentive_probe import (
+    balanced_class_weights,
+    classification_loss,
+    train_classifier,
+)
 from jepactl.evaluate.features import default_device
-from jepactl.evaluate.request import ProbeRequest
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import open_encoder
+from jepactl.methods.probe_request import ProbeRequest
 
 
 @dataclass
@@ -48,9 +68,7 @@ class ProbeSetup:
     @classmethod
     def open(cls, request: ProbeRequest, recipe) -> "ProbeSetup":
         from jepactl.data.label_files import label_file_digest
-        from jepactl.evaluate.ecg_probe import HEADS
-        from jepactl.evaluate.ecg_windows import with_label_csv
-        from jepactl.methods.ecg_jepa import encoder_for_length
+        from jepactl.domains.ecg.windows import with_label_csv
 
         recipe = with_label_csv(recipe, request.labels)  # --labels: a record,label CSV
         cfg, data_cfg = recipe.probe, recipe.data
@@ -136,7 +154,6 @@ class ProbeSetup:
         return train, test
 
     def tokens(self, dataset, which: str) -> torch.Tensor:
-        from jepactl.evaluate.ecg_probe import cached_tokens
 
         key = (
             f"{self.tag}|{self.described}|{which}|{self.recipe.probe.crop_seconds}"
@@ -178,3 +195,71 @@ def summarise(setup: ProbeSetup, rows: list[dict[str, float]]) -> dict:
         report["test_records"] = " ".join(f"{k}={v}" for k, v in test_counts.items())
     report.update(aggregate(rows))
     return report
+
+
+def run_probe(request: ProbeRequest, recipe) -> dict:
+    """Return the probe report for an ECG-JEPA run: per head, the task's metrics (flat dict)."""
+    setup = ProbeSetup.open(request, recipe)
+    cfg: ECGProbeConfig = recipe.probe
+    results: list[dict[str, float]] = []
+    for s in range(request.seeds):
+        seed = cfg.seed + s
+        train_set, test_set = setup.datasets(seed)
+        weights = getattr(test_set, "weights", None)
+        multilabel = test_set.group_labels.ndim == 2
+        classes = train_set.classes
+        class_weights = (
+            balanced_class_weights(train_set.labels, len(classes))
+            if cfg.class_balanced and not multilabel
+            else None
+        )
+        train_tokens = setup.tokens(train_set, f"train{seed}")
+        test_tokens = setup.tokens(test_set, f"test{seed}")
+        row: dict[str, float] = {}
+        for head in setup.heads:
+            if head == "linear":
+                beats = setup.kind == "beats"
+                logits = linear_head(
+                    pooled_features(train_tokens, beats, setup.centre_tokens),
+                    train_set.labels,
+                    pooled_features(test_tokens, beats, setup.centre_tokens),
+                    multilabel,
+                    classes,
+                    class_weights,
+                    seed,
+                )
+            else:
+                # The finetune head starts from the trained attentive probe (ECG-JEPA's
+                # finetune_after_linear), so both heads train it the same way.
+                probe = attentive_head(
+                    setup,
+                    train_tokens,
+                    train_set.labels,
+                    len(classes),
+                    multilabel,
+                    class_weights,
+                    seed,
+                )
+            if head == "attentive":
+                with torch.no_grad():
+                    logits = torch.cat([probe(chunk.float()) for chunk in test_tokens.split(1024)])
+            elif head == "finetune":
+                model = FinetuneModel(copy.deepcopy(setup.encoder).requires_grad_(True), probe)
+                train_classifier(
+                    model,
+                    window_batches(train_set, cfg.finetune_batch_size),
+                    classification_loss(multilabel, class_weights),
+                    cfg.finetune_steps,
+                    cfg.finetune_lr,
+                    cfg.finetune_weight_decay,
+                    warmup_steps=cfg.finetune_warmup_steps,
+                    final_lr=cfg.finetune_final_lr,
+                    seed=seed,
+                    precision=recipe.train.precision,
+                )
+                logits = encode_logits(model, test_set, cfg, recipe.train.precision)
+            grouped = average_by_group(logits.float(), test_set.groups, len(test_set.group_labels))
+            _, metrics = score_logits(grouped, test_set.group_labels, multilabel, classes, weights)
+            row.update({f"{head}_{k}": v for k, v in metrics.items()})
+        results.append(row)
+    return summarise(setup, results)

@@ -3,7 +3,7 @@
 Reference: Thimonier, De Melo Costa, Popineau, Rimmel, Doan, "T-JEPA: augmentation-free
 self-supervised learning for tabular data" (ICLR 2025, arXiv 2410.05016), code
 jose-melo/t-jepa; defaults in methods.md §9. Tables are read by ``data/tables.py``, turned into
-feature tensors by ``data/table_preprocess.py`` (statistics fitted on the pretraining data),
+feature tensors by ``domains/tabular/preprocess.py`` (statistics fitted on the pretraining data),
 tokenised one token per feature (``nn/feature_tokenizer.py``) and masked into feature subsets
 (``masks/feature_subsets.py``). The [REG] tokens are the shared encoder's registers
 (``model.num_registers``): always present, never predicted.
@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import Dataset
 
 from jepactl.data.sampling import SampleKey
-from jepactl.data.table_preprocess import TablePreprocessor, TargetCoding
 from jepactl.data.tables import (
     TableDataConfig,
     column_roles,
@@ -32,9 +31,15 @@ from jepactl.data.tables import (
 from jepactl.data.tables import (
     has_split as table_has_split,
 )
+from jepactl.domains.tabular.preprocess import TablePreprocessor, TargetCoding
 from jepactl.errors import DataError, RecipeError, UserError
 from jepactl.masks import FeatureMaskConfig, FeatureSubsetMask, MaskingCollate
-from jepactl.methods.base import ContextTargetPredictor, MethodSpec, PretrainData
+from jepactl.methods.base import (
+    ContextTargetPredictor,
+    MethodSpec,
+    PredictorConfig,
+    PretrainData,
+)
 from jepactl.nn.vit import EncoderConfig
 from jepactl.recipe import EmaConfig, LossConfig, OptimConfig, ProbeConfig, Recipe, TrainConfig
 
@@ -53,16 +58,16 @@ class TabularEncoderConfig(EncoderConfig):
 
 
 @dataclass
-class TabularPredictorConfig:
+class TabularPredictorConfig(PredictorConfig):
     embed_dim: int = 16  # pred_embed_dim
     depth: int = 16  # pred_num_layers
     num_heads: int = 4
-    mlp_ratio: float = 4.0
+    mlp_ratio: float | None = 4.0
 
 
 @dataclass
 class TabularProbeConfig(ProbeConfig):
-    """Downstream heads on frozen embeddings vs raw features (evaluate/tabular_probe.py)."""
+    """Downstream heads on frozen embeddings vs raw features (domains/tabular/probe.py)."""
 
     # tokens: the flattened feature-token matrix (the paper's *_embedded datasets);
     # pooled: the mean feature token (encoder.pooled, what `jepactl embed` writes).
@@ -127,14 +132,10 @@ def tokenizer_config(recipe: TJEPARecipe) -> dict:
 
 class TJEPA(ContextTargetPredictor):
     def __init__(self, recipe: TJEPARecipe) -> None:
-        pred = recipe.predictor
         super().__init__(
             tokenizer_config(recipe),
             recipe.model,
-            pred.embed_dim,
-            pred.depth,
-            pred.num_heads,
-            predictor_mlp_ratio=pred.mlp_ratio,
+            recipe.predictor,
             inputs="features",
             loss=recipe.loss,
         )
@@ -273,8 +274,8 @@ def has_split(recipe: TJEPARecipe, path: str, split: str) -> bool:
 
 
 def run_probe(request, recipe: TJEPARecipe) -> dict:
-    """Linear and MLP heads on T-JEPA embeddings vs raw features (evaluate/tabular_probe.py)."""
-    from jepactl.evaluate.tabular_probe import tabular_probe
+    """Linear and MLP heads on T-JEPA embeddings vs raw features (domains/tabular/probe.py)."""
+    from jepactl.domains.tabular.probe import tabular_probe
 
     return tabular_probe(request, recipe)
 

@@ -431,7 +431,7 @@ def has_split(recipe, path: str | None, split: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m jepactl.data.facts OUT.jsonl [--group-a N ...]``: write generated facts."""
+    """Write generated facts: ``python -m jepactl.domains.concepts.facts OUT.jsonl [...]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

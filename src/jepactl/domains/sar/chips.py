@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from jepactl.data.image_transforms import sample_crop_box
+from jepactl.data.labelled_source import LabelledSourceDataset
 from jepactl.data.sampling import SampleKey
 from jepactl.errors import DataError
 
@@ -283,16 +284,8 @@ class SarPretrainDataset(Dataset):
         return {"images": normalise(view, self.config), "batch_seed": batch_seed}
 
 
-class SarEvalDataset(Dataset):
+class SarEvalDataset(LabelledSourceDataset):
     """Item ``i`` -> ((1, S, S) tensor, label): the centre crop resized, no augmentation."""
-
-    def __init__(self, source: SarChipSource, config: SarDataConfig) -> None:
-        self.source, self.config = source, config
-        self.labels = torch.as_tensor(source.labels)
-        self.classes = source.classes
-
-    def __len__(self) -> int:
-        return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         chip = resize(self.source.load(index), self.config.image_size)

@@ -1,0 +1,1 @@
+"""ECG (ECG-JEPA): WFDB/npy records, 1-D multi-block masks, beat and record probes."""
