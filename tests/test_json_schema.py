@@ -11,6 +11,8 @@ from test_concepts_cli import TINY as TINY_CONCEPTS
 from test_ecg_method import TINY as TINY_ECG
 from test_linear_cli import SMALL as SMALL_LINEAR
 from test_sar_method import TINY_SAR, speckled_chips
+from test_seq_jepa import TINY as TINY_SEQ
+from test_seq_jepa import image_folder
 from test_tabular_method import TINY as TINY_TABULAR
 from test_tabular_method import synthetic
 from typer.testing import CliRunner
@@ -75,8 +77,13 @@ def linear(tmp_path):
     return "linear/linear-jepa-mae", [*SMALL_LINEAR, "train.log_points=2", "train.log_every=1"], []
 
 
+def views(tmp_path):
+    data = image_folder(tmp_path / "images")
+    return "views/seq-jepa-cpu", ["--data", data, *TINY_SEQ], ["--views", "1"]
+
+
 @pytest.mark.parametrize(
-    "domain", [image, sar, ecg, tabular, concepts, linear], ids=lambda f: f.__name__
+    "domain", [image, sar, ecg, tabular, concepts, linear, views], ids=lambda f: f.__name__
 )
 def test_pretrain_and_probe_json_have_one_top_level_on_every_domain(tmp_path, domain):
     recipe, pretrain_args, probe_args = domain(tmp_path)

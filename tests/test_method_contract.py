@@ -85,6 +85,21 @@ TINY = {
         ],
     ),
     "linear-jepa-mae": ("linear", []),
+    "seq-jepa": (
+        "views/seq-jepa-cpu",
+        [
+            "data.image_size=16",
+            "model.encoder=vit",
+            "model.vit.embed_dim=32",
+            "model.vit.depth=1",
+            "model.vit.num_heads=2",
+            "model.vit.patch_size=4",
+            "model.aggregator_depth=1",
+            "model.aggregator_heads=2",
+            "train.batch_size=4",
+            "train.num_workers=0",
+        ],
+    ),
 }
 # Tokenizers whose inputs have a fixed shape a recipe names: `jepactl bench` can make them up.
 SHAPED_TOKENIZERS = {"patch2d", "patch1d", "features"}

@@ -204,6 +204,9 @@ def probe(
     head: Optional[str] = typer.Option(
         None, "--head", help="Probe head, where a method has several (e.g. linear, attentive)."
     ),
+    views: Optional[str] = typer.Option(
+        None, "--views", help="Views aggregated per image, comma-separated (seq-JEPA: 1,3,5)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
@@ -235,6 +238,7 @@ def probe(
             head,
             list(overrides or []),
             labels,
+            views,
         )
         emit(
             "probe",

@@ -52,7 +52,7 @@ class EmaConfig:
 
 @dataclass
 class LossConfig:
-    kind: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    kind: Literal["smooth_l1", "l1", "mse", "cosine"] = "smooth_l1"
     # How targets are normalised before the loss: I-JEPA applies a parameter-free LayerNorm.
     target_norm: Literal["layer_norm", "none"] = "layer_norm"
 

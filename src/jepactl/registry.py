@@ -31,6 +31,7 @@ METHODS: dict[str, str] = {
     "tjepa": "jepactl.domains.tabular.method",
     "sar-jepa": "jepactl.domains.sar.method",
     "dmt-jepa": "jepactl.domains.image.dmt_jepa",
+    "seq-jepa": "jepactl.domains.views.method",
 }
 
 

@@ -216,11 +216,6 @@ def _pretrain(
         start_step = int(state["step"])
     method.to(device)
     model, optimizer = accelerator.prepare(method, optimizer)
-    if state is not None:
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-    else:
-        torch.manual_seed(cfg.seed + 1000 * rank)
-
     workers = loader_workers(cfg.num_workers)
     sampler = BatchPlan(len(dataset), cfg.batch_size, cfg.seed, rank, world, start=start_step)
     loader = DataLoader(
@@ -255,6 +250,13 @@ def _pretrain(
             len(split_sizes(cfg.batch_size, micro)),
             micro_plan.chosen_by + " (smallest over processes)",
         )
+    # The RNG is set last, right before step 1: creating the loader's iterator draws its base
+    # seed from the global RNG, so setting it earlier would shift a resumed run's dropout draws
+    # by one against the uninterrupted run's (the trial steps restore the RNG they use).
+    if state is not None:
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    else:
+        torch.manual_seed(cfg.seed + 1000 * rank)
     setup = {"micro_batch": micro_plan.as_dict(), "num_workers": workers}
 
     if accelerator.is_main_process:

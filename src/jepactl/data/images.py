@@ -358,3 +358,19 @@ def open_images(
     if split not in (None, "train"):
         raise DataError(f"data folder '{path}' has no '{split}' split")
     return folder_source(root)
+
+
+def load_or_neighbour(source: ImageSource, index: int):
+    """Return (image, index actually used): an image that fails to decode is replaced by the next.
+
+    Headers are checked when the folder is scanned; this catches files truncated mid-data.
+    """
+    for offset in range(min(len(source), 16)):
+        i = (index + offset) % len(source)
+        try:
+            img = source.load(i)
+            img.load()
+            return img, i
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable image %d of %s: %s", i, source.name, err)
+    raise OSError(f"16 consecutive unreadable images in {source.name} near index {index}")

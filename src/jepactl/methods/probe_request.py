@@ -23,6 +23,7 @@ class ProbeRequest:
     head: str | None = None  # method-specific: e.g. linear, attentive, mlp, all
     overrides: list[str] = field(default_factory=list)  # probe.key=value
     labels: str | None = None  # a label CSV for data and test: record,label (ECG), file,label
+    views: str | None = None  # views aggregated per image, "1,3,5" (seq-JEPA)
 
     def given_options(self, *options: str) -> list[str]:
         """Return which of ``options`` (``--test``, ``--shots``, ...) the user gave, in order."""
@@ -36,6 +37,7 @@ class ProbeRequest:
             "--which": self.which,
             "--labels-fraction": None if self.labels_fraction == 1.0 else self.labels_fraction,
             "--labels": self.labels,
+            "--views": self.views,
         }
         return [option for option in options if values[option] is not None]
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from jepactl.data.image_transforms import center_resize, random_resized_crop, to_tensor
-from jepactl.data.images import ImageSource
+from jepactl.data.images import ImageSource, load_or_neighbour
 from jepactl.data.labelled_source import LabelledSourceDataset
 from jepactl.data.sampling import SampleKey
 
@@ -32,22 +32,6 @@ class ImageDataConfig:
     label_column: str | None = None
 
 
-def _load_or_neighbour(source: ImageSource, index: int):
-    """Return (image, index actually used): an image that fails to decode is replaced by the next.
-
-    Headers are checked when the folder is scanned; this catches files truncated mid-data.
-    """
-    for offset in range(min(len(source), 16)):
-        i = (index + offset) % len(source)
-        try:
-            img = source.load(i)
-            img.load()
-            return img, i
-        except (OSError, ValueError) as err:
-            log.warning("skipping unreadable image %d of %s: %s", i, source.name, err)
-    raise OSError(f"16 consecutive unreadable images in {source.name} near index {index}")
-
-
 class ImagePretrainDataset(Dataset):
     """Item ``(index, sample_seed, batch_seed)`` -> {"images": (C,H,W), "batch_seed": int}."""
 
@@ -60,7 +44,7 @@ class ImagePretrainDataset(Dataset):
     def __getitem__(self, key: SampleKey) -> dict:
         index, sample_seed, batch_seed = key
         cfg = self.config
-        img, _ = _load_or_neighbour(self.source, index)
+        img, _ = load_or_neighbour(self.source, index)
         rng = np.random.default_rng(sample_seed)
         crop = random_resized_crop(
             img.convert("RGB" if cfg.channels == 3 else "L"),
@@ -80,7 +64,7 @@ class ImageEvalDataset(LabelledSourceDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         cfg = self.config
-        img, used = _load_or_neighbour(self.source, index)
+        img, used = load_or_neighbour(self.source, index)
         img = center_resize(img.convert("RGB" if cfg.channels == 3 else "L"), cfg.image_size)
         return to_tensor(img, cfg.channels, cfg.mean, cfg.std), int(self.source.labels[used])
 
@@ -95,7 +79,7 @@ class ImageAugmentDataset(ImageEvalDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         cfg = self.config
-        img, used = _load_or_neighbour(self.source, index)
+        img, used = load_or_neighbour(self.source, index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         img = random_resized_crop(
             img.convert("RGB" if cfg.channels == 3 else "L"),

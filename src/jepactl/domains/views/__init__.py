@@ -1,0 +1,1 @@
+"""Sequences of views with actions (seq-JEPA): parameterised transformations as actions."""
