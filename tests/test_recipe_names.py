@@ -80,6 +80,7 @@ def test_every_domain_has_a_default_that_the_domain_name_loads():
         "concepts": "concepts/concept-jepa-cpu",
         "linear": "linear/linear-jepa-mae",
         "views": "views/seq-jepa",
+        "policy": "policy/act-jepa",
     }
     assert DOMAINS == sorted(expected)
     for domain, name in expected.items():

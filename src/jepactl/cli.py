@@ -207,6 +207,9 @@ def probe(
     views: Optional[str] = typer.Option(
         None, "--views", help="Views aggregated per image, comma-separated (seq-JEPA: 1,3,5)."
     ),
+    rollouts: Optional[int] = typer.Option(
+        None, "--rollouts", help="Closed-loop episodes in the simulator (policies; 0: none)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
@@ -239,6 +242,7 @@ def probe(
             list(overrides or []),
             labels,
             views,
+            rollouts,
         )
         emit(
             "probe",

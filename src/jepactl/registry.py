@@ -32,6 +32,7 @@ METHODS: dict[str, str] = {
     "sar-jepa": "jepactl.domains.sar.method",
     "dmt-jepa": "jepactl.domains.image.dmt_jepa",
     "seq-jepa": "jepactl.domains.views.method",
+    "act-jepa": "jepactl.domains.policy.method",
 }
 
 

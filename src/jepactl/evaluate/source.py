@@ -67,6 +67,24 @@ def open_encoder(
     )
 
 
+def open_method(
+    path: Path, recipe: Recipe, random_init: bool, needed_by: str
+) -> tuple[nn.Module, str]:
+    """Return (the run's whole method with its trained weights, or a seeded untrained one of the
+    same shape; a tag for feature caches). ``needed_by`` names the caller in the error for an
+    exported encoder, which holds the encoder alone."""
+    if random_init:
+        torch.manual_seed(recipe.probe.seed)
+        return method_spec(recipe.method).require("build")(recipe).eval(), "random-init"
+    if not is_run_dir(Path(path)):
+        raise UserError(
+            f"'{path}' is not a run folder: {needed_by} needs the whole trained method, and an "
+            "export holds the encoder alone"
+        )
+    _, method, step = load_trained_method(Path(path), recipe)
+    return method, f"step{step}"
+
+
 def labelled_splits(
     recipe: Recipe,
     data: str | None,

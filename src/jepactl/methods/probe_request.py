@@ -24,6 +24,7 @@ class ProbeRequest:
     overrides: list[str] = field(default_factory=list)  # probe.key=value
     labels: str | None = None  # a label CSV for data and test: record,label (ECG), file,label
     views: str | None = None  # views aggregated per image, "1,3,5" (seq-JEPA)
+    rollouts: int | None = None  # closed-loop episodes in the simulator (policies)
 
     def given_options(self, *options: str) -> list[str]:
         """Return which of ``options`` (``--test``, ``--shots``, ...) the user gave, in order."""
@@ -38,6 +39,7 @@ class ProbeRequest:
             "--labels-fraction": None if self.labels_fraction == 1.0 else self.labels_fraction,
             "--labels": self.labels,
             "--views": self.views,
+            "--rollouts": self.rollouts,
         }
         return [option for option in options if values[option] is not None]
 

@@ -38,13 +38,11 @@ from jepactl.evaluate.features import default_device
 from jepactl.evaluate.metrics import accuracy
 from jepactl.evaluate.probe import linear_probe
 from jepactl.evaluate.seeds import aggregate
-from jepactl.evaluate.source import labelled_splits
+from jepactl.evaluate.source import labelled_splits, open_method
 from jepactl.methods.probe_request import ProbeRequest
 from jepactl.micro_batch import loader_workers
 from jepactl.precision import autocast as autocast_for
 from jepactl.recipe import ProbeConfig
-from jepactl.registry import method_spec
-from jepactl.runs import load_trained_method
 
 
 @dataclass
@@ -75,20 +73,6 @@ def view_counts(request: ProbeRequest, cfg: SeqProbeConfig) -> list[int]:
     if not counts:
         raise UserError("--views: give at least one count")
     return counts
-
-
-def open_method(request: ProbeRequest, recipe) -> tuple[nn.Module, str]:
-    """Return (the run's method with trained weights, or a seeded untrained one; its tag)."""
-    if request.random_init:
-        torch.manual_seed(recipe.probe.seed)
-        return method_spec(recipe.method).require("build")(recipe).eval(), "random-init"
-    if not (Path(request.run) / "recipe.yaml").is_file():
-        raise UserError(
-            f"'{request.run}' is not a run folder: the seq-JEPA probe needs the aggregator, "
-            "which an exported encoder does not hold"
-        )
-    _, method, step = load_trained_method(Path(request.run), recipe)
-    return method, f"step{step}"
 
 
 @torch.no_grad()
@@ -217,7 +201,7 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
     which = request.which or cfg.which
     if which not in ("target", "context"):
         raise UserError(f"--which must be 'target' or 'context', got '{which}'")
-    method, tag = open_method(request, recipe)
+    method, tag = open_method(request.run, recipe, request.random_init, "the seq-JEPA probe")
     encoder = method.encoder(which)
     train_set, test_set, described = labelled_splits(
         recipe,

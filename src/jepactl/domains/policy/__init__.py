@@ -1,0 +1,1 @@
+"""Robot imitation learning (ACT-JEPA): demonstrations, policies, closed-loop rollouts."""
