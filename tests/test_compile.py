@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from jepactl.compile import compile_blocks, is_compiled
@@ -43,6 +44,7 @@ def test_compile_marks_every_transformer_block_and_keeps_parameter_names():
     assert compile_blocks(compiled) == 0  # already compiled: nothing to do
 
 
+@pytest.mark.slow
 def test_compiled_blocks_match_eager_forward_and_gradients_across_lengths():
     torch.manual_seed(0)
     method = tiny_method(False)

@@ -56,6 +56,7 @@ def test_slice_batch_cuts_every_batch_first_tensor():
     assert part["name"] == "x"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
 def test_accumulated_micro_batches_match_one_big_batch(tmp_path, precision, tolerance):
     whole = pretrain(

@@ -260,6 +260,7 @@ def test_probe_views_above_the_limit_is_a_one_line_user_error(tmp_path):
     assert "--views 20: a probe sequence has 1 to probe.max_views=16 views" in result.output
 
 
+@pytest.mark.slow
 def test_resume_makes_the_same_views_and_the_same_loss_curve(tmp_path):
     data = image_folder(tmp_path / "images")
     base = ["pretrain", "views/seq-jepa-cpu", "--data", data, *TINY, "train.checkpoint_every=2"]

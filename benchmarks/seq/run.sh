@@ -7,7 +7,7 @@
 #   bash benchmarks/seq/run.sh OUT [SEEDS] [CORE]
 #
 # Runs one seed list on one core; two calls on cores 0 and 1 with SEEDS "0" and "1" split the
-# work (about 80 minutes each on this 2-core machine). Results: OUT/<arm>-s<seed>.json.
+# work (about 100 minutes each on this 2-core machine). Results: OUT/<arm>-s<seed>.json.
 set -euo pipefail
 out=${1:?usage: run.sh OUT [SEEDS] [CORE]}
 seeds=${2:-"0 1"}

@@ -30,7 +30,9 @@ SEQ_KEYS = [
 
 def runs(out: Path, arm: str) -> list[dict]:
     return [
-        json.loads(path.read_text())["results"] for path in sorted(out.glob(f"{arm}-s*.json"))
+        json.loads(path.read_text())["results"]
+        for path in sorted(out.glob(f"{arm}-s*.json"))
+        if path.stat().st_size  # a probe still running has written nothing yet
     ]
 
 

@@ -66,7 +66,10 @@ def module_config(module: nn.Module, encoder: TransformerEncoder) -> dict[str, A
                 "patch_size": encoder.config.patch_size,
             },
         }
-    raise UserError(f"cannot export a {type(module).__name__}")
+    raise UserError(
+        f"cannot export a {type(module).__name__}: `jepactl export` writes the project's ViT "
+        "encoders and predictors; this run's weights stay in its checkpoints/ (safetensors)"
+    )
 
 
 def run_export(

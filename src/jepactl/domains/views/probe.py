@@ -9,7 +9,8 @@
   ``top1_views{M}``.
 * **Equivariance:** two views of each image; an MLP (hidden ``probe.mlp_hidden`` x 2, ReLU) on
   concat(enc(v1), enc(v2)) regresses the relative action from v1 to v2, and one on enc(v1)
-  regresses v1's own latent ("individual"). R² on the test images per transformation
+  regresses v1's own latent ("individual"); the number of AdamW steps is chosen by early
+  stopping on a tenth of the training images. R² on the test images per transformation
   (``relative_r2_rotation``, ...) and over all components (``relative_r2``,
   ``individual_r2``): 1 - sum of squared errors / sum of squares around the test mean.
 
@@ -21,6 +22,7 @@ the encoder for both probes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,23 +138,38 @@ def sequence_features(
 def fit_mlp_regressor(
     x: torch.Tensor, y: torch.Tensor, cfg: SeqProbeConfig, seed: int
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """Return (MLP, standardisation stats) regressing standardised ``y`` on standardised ``x``."""
+    """Return (MLP, standardisation stats) regressing standardised ``y`` on standardised ``x``.
+
+    A seeded tenth of the training rows is held out; the MLP is checked on it every
+    ``mlp_steps // 20`` steps and the best checkpoint kept (early stopping), because a
+    1024-wide MLP fitted for a fixed number of steps on a few thousand rows overfits.
+    """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x_mean, x_std = x.mean(0), x.std(0).clamp_min(1e-6)
-    y_mean, y_std = y.mean(0), y.std(0).clamp_min(1e-6)
+    order = torch.randperm(len(x), generator=gen)
+    held, fit = order[: max(1, len(x) // 10)], order[max(1, len(x) // 10) :]
+    x_mean, x_std = x[fit].mean(0), x[fit].std(0).clamp_min(1e-6)
+    y_mean, y_std = y[fit].mean(0), y[fit].std(0).clamp_min(1e-6)
     xs, ys = (x - x_mean) / x_std, (y - y_mean) / y_std
     h = cfg.mlp_hidden
     mlp = nn.Sequential(
         nn.Linear(x.shape[1], h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, y.shape[1])
     )
     opt = torch.optim.AdamW(mlp.parameters(), lr=cfg.mlp_lr, weight_decay=cfg.mlp_weight_decay)
-    for _ in range(cfg.mlp_steps):
-        idx = torch.randint(len(xs), (min(cfg.mlp_batch_size, len(xs)),), generator=gen)
+    every = max(1, cfg.mlp_steps // 20)
+    best_error, best_state = float("inf"), copy.deepcopy(mlp.state_dict())
+    for step in range(1, cfg.mlp_steps + 1):
+        idx = fit[torch.randint(len(fit), (min(cfg.mlp_batch_size, len(fit)),), generator=gen)]
         loss = nn.functional.mse_loss(mlp(xs[idx]), ys[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step % every == 0 or step == cfg.mlp_steps:
+            with torch.no_grad():
+                error = float(nn.functional.mse_loss(mlp(xs[held]), ys[held]))
+            if error < best_error:
+                best_error, best_state = error, copy.deepcopy(mlp.state_dict())
+    mlp.load_state_dict(best_state)
     return mlp.eval(), (x_mean, x_std, y_mean, y_std)
 
 
