@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "jepactl"
 
 # Lowest first. A module may import its own layer or a lower one. The recipe schema sits with the
@@ -175,8 +173,7 @@ def test_only_the_registry_imports_by_name():
     assert set(dynamic) == {"jepactl.registry"}, dynamic
 
 
-@pytest.mark.parametrize("name", ["jepactl.registry"])
-def test_registry_names_only_domain_modules(name):
+def test_registry_names_only_domain_modules():
     from jepactl.registry import METHODS
 
     for method, module in METHODS.items():
