@@ -15,7 +15,7 @@ from conftest import TINY_IMAGE_OVERRIDES
 from jepactl.checkpoint import load_latest_checkpoint
 from jepactl.recipe import load_recipe
 from jepactl.runs import CHECKPOINT_DIR
-from jepactl.train import pretrain
+from jepactl.train import StopFlag, pretrain
 
 
 def losses(run_dir):
@@ -159,6 +159,21 @@ def test_ctrl_c_saves_a_checkpoint_like_sigterm(tmp_path):
     state, _ = load_latest_checkpoint(run / CHECKPOINT_DIR)
     assert 2 <= state["step"] < 400 and len(losses(run)) == state["step"]
     assert not (run / ".lock").exists()
+
+
+def test_a_forked_loader_worker_ignores_the_inherited_stop_handler(capsys):
+    """A worker forked at an epoch boundary runs the parent's handler until its init ignores
+    signals; had it printed, the user (and a test) would see an interrupt the trainer never saw."""
+    flag = StopFlag()
+    flag.owner_pid = os.getpid() + 1  # as seen from inside a forked worker
+    flag._handle(signal.SIGINT, None)
+    flag._handle(signal.SIGINT, None)  # and no KeyboardInterrupt either
+    assert not flag.raised and capsys.readouterr().err == ""
+    flag.owner_pid = os.getpid()
+    flag._handle(signal.SIGINT, None)
+    assert flag.raised and "interrupted" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        flag._handle(signal.SIGINT, None)
 
 
 @pytest.mark.slow

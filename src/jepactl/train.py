@@ -81,6 +81,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.raised = False
         self.previous = {}
+        self.owner_pid = os.getpid()
 
     def __enter__(self) -> "StopFlag":
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
@@ -91,6 +92,10 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        # A DataLoader worker forked at an epoch boundary inherits this handler until its
+        # worker_init_fn ignores the signals; it must neither print nor decide anything.
+        if os.getpid() != self.owner_pid:
+            return
         if signum == signal.SIGINT:
             if self.raised:
                 raise KeyboardInterrupt
