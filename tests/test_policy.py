@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from jepactl.cli import app
@@ -36,8 +37,9 @@ TINY = [
 ]
 
 
-def write_zarr(path, lengths=(12, 9, 15, 10), drop=(), ends=None):
-    """A replay buffer whose state t of episode e is (e, t, 0, 0, 0) and action = state[:2] + 1."""
+def write_zarr(path, lengths=(12, 9, 15, 10), drop=(), ends=None, image_size=None):
+    """A replay buffer whose state t of episode e is (e, t, 0, 0, 0) and action = state[:2] + 1;
+    with ``image_size`` frame i's image is filled with the value i (0-255, as Push-T's)."""
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     states = np.concatenate(
         [np.stack([[e, t, 0, 0, 0] for t in range(n)]) for e, n in enumerate(lengths)]
@@ -47,6 +49,9 @@ def write_zarr(path, lengths=(12, 9, 15, 10), drop=(), ends=None):
         "data/action": states[:, :2] + 1,
         "meta/episode_ends": np.asarray(ends if ends is not None else np.cumsum(lengths)),
     }
+    if image_size:
+        frames = np.arange(len(states), dtype=np.float32) % 256
+        arrays["data/img"] = np.tile(frames[:, None, None, None], (1, image_size, image_size, 3))
     for name, value in arrays.items():
         if name not in drop:
             root.create_array(name, data=value)
@@ -189,12 +194,66 @@ def test_the_latent_loss_trains_the_predictor_only_with_a_positive_weight(tmp_pa
 
         dataset, collate, _ = pretrain_data(recipe, str(data))
         model = build(recipe).train()
-        out = model(collate([dataset[(i, 0, 0)] for i in range(8)]))
+        assert model.context_encoder.training and not model.target_encoder.training
+        batch = collate([dataset[(i, 0, 0)] for i in range(8)])
+        if expect:  # the targets carry no dropout noise: two draws agree
+            first = model.target_encoder(batch["state"])[1]
+            assert torch.equal(first, model.target_encoder(batch["state"])[1])
+        out = model(batch)
         assert ("latent_loss" in out) == expect
         out["loss"].backward()
         has_grad = any(p.grad is not None for p in model.predictor.parameters())
         assert has_grad == expect
         assert all(p.grad is None for p in model.target_encoder.parameters())
+
+
+def test_image_windows_hold_the_frame_and_its_future_frames_resized_once(tmp_path):
+    data = write_zarr(tmp_path / "d.zarr", lengths=(12, 9), image_size=8)
+    config = DemoDataConfig(observation="image", image_size=4, chunk=3, state_dims=[0, 1])
+    demos = open_demos(str(data), config)
+    assert demos.states.shape[1] == 2 and demos.all_states.shape[1] == 5
+    windows = DemoWindows(demos, [0, 1], config, fit(demos, config))
+    sample = windows[19]  # frame 19 is episode 1's frame 7; the episode ends at frame 21
+    assert sample["image"].shape == (3, 4, 4)
+    assert sample["image"].mul(255).round().unique().tolist() == [19.0]
+    seen = sample["future_images"].mul(255).round().amax(dim=(1, 2, 3)).tolist()
+    assert seen == [20.0, 20.0, 20.0] and sample["future_valid"].tolist() == [True, False, False]
+    assert windows.images.dtype == np.uint8 and windows.images.shape == (21, 4, 4, 3)
+    lean = DemoWindows(demos, [0, 1], config, fit(demos, config), future_images=False)
+    assert "future_images" not in lean[19] and "image" in lean[19]
+
+
+def test_the_world_model_targets_are_the_whole_state_even_when_only_part_is_observed(tmp_path):
+    from jepactl.domains.policy.probe import future_states
+
+    data = write_zarr(tmp_path / "d.zarr", lengths=(12, 9))
+    config = DemoDataConfig(chunk=2, state_dims=[0])  # the episode index only
+    demos = open_demos(str(data), config)
+    windows = DemoWindows(demos, [0, 1], config, fit(demos, config))
+    future, valid = future_states(windows, np.array([0, 11]), mean=0.0, std=1.0)
+    assert future.shape == (2, 2, 5)
+    assert future[0, :, 1].tolist() == [1.0, 2.0]  # frame index t + 1, t + 2: not observed
+    assert future[1, :, 1].tolist() == [11.0, 11.0] and valid[1].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("observation", ["state", "image"])
+def test_act_only_never_reads_future_frames_and_act_jepa_trains_its_image_encoder(
+    tmp_path, observation
+):
+    from jepactl.domains.policy.method import build, pretrain_data
+
+    data = write_zarr(tmp_path / "d.zarr", image_size=32)
+    tiny = [*TINY, f"data.observation={observation}", "data.image_size=32"]
+    recipe = load_recipe("policy/act-jepa-image-cpu", tiny)
+    dataset, collate, _ = pretrain_data(recipe, str(data))
+    model = build(recipe).train()
+    batch = collate([dataset[(i, 0, 0)] for i in range(8)])
+    assert ("future_images" in batch) == (observation == "image")
+    model(batch)["loss"].backward()
+    if observation == "image":
+        assert model.context_encoder.backbone.layers[0].weight.grad.abs().sum() > 0
+    only = load_recipe("policy/act-jepa-image-cpu", [*tiny, "objective.latent_weight=0"])
+    assert "future_images" not in pretrain_data(only, str(data))[0][(0, 0, 0)]
 
 
 def test_temporal_ensemble_weights_the_oldest_prediction_most():

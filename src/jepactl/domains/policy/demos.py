@@ -63,6 +63,9 @@ class Demonstrations:
     episode_ends: np.ndarray  # (E,) int64
     images: Any = None  # (T, H, W, 3) 0-255, indexable lazily (zarr array), or None
     skipped: list[str] = field(default_factory=list)  # unreadable files (none: one store)
+    # Every state column, also when ``states`` keeps only the observed ones (data.state_dims):
+    # the world-model probe predicts the whole future state, the block's pose included.
+    all_states: np.ndarray | None = None
 
     @property
     def episode_starts(self) -> np.ndarray:
@@ -70,6 +73,16 @@ class Demonstrations:
 
     def episode_lengths(self) -> np.ndarray:
         return self.episode_ends - self.episode_starts
+
+    def images_in_memory(self, size: int) -> np.ndarray:
+        """Return every frame as one (T, size, size, 3) uint8 array, read and resized once.
+
+        A zarr store decompresses a whole chunk (161 Push-T frames) to return one frame, about
+        20 ms, and a window needs k + 1 frames; Push-T's 25,650 frames take 0.7 GB as uint8.
+        """
+        if not isinstance(self.images, np.ndarray) or self.images.shape[1:3] != (size, size):
+            self.images = _read_all_images(self.images, size)
+        return self.images
 
     def frames_of(self, episodes: np.ndarray) -> np.ndarray:
         """Return the frame indices of ``episodes`` in order."""
@@ -108,6 +121,24 @@ def read_zarr(path: Path) -> Demonstrations:
     check_episode_ends(ends, len(states), f"zarr '{path}': meta/episode_ends")
     images = root["data/img"] if "data/img" in root else None
     return Demonstrations(str(path), states, actions, ends, images)
+
+
+def _read_all_images(images, size: int, block: int = 2048) -> np.ndarray:
+    """Read ``images`` (T, H, W, 3), 0-255, in blocks into uint8, resized to size x size."""
+    count = images.shape[0] if hasattr(images, "shape") else len(images)  # zarr 3: no len()
+    out = np.empty((count, size, size, 3), dtype=np.uint8)
+    for start in range(0, count, block):
+        part = np.asarray(images[start : start + block], dtype=np.float32)
+        if part.shape[1:3] != (size, size):
+            resized = torch.nn.functional.interpolate(
+                torch.from_numpy(part).permute(0, 3, 1, 2),
+                size=(size, size),
+                mode="bilinear",
+                antialias=True,
+            )
+            part = resized.permute(0, 2, 3, 1).numpy()
+        out[start : start + len(part)] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+    return out
 
 
 def check_episode_ends(ends: np.ndarray, frames: int, what: str) -> None:
@@ -160,7 +191,9 @@ class _DecodedImages:
     def __len__(self) -> int:
         return len(self.cells)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.stack([self[i] for i in range(*index.indices(len(self)))])
         from PIL import Image
 
         cell = self.cells[index]
@@ -180,6 +213,7 @@ def open_demos(path: str, config: DemoDataConfig | None = None) -> Demonstration
     demos = read_zarr(root) if is_zarr else read_lerobot(root)
     if demos.states.ndim != 2 or demos.actions.ndim != 2:
         raise DataError(f"'{path}': states and actions must be (frames, dims) arrays")
+    demos.all_states = demos.states
     if config is not None and config.state_dims:
         bad = [d for d in config.state_dims if not 0 <= d < demos.states.shape[1]]
         if bad:
@@ -249,48 +283,60 @@ class DemoWindows(Dataset):
     """
 
     def __init__(
-        self, demos: Demonstrations, episodes, config: DemoDataConfig, fitted: dict
+        self,
+        demos: Demonstrations,
+        episodes,
+        config: DemoDataConfig,
+        fitted: dict,
+        future_images: bool = True,
     ) -> None:
-        self.demos, self.config = demos, config
+        self.demos, self.config, self.future_images = demos, config, future_images
         self.norm = Normaliser(fitted)
         self.frames = demos.frames_of(np.asarray(episodes, dtype=np.int64))
         # The episode end (exclusive) of every frame, for clamping windows to their episode.
         end_of = np.repeat(demos.episode_ends, demos.episode_lengths())
         self.end_of = end_of
-        if config.observation == "image" and demos.images is None:
-            raise DataError(f"'{demos.name}' has no images; use data.observation=state")
+        self.images = None
+        if config.observation == "image":
+            if demos.images is None:
+                raise DataError(f"'{demos.name}' has no images; use data.observation=state")
+            self.images = demos.images_in_memory(config.image_size)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def image(self, frame: int) -> torch.Tensor:
-        array = np.asarray(self.demos.images[frame], dtype=np.float32) / 255.0
-        image = torch.from_numpy(array).permute(2, 0, 1)
-        size = self.config.image_size
-        if image.shape[-1] != size or image.shape[-2] != size:
-            image = torch.nn.functional.interpolate(
-                image[None], size=(size, size), mode="bilinear", antialias=True
-            )[0]
-        return image
+        return torch.from_numpy(self.images[frame]).permute(2, 0, 1).float() / 255.0
+
+    def future_frames(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return (action frames, action valid, future frames, future valid) of frame ``t``:
+        t..t+k-1 and t+1..t+k, clamped to the episode's last frame (ACT repeats its last
+        action) with the clamped steps marked invalid, so no window crosses an episode end."""
+        k, last = self.config.chunk, int(self.end_of[t]) - 1
+        steps = np.arange(t, t + k)
+        return (
+            np.minimum(steps, last),
+            steps <= last,
+            np.minimum(steps + 1, last),
+            steps + 1 <= last,
+        )
 
     def __getitem__(self, key) -> dict:
         index = key[0] if isinstance(key, tuple) else int(key)
         t = int(self.frames[index])
-        k, last = self.config.chunk, int(self.end_of[t]) - 1
-        steps = np.arange(t, t + k)
-        action_frames = np.minimum(steps, last)
-        future_frames = np.minimum(steps + 1, last)
+        action_frames, action_valid, future_frames, future_valid = self.future_frames(t)
         states = torch.from_numpy(self.demos.states)
         sample = {
             "state": self.norm.states(states[t]),
             "actions": self.norm.actions(torch.from_numpy(self.demos.actions[action_frames])),
-            "action_valid": torch.from_numpy(steps <= last),
+            "action_valid": torch.from_numpy(action_valid),
             "future_states": self.norm.states(states[future_frames]),
-            "future_valid": torch.from_numpy(steps + 1 <= last),
+            "future_valid": torch.from_numpy(future_valid),
         }
-        if self.config.observation == "image":
+        if self.images is not None:
             sample["image"] = self.image(t)
-            sample["future_images"] = torch.stack([self.image(int(f)) for f in future_frames])
+            if self.future_images:
+                sample["future_images"] = torch.stack([self.image(int(f)) for f in future_frames])
         if isinstance(key, tuple):
             sample["batch_seed"] = key[2]
         return sample

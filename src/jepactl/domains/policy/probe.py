@@ -4,10 +4,11 @@
   (default ``probe.rollouts``; 0 skips them); success rate, coverage, episode length; GIFs in
   ``RUN/rollouts/``. ``probe.policy=random`` or ``nearest_demo`` scores a baseline instead.
 * **World model:** from the frozen encoder's latent of o_t (``--which``, default the context
-  encoder the policy acts with), a ridge regression predicts the normalised future states
-  s_{t+1}..s_{t+k}; fitted on frames of the training episodes (L2 chosen on a tenth of them),
-  scored by the mean squared error on the held-out episodes' real (not padded) future steps.
-  The same regression from the raw current state is reported beside it
+  encoder the policy acts with), a ridge regression predicts the standardised whole future
+  states s_{t+1}..s_{t+k} (the block's pose too when the policy sees only the agent's);
+  fitted on frames of the training episodes (L2 chosen on a tenth of them), scored by the mean
+  squared error on the held-out episodes' real (not padded) future steps.
+  The same regression from the observed current state is reported beside it
   (``future_state_mse_from_state``), so a latent has to beat its own input to count.
 """
 
@@ -45,23 +46,28 @@ class PolicyProbeConfig(RolloutConfig, ProbeConfig):
 
 @torch.no_grad()
 def latents(encoder, windows: DemoWindows, frames: np.ndarray, batch_size: int):
-    """Return (latents (N, D), current states (N, S), future states (N, k, S), valid (N, k))."""
+    """Return (latents (N, D), observed states (N, S)) of ``windows[frames]``."""
     device = default_device()
     encoder.to(device).eval()
-    parts: dict[str, list[torch.Tensor]] = {}
+    found, states = [], []
     for start in range(0, len(frames), batch_size):
         batch = collate_windows([windows[int(i)] for i in frames[start : start + batch_size]])
         image = batch.get("image")
         _, summary = encoder(batch["state"].to(device), None if image is None else image.to(device))
-        for name, value in (
-            ("latent", summary.float().cpu()),
-            ("state", batch["state"]),
-            ("future", batch["future_states"]),
-            ("valid", batch["future_valid"]),
-        ):
-            parts.setdefault(name, []).append(value)
-    out = {name: torch.cat(values) for name, values in parts.items()}
-    return out["latent"], out["state"], out["future"], out["valid"]
+        found.append(summary.float().cpu())
+        states.append(batch["state"])
+    return torch.cat(found), torch.cat(states)
+
+
+def future_states(windows: DemoWindows, frames: np.ndarray, mean, std):
+    """Return the whole state at t+1..t+k (N, k, S_all), standardised, and which are real."""
+    futures, valid = [], []
+    for index in frames:
+        _, _, future, real = windows.future_frames(int(windows.frames[index]))
+        futures.append(windows.demos.all_states[future])
+        valid.append(real)
+    future = (torch.from_numpy(np.stack(futures)) - mean) / std
+    return future, torch.from_numpy(np.stack(valid))
 
 
 def ridge(x: torch.Tensor, y: torch.Tensor, strength: float) -> torch.Tensor:
@@ -102,15 +108,23 @@ def future_error(train, test, seed: int) -> dict[str, float]:
 def world_model_probe(method, recipe, data: str, which: str, cfg, seed: int) -> dict:
     demos = open_demos(data, recipe.data)
     fitted = recipe.data.fitted
-    train = DemoWindows(demos, fitted["train_episodes"], recipe.data, fitted)
-    test = DemoWindows(demos, fitted["val_episodes"], recipe.data, fitted)
+    # No future frames: the probe encodes o_t only.
+    train = DemoWindows(demos, fitted["train_episodes"], recipe.data, fitted, future_images=False)
+    test = DemoWindows(demos, fitted["val_episodes"], recipe.data, fitted, future_images=False)
     if len(test) == 0:
         raise UserError("the world-model probe needs held-out episodes: data.val_fraction is 0")
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.permutation(len(train))[: cfg.probe_frames])
+    tested = np.arange(len(test))
+    # Standardised with the training episodes' statistics (those of the observed columns are
+    # data.fitted's, so a state-only run's targets are exactly its normalised future states).
+    seen = torch.from_numpy(demos.all_states[train.frames])
+    mean, std = seen.mean(0), seen.std(0, correction=0).clamp_min(1e-6)
+    future, valid = future_states(train, picked, mean, std)
+    tfuture, tvalid = future_states(test, tested, mean, std)
     encoder = method.encoder(which)
-    lat, state, future, valid = latents(encoder, train, picked, cfg.batch_size)
-    tlat, tstate, tfuture, tvalid = latents(encoder, test, np.arange(len(test)), cfg.batch_size)
+    lat, state = latents(encoder, train, picked, cfg.batch_size)
+    tlat, tstate = latents(encoder, test, tested, cfg.batch_size)
     from_latent = future_error((lat, future, valid), (tlat, tfuture, tvalid), seed)
     from_state = future_error((state, future, valid), (tstate, tfuture, tvalid), seed)
     return {
