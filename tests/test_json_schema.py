@@ -9,6 +9,8 @@ import math
 import pytest
 from test_concepts_cli import TINY as TINY_CONCEPTS
 from test_ecg_method import TINY as TINY_ECG
+from test_lidar_method import TINY as TINY_LIDAR
+from test_lidar_method import object_folder
 from test_linear_cli import SMALL as SMALL_LINEAR
 from test_sar_method import TINY_SAR, speckled_chips
 from test_seq_jepa import TINY as TINY_SEQ
@@ -82,8 +84,13 @@ def views(tmp_path):
     return "views/seq-jepa-cpu", ["--data", data, *TINY_SEQ], ["--views", "1"]
 
 
+def lidar(tmp_path):
+    data = object_folder(tmp_path / "objects")
+    return "lidar/ad-l-jepa-objects-cpu", ["--data", data, *TINY_LIDAR], ["--seeds", "1"]
+
+
 @pytest.mark.parametrize(
-    "domain", [image, sar, ecg, tabular, concepts, linear, views], ids=lambda f: f.__name__
+    "domain", [image, sar, ecg, tabular, concepts, linear, views, lidar], ids=lambda f: f.__name__
 )
 def test_pretrain_and_probe_json_have_one_top_level_on_every_domain(tmp_path, domain):
     recipe, pretrain_args, probe_args = domain(tmp_path)

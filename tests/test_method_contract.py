@@ -98,6 +98,14 @@ TINY = {
             "train.num_workers=0",
         ],
     ),
+    "ad-l-jepa": (
+        "lidar/ad-l-jepa-objects-cpu",
+        ["model.channels=[8,16]", "model.strides=[1,2]", "model.blocks=1", "data.grid.cell=0.25"],
+    ),
+    "occupancy-mae": (
+        "lidar/occupancy-mae-objects-cpu",
+        ["model.channels=[8,16]", "model.strides=[1,2]", "model.blocks=1", "data.grid.cell=0.25"],
+    ),
     "seq-jepa": (
         "views/seq-jepa-cpu",
         [

@@ -81,6 +81,7 @@ def test_every_domain_has_a_default_that_the_domain_name_loads():
         "linear": "linear/linear-jepa-mae",
         "views": "views/seq-jepa",
         "policy": "policy/act-jepa",
+        "lidar": "lidar/ad-l-jepa",
     }
     assert DOMAINS == sorted(expected)
     for domain, name in expected.items():

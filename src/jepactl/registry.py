@@ -33,6 +33,8 @@ METHODS: dict[str, str] = {
     "dmt-jepa": "jepactl.domains.image.dmt_jepa",
     "seq-jepa": "jepactl.domains.views.method",
     "act-jepa": "jepactl.domains.policy.method",
+    "ad-l-jepa": "jepactl.domains.lidar.method",
+    "occupancy-mae": "jepactl.domains.lidar.occupancy",
 }
 
 

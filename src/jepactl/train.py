@@ -277,6 +277,8 @@ def _pretrain(
         progress.message(
             f"[yellow]skipped {len(source.skipped)} unreadable files (first: {source.skipped[0]})"
         )
+    for notice in getattr(source, "notices", ()) if accelerator.is_main_process else ():
+        progress.message(f"[yellow]{notice}")  # what a reader filled in (no intensity, ...)
     if workers < requested_workers(cfg.num_workers) and accelerator.is_main_process:
         progress.message(
             f"{workers} data-loader worker(s): train.num_workers={cfg.num_workers} "

@@ -16,6 +16,7 @@ from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
 from jepactl.methods.probe_request import ProbeRequest
 from jepactl.recipe import Recipe
 from jepactl.registry import method_spec
+from jepactl.typed_config import to_dict
 
 
 def stratified_fraction(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -127,7 +128,7 @@ def run_probe(request: ProbeRequest) -> dict:
 
 def probe_recipe(request: ProbeRequest) -> Recipe:
     """Return the run's recipe (or an export's) with ``probe.key=value`` overrides applied."""
-    from jepactl.recipe import apply_override, parse_override, recipe_from_dict, to_dict
+    from jepactl.recipe import apply_override, parse_override, recipe_from_dict
 
     recipe = open_recipe(request.run)
     raw = to_dict(recipe)
@@ -158,7 +159,9 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
         labels=request.labels,
         label_option="--labels",
     )
-    tag = f"{source.tag}|{described}{label_file_digest(request.labels)}"
+    # The probe section is in the key: its split seed and test fraction pick which samples a
+    # method's own split ("train/test splits") holds, and a method may read its data settings.
+    tag = f"{source.tag}|{described}{label_file_digest(request.labels)}|{to_dict(cfg)}"
     train_x, train_y = cached_features(
         source.encoder, train_set, source.cache_dir, tag + "|train", cfg.batch_size
     )
@@ -166,8 +169,31 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
         source.encoder, test_set, source.cache_dir, tag + "|test", cfg.batch_size
     )
     classes = len(train_set.classes)
+    rows, train_samples = score_classifiers(
+        train_x, train_y, test_x, test_y, classes, cfg, request.seeds, labels_fraction
+    )
+    report = {
+        "data": described,
+        "encoder": "random-init" if random_init else source.tag,
+        "train_samples": train_samples,
+        "test_samples": len(test_y),
+    }
+    if request.labels is not None:  # what the label file gave: samples per class
+        report["train_classes"] = class_counts(train_y, train_set.classes)
+        report["test_classes"] = class_counts(test_y, train_set.classes)
+    return {**report, **aggregate(rows)}
+
+
+def score_classifiers(
+    train_x, train_y, test_x, test_y, classes: int, cfg, seeds: int, labels_fraction: float = 1.0
+) -> tuple[list[dict], int]:
+    """Return (one row of linear and kNN scores per seed, training samples used).
+
+    The seeded parts (the ``labels_fraction`` draw, the split that picks the L2 strength)
+    repeat for seeds ``cfg.seed`` .. ``cfg.seed + seeds - 1`` on the same features.
+    """
     rows, train_samples = [], len(train_y)
-    for seed in range(cfg.seed, cfg.seed + request.seeds):
+    for seed in range(cfg.seed, cfg.seed + seeds):
         fit_x, fit_y = train_x, train_y
         if labels_fraction < 1.0:
             keep = stratified_fraction(train_y, labels_fraction, seed)
@@ -183,16 +209,7 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
                 "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
             }
         )
-    report = {
-        "data": described,
-        "encoder": "random-init" if random_init else source.tag,
-        "train_samples": train_samples,
-        "test_samples": len(test_y),
-    }
-    if request.labels is not None:  # what the label file gave: samples per class
-        report["train_classes"] = class_counts(train_y, train_set.classes)
-        report["test_classes"] = class_counts(test_y, train_set.classes)
-    return {**report, **aggregate(rows)}
+    return rows, train_samples
 
 
 def class_counts(labels: torch.Tensor, classes: list[str]) -> str:

@@ -35,7 +35,7 @@ class PretrainData(NamedTuple):
 
     ``dataset`` is indexed by a ``SampleKey`` (data/sampling.py), ``collate`` turns one
     optimizer step's samples into a batch-first dict of tensors, ``source.skipped`` lists
-    unreadable files.
+    unreadable files and an optional ``source.notices`` what the reader filled in.
     """
 
     dataset: Dataset

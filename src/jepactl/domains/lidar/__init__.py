@@ -1,0 +1,1 @@
+"""LiDAR point clouds: readers, pillar BEV grids and AD-L-JEPA."""
