@@ -20,6 +20,7 @@ def test_bench_report_is_consistent():
         report["gflops_per_sample"] * report["samples_per_s"] / 1e3
     )
     assert 0 <= report["mask_sampling_fraction"] and report["peak_memory_mb"] > 0
+    assert 0 < report["step_memory_mb"] < report["peak_memory_mb"]  # above the resting process
     assert report["spec_peak_tflops"] is None and report["mfu_vs_spec"] is None  # a CPU
 
 

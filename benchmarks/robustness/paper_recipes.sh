@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The four paper recipes of issue 16, two steps each, as a new user types them on a 2-core,
+# The paper recipes (issue 16's four, then ACT-JEPA's and AD-L-JEPA's), two steps each, as a new user types them on a 2-core,
 # 24 GB machine: wall time, peak RSS (GNU time) and the micro-batch each run chose.
-# Usage: bash benchmarks/robustness/paper_recipes.sh [OUT_DIR]   (about 10 minutes)
+# Usage: bash benchmarks/robustness/paper_recipes.sh [OUT_DIR] [NAMES]   (about 15 minutes)
+# NAMES (default all): a space-separated subset of ecg image tabular sar policy lidar.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/jepactl-paper-recipes}
+names=${2:-"ecg image tabular sar policy lidar"}
 data=../shared/data
-rm -rf "$out" && mkdir -p "$out"
+jepactl=${JEPACTL:-jepactl}
+mkdir -p "$out"
 run() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$out/$name.time" jepactl pretrain "$@" --out "$out/$name" \
+  case " $names " in *" $name "*) ;; *) return ;; esac
+  rm -rf "${out:?}/$name"
+  /usr/bin/time -f "%e %M" -o "$out/$name.time" "$jepactl" pretrain "$@" --out "$out/$name" \
     --max-steps 2 --quiet > "$out/$name.stdout" 2> "$out/$name.stderr"
   local rc=$?
   python3 - "$out" "$name" "$rc" <<'PY'
@@ -31,3 +36,5 @@ run ecg ecg
 run image image --data "$data/images/mnist/train"
 run tabular tabular --data "$data/tabular/adult/adult.data" data.target=ltgt50k
 run sar sar --data "$data/sar/mstar10"
+run policy policy --data "$data/robot/pusht/pusht_cchi_v7_replay.zarr"
+run lidar lidar --data "$data/lidar/kitti_sample"

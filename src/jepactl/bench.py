@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
-from jepactl.micro_batch import loader_workers
+from jepactl.micro_batch import PeakMeter, loader_workers
 from jepactl.recipe import Recipe
 from jepactl.registry import method_spec
 from jepactl.step import StepRunner, build_optimizer
@@ -173,18 +173,23 @@ def run_bench(
         step += 1
     sync()
 
-    # Headline: unsynchronised steps exactly as the trainer runs them, median of repeats.
+    # Headline: unsynchronised steps exactly as the trainer runs them, median of repeats. The
+    # meter gives the memory the steps add to the resting process (model, optimizer state,
+    # loader): activations, gradients and the batch, what a method's cost claim is about.
+    meter = PeakMeter(device)
+    resting = meter.current()
     rates, waits = [], []
-    for _ in range(repeats):
-        runner.data_wait = 0.0
-        start = time.perf_counter()
-        for _ in range(steps):
-            runner.run(batches, step, total)
-            step += 1
-        sync()
-        elapsed = time.perf_counter() - start
-        rates.append(steps * train.batch_size / elapsed)
-        waits.append(runner.data_wait / elapsed)
+    with meter:
+        for _ in range(repeats):
+            runner.data_wait = 0.0
+            start = time.perf_counter()
+            for _ in range(steps):
+                runner.run(batches, step, total)
+                step += 1
+            sync()
+            elapsed = time.perf_counter() - start
+            rates.append(steps * train.batch_size / elapsed)
+            waits.append(runner.data_wait / elapsed)
 
     # Breakdown: the same step with a device sync after each phase.
     phase_time = dict.fromkeys(PHASES, 0.0)
@@ -234,6 +239,7 @@ def run_bench(
         "data_wait_fraction": statistics.median(waits),
         "mask_sampling_fraction": (mask_time / steps) / (train.batch_size / rate),
         "peak_memory_mb": peak_memory_bytes(device) / 2**20,
+        "step_memory_mb": max(0, meter.peak - resting) / 2**20,
         "gflops_per_sample": flops / 1e9,
         "achieved_tflops": achieved / 1e12,
         "matmul_peak_tflops": peak / 1e12,
