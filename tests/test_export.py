@@ -43,6 +43,46 @@ def test_exported_features_equal_the_runs_features(trained_run, tmp_path):
     assert config["kind"] == "encoder" and config["tokenizer"]["kind"] == "patch2d"
 
 
+@pytest.mark.parametrize("registers", [0, 2])
+def test_a_timm_export_loads_strictly_into_timm_and_pools_the_same(tmp_path, registers):
+    import timm
+
+    run = tmp_path / "r"
+    overrides = [*TINY_IMAGE_OVERRIDES, "train.max_steps=1", f"model.num_registers={registers}"]
+    pretrain(load_recipe("image/ijepa-cpu", overrides), run, quiet=True)
+    run_export(run, tmp_path / "timm", fmt="timm")
+    config = json.loads((tmp_path / "timm" / "config.json").read_text())
+    model = timm.create_model(
+        config["architecture"],
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(tmp_path / "timm" / "model.safetensors")},
+        **config["model_args"],
+    ).eval()
+    weights = load_file(str(tmp_path / "timm" / "model.safetensors"))
+    assert set(weights) == set(model.state_dict())  # strict: nothing missing or left over
+    _, method, _ = load_trained_method(run)
+    images = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = method.encoder("target").pooled(images)
+        got = model(images)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_timm_export_refuses_what_timm_cannot_rebuild(tmp_path):
+    from jepactl.errors import UserError
+
+    run = tmp_path / "r"
+    pretrain(
+        load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=1"]),
+        run,
+        quiet=True,
+    )
+    with pytest.raises(UserError, match="encoders only"):
+        run_export(run, tmp_path / "p", which="predictor", fmt="timm")
+    assert not (tmp_path / "p" / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_load_encoder_in_a_fresh_process_gives_the_same_features(trained_run, tmp_path):
     run_export(trained_run, tmp_path / "exp")
@@ -113,3 +153,12 @@ def test_embed_writes_parquet_with_single_and_multi_label_columns(
     embed_module.run_embed(trained_run, "builtin:shapes", tmp_path / "m.parquet", split="test")
     labels = pq.read_table(tmp_path / "m.parquet").column("label").to_pylist()
     assert labels[0] == [1, 0, 1]
+
+
+def test_onnx_missing_names_the_extra_and_leaves_no_folder(trained_run, tmp_path, monkeypatch):
+    from jepactl.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    with pytest.raises(UserError, match=r"jepactl\[onnx\]"):
+        run_export(trained_run, tmp_path / "onnx", fmt="onnx")
+    assert not (tmp_path / "onnx").exists()

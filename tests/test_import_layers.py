@@ -37,7 +37,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("method contract", ("methods", "recipe", "registry", "runs", "schedules")),
     ("trainer and evaluation toolkit", ("step", "train", "export", "evaluate")),
     ("domains", ("domains",)),
-    ("command line", ("cli", "cli_errors", "cli_output", "cli_recipes", "bench", "__main__")),
+    (
+        "command line",
+        ("cli", "cli_errors", "cli_output", "cli_recipes", "bench", "report", "__main__"),
+    ),
 ]
 
 

@@ -251,6 +251,7 @@ def probe(
             {k: v for k, v in vars(request).items() if k != "run"},
             run,
             title=f"probe {run}",
+            keep=True,
         )
 
     guard(go)
@@ -307,6 +308,7 @@ def finetune(
             ),
             run,
             title=f"finetune {run}",
+            keep=True,
         )
 
     guard(go)
@@ -347,7 +349,11 @@ def export(
     run: Path = typer.Argument(..., help="Run folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/export)."),
     which: str = typer.Option("target", "--which", help="target, context or predictor."),
-    fmt: str = typer.Option("safetensors", "--format", help="safetensors or onnx."),
+    fmt: str = typer.Option(
+        "safetensors",
+        "--format",
+        help="safetensors (jepactl.load_encoder), onnx, or timm (timm.create_model loads it).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained module to model.safetensors + config.json (or model.onnx).
@@ -425,6 +431,36 @@ def bench(
             ),
             recipe=result.get("recipe"),
             title=f"bench {recipe}",
+        )
+
+    guard(go)
+
+
+# ------------------------------------------------------------------------------- report
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders; several are overlaid."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the PNGs and index.html."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Plot runs' metrics (loss, schedules, throughput, collapse monitors, online probes) to
+    PNGs, with the probe results kept in each run, and one self-contained index.html.
+
+    Example: `jepactl report runs/a runs/b --out report/` then open `report/index.html`
+    """
+
+    def go() -> None:
+        from jepactl.report import write_report
+
+        result = write_report(list(runs), out)
+        emit(
+            "report",
+            result,
+            as_json,
+            dict(runs=[str(r) for r in runs], out=out),
+            title=f"report {out}",
         )
 
     guard(go)

@@ -76,8 +76,8 @@ def run_export(
     run: Path, out: Path | None, which: str = "target", fmt: str = "safetensors"
 ) -> dict[str, Any]:
     """Export module ``which`` of ``run``; return the written paths."""
-    if fmt not in ("safetensors", "onnx"):
-        raise UserError(f"--format must be 'safetensors' or 'onnx', got '{fmt}'")
+    if fmt not in ("safetensors", "onnx", "timm"):
+        raise UserError(f"--format must be 'safetensors', 'onnx' or 'timm', got '{fmt}'")
     recipe, method, step = load_trained_method(run)
     modules = method.export_modules()
     if which not in modules:
@@ -87,6 +87,8 @@ def run_export(
         raise UserError("--format onnx exports encoders only (--which target or context)")
     out = out or run / "export"
     check_writable_folder(out, "--out")
+    if fmt == "timm":
+        return {"run": str(run), "which": which, "step": step, **export_timm(module, out, step)}
     config = {
         "format": FORMAT,
         "jepactl_version": __version__,
@@ -109,6 +111,84 @@ def run_export(
         )
         stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"run": str(run), "which": which, "step": step, **written}
+
+
+# timm's ViT names by width; the model_args in config.json set every size, so the name only
+# says which family to build (and is a fair guess of the closest published shape).
+TIMM_NAMES = {
+    192: "vit_tiny_patch16_224",
+    384: "vit_small_patch16_224",
+    768: "vit_base_patch16_224",
+}
+TIMM_NAMES |= {1024: "vit_large_patch16_224", 1280: "vit_huge_patch14_224"}
+
+
+def timm_model_args(encoder: TransformerEncoder) -> dict[str, Any]:
+    """Return ``timm.create_model`` kwargs that rebuild ``encoder`` as a VisionTransformer:
+    no class token, positions on the patches only (``no_embed_class``), registers as timm's
+    ``reg_tokens``, and pooling the mean of the final-normed patch tokens (``fc_norm=False``),
+    which is :meth:`TransformerEncoder.pooled`."""
+    cfg, tok = encoder.config, encoder.tokenizer_config
+    if tok.get("kind") != "patch2d" or not cfg.bias:
+        raise UserError(
+            "--format timm writes ViT image encoders (2-D patches, with biases); this run's "
+            f"encoder has a {tok.get('kind')!r} tokenizer{'' if cfg.bias else ' and no biases'}"
+            ": use --format safetensors"
+        )
+    size = tok["img_size"]
+    return {
+        "img_size": list(size) if isinstance(size, (list, tuple)) else int(size),
+        "patch_size": cfg.patch_size,
+        "in_chans": int(tok["in_chans"]),
+        "embed_dim": cfg.embed_dim,
+        "depth": cfg.depth,
+        "num_heads": cfg.num_heads,
+        "mlp_ratio": cfg.mlp_ratio,
+        "qkv_bias": cfg.qkv_bias,
+        "class_token": False,
+        "no_embed_class": True,
+        "reg_tokens": cfg.num_registers,
+        "global_pool": "avg",
+        "fc_norm": False,
+        "num_classes": 0,
+    }
+
+
+def timm_state_dict(encoder: TransformerEncoder) -> dict[str, torch.Tensor]:
+    """Return ``encoder``'s weights under timm VisionTransformer's names (its blocks are timm's)."""
+    renamed = {}
+    for key, value in clean_state_dict(encoder.state_dict()).items():
+        if key.startswith("tokenizer.proj."):
+            key = "patch_embed.proj." + key[len("tokenizer.proj.") :]
+        elif key == "registers":
+            key = "reg_token"
+        renamed[key] = value
+    renamed["pos_embed"] = encoder.pos_embed.detach().float().cpu()[None].contiguous()
+    return renamed
+
+
+def export_timm(module: nn.Module, out: Path, step: int) -> dict[str, str]:
+    """Write ``out/model.safetensors`` with timm's names and ``out/config.json`` in the layout
+    of timm's Hub configs (architecture, model_args); return the written paths."""
+    if not isinstance(module, TransformerEncoder):
+        raise UserError("--format timm exports encoders only (--which target or context)")
+    args = timm_model_args(module)
+    config = {
+        "architecture": TIMM_NAMES.get(module.config.embed_dim, "vit_base_patch16_224"),
+        "model_args": args,
+        "num_features": module.config.embed_dim,
+        "exported_by": f"jepactl {__version__} (step {step})",
+        "load_with": "timm.create_model(config['architecture'], pretrained=True, "
+        "pretrained_cfg_overlay=dict(file='model.safetensors'), **config['model_args'])",
+    }
+    with StagedFiles() as stage:
+        save_file(
+            timm_state_dict(module),
+            str(stage.path(out / "model.safetensors")),
+            metadata={"format": "pt"},
+        )
+        stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return {"config": str(out / "config.json"), "weights": str(out / "model.safetensors")}
 
 
 class _PooledAndTokens(nn.Module):

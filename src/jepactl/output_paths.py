@@ -119,11 +119,16 @@ class StagedFiles:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []  # folders made for the outputs, removed on failure
 
     def path(self, final: Path) -> Path:
         """Return the temporary path to write ``final``'s content to."""
         final = Path(final)
         with write_errors_name(final):
+            missing = final.parent
+            while not missing.exists():
+                self._created.append(missing)
+                missing = missing.parent
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         os.close(fd)
@@ -160,6 +165,11 @@ class StagedFiles:
     def _discard(self) -> None:
         for tmp, _ in self._staged:
             tmp.unlink(missing_ok=True)
+        for folder in sorted(set(self._created), key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()  # only if empty: never what another writer put there
+            except OSError:
+                pass
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
