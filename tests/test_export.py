@@ -145,6 +145,10 @@ def test_embed_writes_parquet_with_single_and_multi_label_columns(
     table = pq.read_table(out)
     assert report["samples"] == 500 and table.num_rows == 500
     assert table.schema.field("embedding").type.list_size == 32
+    assert table.column_names == ["index", "id", "label", "class", "embedding"]
+    rows = table.slice(0, 3).to_pylist()
+    assert [r["id"] for r in rows] == ["0", "1", "2"]  # built-in set: no files, the index
+    assert all(r["class"] != "" for r in rows)  # the label's name (the shapes' classes)
 
     multi = torch.tensor([[1, 0, 1]] * 500)
     monkeypatch.setattr(
@@ -162,3 +166,36 @@ def test_onnx_missing_names_the_extra_and_leaves_no_folder(trained_run, tmp_path
     with pytest.raises(UserError, match=r"jepactl\[onnx\]"):
         run_export(trained_run, tmp_path / "onnx", fmt="onnx")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_the_export_has_a_model_card_timm_rebuild_info_and_strict_loading(trained_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from jepactl.errors import UserError
+
+    result = run_export(trained_run, tmp_path / "exp")
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert "step 3 of 3" in card and "image/ijepa-cpu" in card and "licence" in card
+    config = json.loads((tmp_path / "exp" / "config.json").read_text())
+    assert config["timm"]["model_args"]["embed_dim"] == 32 and result["max_steps"] == 3
+    weights = load_file(str(tmp_path / "exp" / "model.safetensors"))
+    weights["extra.weight"] = weights.pop("norm.weight")
+    save_file(weights, str(tmp_path / "exp" / "model.safetensors"))
+    with pytest.raises(UserError, match="missing norm.weight; unexpected extra.weight"):
+        jepactl.load_encoder(tmp_path / "exp")
+
+
+def test_exporting_an_unfinished_run_warns_with_its_step(tmp_path):
+    from typer.testing import CliRunner
+
+    from jepactl.cli import app
+
+    run = tmp_path / "r"
+    recipe = load_recipe("image/ijepa-cpu", [*TINY_IMAGE_OVERRIDES, "train.max_steps=5"])
+    pretrain(recipe, run, quiet=True, stop_after=2)
+    done = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "e"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert (
+        "exporting step 2 of 5" in done.stderr and json.loads(done.stdout)["results"]["step"] == 2
+    )
+    assert "the run had not finished" in (tmp_path / "e" / "README.md").read_text()

@@ -265,6 +265,8 @@ def test_cli_pretrains_probes_three_ways_and_embeds_one_vector_per_cloud(tmp_pat
     embedded = invoke("embed", run, "--data", data, "--out", tmp_path / "vectors.npy")
     assert embedded.exit_code == 0, embedded.output
     assert np.load(tmp_path / "vectors.npy").shape == (12, 2 * 16)  # mean and max of 16 channels
+    rows = (tmp_path / "vectors.index.csv").read_text().splitlines()[1:]
+    assert rows[0] == f"0,{data / 'pole' / '0.xyz'},0,pole" and rows[-1].endswith(",1,slab")
     scans = tmp_path / "scans"
     scans.mkdir()
     for i in range(2):  # unlabelled clouds embed too
@@ -274,6 +276,8 @@ def test_cli_pretrains_probes_three_ways_and_embeds_one_vector_per_cloud(tmp_pat
     embedded = invoke("embed", run, "--data", scans, "--out", tmp_path / "scans.npy")
     assert embedded.exit_code == 0, embedded.output
     assert np.load(tmp_path / "scans.npy").shape == (2, 32)
+    index = (tmp_path / "scans.index.csv").read_text().splitlines()
+    assert index[0] == "index,id,label,class" and index[2].startswith(f"1,{scans / '1.bin'},-1,")
 
 
 def test_a_folder_without_a_usable_cloud_is_one_line_and_exit_2(tmp_path):

@@ -366,6 +366,14 @@ def export(
         from jepactl.export import run_export
 
         result = run_export(run, out, which, fmt)
+        if result["step"] < result["max_steps"]:
+            from jepactl.cli_output import stderr
+
+            stderr.print(
+                f"[yellow]warning:[/] exporting step {result['step']} of "
+                f"{result['max_steps']}: the run has not finished",
+                highlight=False,
+            )
         emit("export", result, as_json, dict(out=out, which=which, format=fmt), run)
 
     guard(go)

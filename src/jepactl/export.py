@@ -25,6 +25,7 @@ from jepactl.nn.tokenizers import build_tokenizer
 from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.output_paths import StagedFiles, check_writable_folder
 from jepactl.recipe import build_dataclass, to_dict
+from jepactl.registry import method_spec
 from jepactl.runs import load_trained_method
 from jepactl.version import __version__
 
@@ -87,17 +88,32 @@ def run_export(
         raise UserError("--format onnx exports encoders only (--which target or context)")
     out = out or run / "export"
     check_writable_folder(out, "--out")
+    total = recipe.train.max_steps
     if fmt == "timm":
-        return {"run": str(run), "which": which, "step": step, **export_timm(module, out, step)}
+        files = export_timm(module, out, step)
+        return {"run": str(run), "which": which, "step": step, "max_steps": total, **files}
     config = {
         "format": FORMAT,
         "jepactl_version": __version__,
         "which": which,
         "step": step,
+        "max_steps": recipe.train.max_steps,
         **module_config(module, method.encoder("context")),
         "recipe": to_dict(recipe),
     }
-    written = {"config": str(out / "config.json"), "weights": str(out / "model.safetensors")}
+    if isinstance(module, TransformerEncoder):
+        try:  # which timm model and kwargs rebuild it (`--format timm` writes timm's names)
+            config["timm"] = {
+                "architecture": TIMM_NAMES.get(module.config.embed_dim, "vit_base_patch16_224"),
+                "model_args": timm_model_args(module),
+            }
+        except UserError:
+            pass  # not a 2-D ViT: no timm equivalent
+    written = {
+        "config": str(out / "config.json"),
+        "weights": str(out / "model.safetensors"),
+        "card": str(out / "README.md"),
+    }
     # Every file goes to a temporary name first and all are renamed together at the end: a full
     # disk leaves the previous export whole, never new config.json with old weights.
     with StagedFiles() as stage:
@@ -110,7 +126,79 @@ def run_export(
             metadata={"format": FORMAT, "which": which},
         )
         stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"run": str(run), "which": which, "step": step, **written}
+        stage.path(out / "README.md").write_text(model_card(run, recipe, which, step, fmt))
+    return {
+        "run": str(run),
+        "which": which,
+        "step": step,
+        "max_steps": recipe.train.max_steps,
+        **written,
+    }
+
+
+def model_card(run: Path, recipe, which: str, step: int, fmt: str) -> str:
+    """Return the export's README.md: what the model is, how it was made, what it scored."""
+    total = recipe.train.max_steps
+    data = getattr(getattr(recipe, "data", None), "path", None) or "the recipe's built-in data"
+    lines = [
+        f"# {recipe.name or recipe.method} encoder ({which})",
+        "",
+        f"Exported by jepactl {__version__} from the run `{run.name}` at step {step} of {total}"
+        + ("" if step >= total else " (**the run had not finished**)")
+        + ".",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | `{recipe.method}` ({method_spec(recipe.method).recipe.__module__}) |",
+        f"| recipe | `{recipe.name}`: {recipe.description} |",
+        f"| source | {recipe.source or '-'} |",
+        f"| domain | {recipe.domain} |",
+        f"| pretraining data | `{data}` |",
+        f"| steps x batch | {step} x {recipe.train.batch_size} |",
+        f"| format | {fmt}: `model.safetensors`, `config.json` (the full recipe is in it) |",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "import jepactl",
+        "encoder = jepactl.load_encoder('THIS_FOLDER')  # .pooled(x): one vector per sample",
+        "```",
+        "",
+        "`config.json` names the timm model and kwargs that rebuild a ViT image encoder "
+        "(`timm`); `jepactl export RUN --format timm` writes weights under timm's names.",
+        "",
+        "## Probe results kept in the run",
+        "",
+    ]
+    lines += probe_result_lines(run) or ["None: run `jepactl probe RUN` before exporting."]
+    lines += [
+        "",
+        "## Intended use and licence",
+        "",
+        "A self-supervised encoder for frozen-feature probes, embeddings and fine-tuning on data "
+        "like its pretraining data; it was not evaluated for any deployed decision. The weights "
+        "derive from the pretraining data above: its licence and terms of use apply to them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def probe_result_lines(run: Path) -> list[str]:
+    """Markdown rows of the probe results saved in ``run/probes/`` (newest last)."""
+    rows = []
+    for path in sorted((run / "probes").glob("*.json")) if (run / "probes").is_dir() else []:
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        results = document.get("results", {})
+        scores = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in results.items()
+            if isinstance(v, float) and not k.endswith(("_std", "_l2"))
+        )
+        rows.append(f"- `{path.name}` ({results.get('encoder', '?')}): {scores}")
+    return rows
 
 
 # timm's ViT names by width; the model_args in config.json set every size, so the name only
@@ -256,5 +344,17 @@ def load_encoder(path: str | Path) -> nn.Module:
         module = MaskedPredictor(position_table=tokenizer.position_table(args["dim"]), **args)
     else:
         raise UserError(f"'{config_path}' has an unknown kind {config.get('kind')!r}")
-    module.load_state_dict(load_file(str(weights_path)))
+    weights = load_file(str(weights_path))
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise UserError(
+            f"'{weights_path}' does not fit its config.json: "
+            + "; ".join(
+                f"{what} {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys
+            )
+        )
+    module.load_state_dict(weights, strict=True)
     return module.eval()

@@ -22,3 +22,9 @@ class LabelledSourceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def sample_ids(self) -> list[str]:
+        """Each item's file (image folders: ``files``, chip folders: ``paths``), for ``embed``;
+        [] when the source has no files (parquet rows, built-in sets)."""
+        files = getattr(self.source, "files", None) or getattr(self.source, "paths", None) or []
+        return [str(f) for f in files]

@@ -1,5 +1,10 @@
 """``jepactl embed``: one pooled embedding per sample, written as .npy or .parquet.
 
+Each row can be joined back to its source: the parquet file has columns ``index``, ``id`` (the
+sample's file path or record name where the data set knows it, else its index), ``label``,
+``class`` (the label's name) and ``embedding``; next to a .npy file the same columns without
+the embedding go to ``FILE.index.csv``.
+
 ``--out`` is checked for writability before any embedding is computed (a large data set takes
 hours), and the file is written to a temporary name then renamed, so a full disk leaves a
 previous embedding file intact.
@@ -30,16 +35,55 @@ def run_embed(
     dataset = eval_data(source.recipe, data, split)
     feats, labels = extract_features(source.encoder, dataset, source.recipe.probe.batch_size)
     array = feats.numpy().astype(np.float32)
+    ids = sample_ids(dataset)
+    classes = class_names(labels.numpy(), getattr(dataset, "classes", []))
+    written = {"out": str(out)}
     with StagedFiles() as stage:
         if out.suffix == ".npy":
             save_npy(stage.path(out), array)
+            index = out.with_name(out.name[: -len(".npy")] + ".index.csv")
+            write_index_csv(stage.path(index), ids, labels.numpy(), classes)
+            written["index"] = str(index)
         else:
-            write_parquet(stage.path(out), array, labels.numpy())
-    return {"out": str(out), "samples": int(array.shape[0]), "dim": int(array.shape[1])}
+            write_parquet(stage.path(out), array, labels.numpy(), ids, classes)
+    return {**written, "samples": int(array.shape[0]), "dim": int(array.shape[1])}
 
 
-def write_parquet(path: Path, array: np.ndarray, label_array: np.ndarray) -> None:
-    """Write columns index, label, embedding (a fixed-size list of float32 per sample)."""
+def sample_ids(dataset) -> list[str]:
+    """Return each sample's source: ``dataset.sample_ids()`` where a data set defines it (file
+    paths, record names), else the sample's index as text."""
+    named = getattr(dataset, "sample_ids", None)
+    ids = list(named()) if callable(named) else []
+    return (
+        [str(i) for i in ids] if len(ids) == len(dataset) else [str(i) for i in range(len(dataset))]
+    )
+
+
+def class_names(labels: np.ndarray, classes: list[str]) -> list[str]:
+    """Return each single label's class name ("" when unlabelled or multi-label)."""
+    if labels.ndim != 1 or not classes:
+        return [""] * len(labels)
+    return [classes[int(y)] if 0 <= int(y) < len(classes) else "" for y in labels]
+
+
+def write_index_csv(path: Path, ids: list[str], labels: np.ndarray, classes: list[str]) -> None:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "id", "label", "class"])
+        for i, (name, label, cls) in enumerate(zip(ids, labels.tolist(), classes)):
+            writer.writerow([i, name, label, cls])
+
+
+def write_parquet(
+    path: Path,
+    array: np.ndarray,
+    label_array: np.ndarray,
+    ids: list[str] | None = None,
+    classes: list[str] | None = None,
+) -> None:
+    """Write columns index, id, label, class, embedding (a fixed-size float32 list per row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -52,7 +96,9 @@ def write_parquet(path: Path, array: np.ndarray, label_array: np.ndarray) -> Non
     table = pa.table(
         {
             "index": np.arange(len(array)),
+            "id": pa.array(ids or [str(i) for i in range(len(array))]),
             "label": label_column,
+            "class": pa.array(classes or [""] * len(array)),
             "embedding": pa.FixedSizeListArray.from_arrays(array.reshape(-1), array.shape[1]),
         }
     )

@@ -160,6 +160,10 @@ class LabelledClouds(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def sample_ids(self) -> list[str]:
+        """Each item's file, for ``jepactl embed``."""
+        return [str(self.clouds.paths[int(i)]) for i in self.indices]
+
     def cloud(self, i: int) -> np.ndarray:
         """The raw cloud (N, 4) of item i, as read (hand-made features use its real size)."""
         return self.clouds[int(self.indices[i])]
