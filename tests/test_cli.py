@@ -77,6 +77,16 @@ def test_every_command_help_has_an_example():
     assert "Example" in run("recipes", "show", "--help").stdout
 
 
+def test_flags_show_as_flags_in_help():
+    """typer shows a bool option as ``--quiet <bool>``, as if ``--quiet true`` were valid."""
+    commands = [[], ["pretrain"], ["probe"], ["finetune"], ["embed"], ["export"], ["bench"]]
+    commands += [["report"], ["recipes", "list"]]
+    for command in commands:
+        text = run(*command, "--help").stdout
+        assert "<bool>" not in text and "BOOLEAN" not in text, command
+    assert "--quiet" in run("pretrain", "--help").stdout
+
+
 def test_pretrain_then_probe_json_on_stdout(tmp_path):
     out = tmp_path / "r"
     result = run(
@@ -97,3 +107,14 @@ def test_pretrain_then_probe_json_on_stdout(tmp_path):
     report = json.loads(result.stdout)["results"]
     assert report["train_samples"] == 2000 and report["test_samples"] == 500
     assert 0.0 <= report["linear_accuracy"] <= 1.0
+
+
+def test_only_rank_0_prints_a_result(monkeypatch, capsys):
+    from jepactl.cli_output import emit
+
+    monkeypatch.setenv("RANK", "1")
+    emit("probe", {"acc": 1.0}, True, {})
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    emit("probe", {"acc": 1.0}, True, {})
+    assert json.loads(capsys.readouterr().out)["results"] == {"acc": 1.0}

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from jepactl.cli_errors import STATE, guard, positive
-from jepactl.cli_output import emit
+from jepactl.cli_output import emit, flag
 from jepactl.cli_recipes import recipes_app
 from jepactl.errors import UserError
 from jepactl.version import __version__
@@ -32,6 +32,23 @@ app = typer.Typer(
 app.add_typer(recipes_app, name="recipes")
 
 
+def _show_flags_bare() -> None:
+    """typer shows a flag's type (``--help <bool>``) as if it took a value. Our flags set
+    ``metavar=""`` (cli_output.flag); the ``--help`` typer adds itself is mended here."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None:
+        return
+
+    def display_type_rich(self, ctx):
+        return "" if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich
+
+
+_show_flags_bare()
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"jepactl {__version__}")
@@ -41,11 +58,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    unsafe_pickle: bool = typer.Option(
         False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        metavar="",
+        help="Print the version and exit.",
+    ),
+    debug: bool = flag("--debug", help="Show tracebacks for errors."),
+    unsafe_pickle: bool = flag(
         "--unsafe-pickle",
         help="Load old pickle-format checkpoints (this can run code "
         "from the file; only for run folders you trust)",
@@ -76,9 +97,9 @@ def pretrain(
     data: Optional[str] = typer.Option(None, "--data", help="Training data (sets data.path)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    resume: bool = flag("--resume", help="Continue the run in --out exactly."),
+    quiet: bool = flag("--quiet", help="No progress output."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Pretrain a JEPA model.
 
@@ -191,9 +212,7 @@ def probe(
         "file = its path in the folder, or bare name); a header "
         "row is optional; unlisted items are left out.",
     ),
-    random_init: bool = typer.Option(
-        False, "--random-init", help="Probe an untrained encoder of the same shape."
-    ),
+    random_init: bool = flag("--random-init", help="Probe an untrained encoder of the same shape."),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
     seeds: int = typer.Option(1, "--seeds", help="Repeat with N seeds; report mean and std."),
     shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot: K labels per class."),
@@ -210,7 +229,7 @@ def probe(
     rollouts: Optional[int] = typer.Option(
         None, "--rollouts", help="Closed-loop episodes in the simulator (policies; 0: none)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
 
@@ -271,14 +290,14 @@ def finetune(
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output folder (default RUN/finetune-TIME)."
     ),
-    random_init: bool = typer.Option(False, "--random-init", help="Train from scratch instead."),
+    random_init: bool = flag("--random-init", help="Train from scratch instead."),
     target: Optional[str] = typer.Option(
         None,
         "--target",
         help="Tabular: the label column (classification or regression, detected from its values).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = flag("--quiet", help="No progress output."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Fine-tune encoder + linear head end to end (layer-wise lr decay, warmup, cosine).
 
@@ -324,7 +343,7 @@ def embed(
     out: Path = typer.Option(..., "--out", help="Output file: .npy or .parquet."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to embed (train/test)."),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Write one pooled embedding per sample, for pipelines.
 
@@ -354,7 +373,7 @@ def export(
         "--format",
         help="safetensors (jepactl.load_encoder), onnx, or timm (timm.create_model loads it).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained module to model.safetensors + config.json (or model.onnx).
 
@@ -400,7 +419,7 @@ def bench(
         help="The device's data-sheet dense peak in this dtype, TFLOP/s, "
         "for mfu_vs_spec (known GPUs are looked up).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Measure a recipe's steady-state training throughput and where the step time goes.
 
@@ -451,7 +470,7 @@ def bench(
 def report(
     runs: list[Path] = typer.Argument(..., help="Run folders; several are overlaid."),
     out: Path = typer.Option(..., "--out", help="Output folder for the PNGs and index.html."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Plot runs' metrics (loss, schedules, throughput, collapse monitors, online probes) to
     PNGs, with the probe results kept in each run, and one self-contained index.html.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -20,6 +22,13 @@ from jepactl.errors import UserError
 
 stdout = Console()
 stderr = Console(stderr=True)
+
+
+def flag(name: str, help: str):  # noqa: A002 - typer's own keyword
+    """An option that takes no value: ``--quiet``, shown in --help without typer's ``<bool>``
+    (which reads as if ``--quiet true`` were the way to set it)."""
+    return typer.Option(False, name, help=help, metavar="")
+
 
 PROBES_DIR = "probes"  # RUN/probes/<UTC time>-<command>.json: the kept results
 
@@ -83,6 +92,14 @@ def _is_trained_run(path: Path) -> bool:
     return (path / "recipe.yaml").is_file() and (path / "metrics.jsonl").is_file()
 
 
+def process_rank() -> int:
+    """This process's rank under a multi-process launcher (0 when launched alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def emit(
     command: str,
     results: dict[str, Any],
@@ -100,8 +117,11 @@ def emit(
     ``run``'s recipe (a run folder or an export). Seeded metrics come as ``metric``,
     ``metric_std``, ``metric_per_seed`` (``evaluate/seeds.py``); the table leaves out the std
     and per-seed rows of a single seed, which say nothing more. ``keep``: also write the JSON
-    document into the run folder (``keep_in_run``).
+    document into the run folder (``keep_in_run``). Under several processes (``accelerate
+    launch``, ``torchrun``: ``RANK`` set) only rank 0 prints, so a pipeline reads one document.
     """
+    if process_rank() != 0:
+        return
     if as_json or keep:
         doc = document(command, results, settings, run, recipe)
         if keep:

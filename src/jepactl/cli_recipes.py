@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jepactl.cli_errors import guard
+from jepactl.cli_output import flag
 from jepactl.errors import UserError
 
 recipes_app = typer.Typer(no_args_is_help=True, help="List and show packaged recipes.")
@@ -17,7 +18,7 @@ stdout = Console()
 
 
 @recipes_app.command("list")
-def recipes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def recipes_list(as_json: bool = flag("--json", help="Print JSON.")) -> None:
     """List packaged recipes.
 
     Example: `jepactl recipes list`
