@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("building blocks", ("nn", "masks", "data")),
     ("method contract", ("methods", "recipe", "registry", "runs", "schedules")),
-    ("trainer and evaluation toolkit", ("step", "train", "export", "evaluate")),
+    ("trainer and evaluation toolkit", ("step", "train", "trackers", "export", "evaluate")),
     ("domains", ("domains",)),
     (
         "command line",

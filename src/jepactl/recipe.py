@@ -75,6 +75,9 @@ class TrainConfig:
     num_workers: int | Literal["auto"] = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
+    # Experiment trackers (trackers.py): any of tensorboard, wandb, mlflow, trackio; each also
+    # gets the metrics.jsonl scalars. Their packages are extras: pip install "jepactl[NAME]".
+    trackers: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -59,6 +59,7 @@ from jepactl.registry import method_spec
 from jepactl.run_lock import RunLock
 from jepactl.runs import CHECKPOINT_DIR, write_run_files
 from jepactl.step import StepRunner, build_optimizer, trial_step
+from jepactl.trackers import check_trackers, start_trackers, tracker_folder
 
 log = logging.getLogger("jepactl")
 
@@ -186,7 +187,12 @@ def _pretrain(
 ) -> TrainResult:
     spec = method_spec(recipe.method)
     cfg = recipe.train
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    trackers = check_trackers(cfg.trackers)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        log_with=trackers or None,
+        project_dir=str(tracker_folder(run_dir)) if trackers else None,
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
 
@@ -323,6 +329,7 @@ def _pretrain(
     finished = True
     model.train()
     collapse_watch = CollapseWatch()
+    start_trackers(accelerator, trackers, run_dir, recipe)
     for record in read_metrics(metrics_file):  # a resumed run remembers its peak (and warning)
         collapse_watch.update(record.get("step", 0), record.get("embed_std"))
     with StopFlag() as stop:
@@ -373,6 +380,9 @@ def _pretrain(
                 if accelerator.is_main_process:
                     with write_errors_name(metrics_file), metrics_file.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
+                if trackers:
+                    scalars = {k: v for k, v in record.items() if k != "step"}
+                    accelerator.log(scalars, step=step)  # the main process's trackers only
                 progress.log(step, record)
                 window_start, window_samples, runner.data_wait = time.perf_counter(), 0, 0.0
 
