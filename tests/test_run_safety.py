@@ -406,11 +406,10 @@ def test_export_and_finetune_out_under_a_file(trained_run, a_file):
 def test_export_files_share_one_mode_and_no_temporary_is_left(trained_run, tmp_path):
     out = tmp_path / "exp"
     run_export(trained_run, out)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
-    modes = {
-        name: (out / name).stat().st_mode & 0o777 for name in ("config.json", "model.safetensors")
-    }
-    assert modes == {"config.json": _FILE_MODE, "model.safetensors": _FILE_MODE}
+    files = ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == files
+    modes = {name: (out / name).stat().st_mode & 0o777 for name in files}
+    assert modes == dict.fromkeys(files, _FILE_MODE)
 
 
 @pytest.mark.slow
@@ -454,4 +453,4 @@ def test_a_full_disk_during_embed_keeps_the_previous_file(trained_run, tmp_path)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result.stderr, f"'{out}'", "File too large")
     assert out.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["emb.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.index.csv", "emb.npy"]

@@ -12,6 +12,11 @@ name (``os.replace`` is atomic on POSIX), then deletes all but the newest ``keep
 mid-write, or a full disk, leaves the previous checkpoint intact. Loading takes the newest
 readable file and warns about each unreadable one it skips. The old ``last.pt`` (torch.save)
 is read only after ``allow_unsafe_pickle()`` (``jepactl --unsafe-pickle``).
+
+``best.safetensors`` beside them (``save_best_checkpoint``) is the checkpoint of the step where
+the online probe scored best, with ``selected_by`` {metric, value} in its state. It is never
+pruned and never resumed from: ``find_checkpoints`` lists the ``step-N`` files alone.
+``load_checkpoint_choice`` reads what ``--checkpoint`` names: last, best or a step number.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from jepactl.errors import UserError
 log = logging.getLogger("jepactl")
 
 LEGACY_NAME = "last.pt"
+BEST_NAME = "best.safetensors"
 _STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 _FORMAT = "1"  # metadata "jepactl_format": bump when the skeleton's encoding changes
 _UNSAFE_PICKLE = False
@@ -258,8 +264,62 @@ def save_checkpoint(checkpoint_dir: Path, step: int, state: Any, keep: int = 2) 
     if keep < 1:
         raise UserError(f"recipe key 'checkpoint.keep' must be at least 1, got {keep}")
     path = checkpoint_dir / checkpoint_name(step)
+
+    def intact() -> str:
+        previous = [p for p in find_checkpoints(checkpoint_dir) if p != path]
+        return (
+            f"the previous checkpoint '{previous[0]}' is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+
+    _write_state(path, state, {}, intact)
+    older = [
+        p
+        for p in find_checkpoints(checkpoint_dir)
+        if p.name != LEGACY_NAME and p != path and _step_of(p) < step
+    ]
+    for stale in older[keep - 1 :]:
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def save_best_checkpoint(
+    checkpoint_dir: Path, step: int, state: Any, metric: str, value: float
+) -> Path:
+    """Write ``state`` (a checkpoint state with "step" and "model") as
+    ``checkpoint_dir/best.safetensors`` atomically, replacing the previous best; return its path.
+
+    ``metric`` and ``value`` (what made this step the best) are kept in the state as
+    ``selected_by`` {"metric", "value"} and in the file's metadata. The step-N files and
+    their pruning are untouched, and resuming never reads this file.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"a best checkpoint's state is a dict, got {type(state).__name__}")
+    if "step" in state and int(state["step"]) != step:
+        raise ValueError(f"best checkpoint at step {step} got the state of step {state['step']}")
+    selected_by = {"metric": str(metric), "value": float(value)}
+    path = checkpoint_dir / BEST_NAME
+
+    def intact() -> str:
+        return (
+            f"the previous best checkpoint '{path}' is intact"
+            if path.is_file()
+            else "the step checkpoints are intact"
+        )
+
+    state = {**state, "step": step, "selected_by": selected_by}
+    _write_state(path, state, {"selected_by": json.dumps(selected_by)}, intact)
+    return path
+
+
+def _write_state(path: Path, state: Any, extra_metadata: dict[str, str], intact) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsynced and
+    renamed over ``path``, then the folder fsynced. A full disk (read-only, over quota, ...)
+    is a UserError ending in ``intact()``, what is left as it was."""
+    checkpoint_dir = path.parent
     tensors, skeleton = pack(state)
-    metadata = {"jepactl": json.dumps(skeleton), "jepactl_format": _FORMAT}
+    metadata = {**extra_metadata, "jepactl": json.dumps(skeleton), "jepactl_format": _FORMAT}
     tmp = None
     try:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -276,24 +336,12 @@ def save_checkpoint(checkpoint_dir: Path, step: int, state: Any, keep: int = 2) 
     except OSError as err:
         if err.errno not in _WRITE_FAILURES:
             raise
-        previous = [p for p in find_checkpoints(checkpoint_dir) if p != path]
-        intact = (
-            f"the previous checkpoint '{previous[0]}' is intact"
-            if previous
-            else "no earlier checkpoint exists"
-        )
-        raise UserError(f"{_WRITE_FAILURES[err.errno]} while writing '{path}': {intact}") from None
+        raise UserError(
+            f"{_WRITE_FAILURES[err.errno]} while writing '{path}': {intact()}"
+        ) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-    older = [
-        p
-        for p in find_checkpoints(checkpoint_dir)
-        if p.name != LEGACY_NAME and p != path and _step_of(p) < step
-    ]
-    for stale in older[keep - 1 :]:
-        stale.unlink(missing_ok=True)
-    return path
 
 
 def _step_of(path: Path) -> int:
@@ -378,6 +426,52 @@ def load_latest_checkpoint(checkpoint_dir: Path) -> tuple[Any, Path]:
         f"no readable checkpoint in '{checkpoint_dir}' "
         f"({len(paths)} damaged: {', '.join(p.name for p in paths)})"
     )
+
+
+_CHOICE_FORMS = "last, best or a step number (e.g. --checkpoint 1500)"
+
+
+def checkpoint_choice(choice: str) -> str | int:
+    """Return ``"last"``, ``"best"`` or the step number that ``--checkpoint`` text names."""
+    text = str(choice).strip()
+    if text in ("last", "best"):
+        return text
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise UserError(f"--checkpoint must be {_CHOICE_FORMS}, got '{choice}'")
+
+
+def load_checkpoint_choice(checkpoint_dir: Path, choice: str) -> tuple[Any, Path]:
+    """Return (state, path) of the checkpoint ``choice`` names (``--checkpoint``).
+
+    "last": the newest readable step checkpoint (``load_latest_checkpoint``, with its
+    fallback past damaged files); "best": ``best.safetensors``, kept by the online probe; a
+    step number as text ("1500"): ``step-00001500.safetensors``. Only "last" falls back:
+    a named checkpoint that is missing or damaged is a UserError.
+    """
+    which = checkpoint_choice(choice)
+    if which == "last":
+        return load_latest_checkpoint(checkpoint_dir)
+    if which == "best":
+        path = checkpoint_dir / BEST_NAME
+        if not path.is_file():
+            raise UserError(
+                "run has no best checkpoint (runs of jepactl 0.2.0 and earlier keep none); "
+                "use --checkpoint last or a step number"
+            )
+    else:
+        path = checkpoint_dir / checkpoint_name(which)
+        if not path.is_file():
+            steps = [_step_of(p) for p in find_checkpoints(checkpoint_dir) if p.name != LEGACY_NAME]
+            kept = ", ".join(str(s) for s in sorted(steps)) if steps else "none"
+            raise UserError(
+                f"run has no checkpoint at step {which} in '{checkpoint_dir}': the kept steps are "
+                f"{kept} (checkpoint.keep keeps the newest); use one of them, last or best"
+            )
+    try:
+        return read_checkpoint(path), path
+    except _Unreadable as err:
+        raise UserError(f"checkpoint '{path}' is unreadable ({err})") from None
 
 
 def load_model_state(module: nn.Module, state: dict[str, Any], source_path: Path) -> None:

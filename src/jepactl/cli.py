@@ -82,6 +82,14 @@ def _root(
     )
 
 
+def _checkpoint_option():
+    """``--checkpoint``: which of a run folder's checkpoints probe, embed, export and finetune
+    load (checkpoint.load_checkpoint_choice)."""
+    return typer.Option(
+        "last", "--checkpoint", help="last, best (by the online probe) or a step number."
+    )
+
+
 # ------------------------------------------------------------------------------- pretrain
 
 
@@ -229,6 +237,7 @@ def probe(
     rollouts: Optional[int] = typer.Option(
         None, "--rollouts", help="Closed-loop episodes in the simulator (policies; 0: none)."
     ),
+    checkpoint: str = _checkpoint_option(),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
@@ -262,6 +271,7 @@ def probe(
             labels,
             views,
             rollouts,
+            checkpoint,
         )
         emit(
             "probe",
@@ -296,6 +306,7 @@ def finetune(
         "--target",
         help="Tabular: the label column (classification or regression, detected from its values).",
     ),
+    checkpoint: str = _checkpoint_option(),
     quiet: bool = flag("--quiet", help="No progress output."),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
@@ -311,7 +322,7 @@ def finetune(
         from jepactl.evaluate.finetune import run_finetune
 
         result = run_finetune(
-            run, list(overrides or []), data, test, out, random_init, quiet, target
+            run, list(overrides or []), data, test, out, random_init, quiet, target, checkpoint
         )
         emit(
             "finetune",
@@ -324,6 +335,7 @@ def finetune(
                 out=out,
                 random_init=random_init,
                 target=target,
+                checkpoint=checkpoint,
             ),
             run,
             title=f"finetune {run}",
@@ -343,6 +355,7 @@ def embed(
     out: Path = typer.Option(..., "--out", help="Output file: .npy or .parquet."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to embed (train/test)."),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
+    checkpoint: str = _checkpoint_option(),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Write one pooled embedding per sample, for pipelines.
@@ -354,8 +367,9 @@ def embed(
     def go() -> None:
         from jepactl.evaluate.embed import run_embed
 
-        result = run_embed(run, data, out, split, which)
-        emit("embed", result, as_json, dict(data=data, out=out, split=split, which=which), run)
+        result = run_embed(run, data, out, split, which, checkpoint)
+        settings = dict(data=data, out=out, split=split, which=which, checkpoint=checkpoint)
+        emit("embed", result, as_json, settings, run)
 
     guard(go)
 
@@ -373,6 +387,7 @@ def export(
         "--format",
         help="safetensors (jepactl.load_encoder), onnx, or timm (timm.create_model loads it).",
     ),
+    checkpoint: str = _checkpoint_option(),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Export a trained module to model.safetensors + config.json (or model.onnx).
@@ -384,8 +399,9 @@ def export(
     def go() -> None:
         from jepactl.export import run_export
 
-        result = run_export(run, out, which, fmt)
-        if result["step"] < result["max_steps"]:
+        result = run_export(run, out, which, fmt, checkpoint)
+        # An earlier checkpoint chosen with --checkpoint is no sign of an unfinished run.
+        if checkpoint.strip() == "last" and result["step"] < result["max_steps"]:
             from jepactl.cli_output import stderr
 
             stderr.print(
@@ -393,7 +409,8 @@ def export(
                 f"{result['max_steps']}: the run has not finished",
                 highlight=False,
             )
-        emit("export", result, as_json, dict(out=out, which=which, format=fmt), run)
+        settings = dict(out=out, which=which, format=fmt, checkpoint=checkpoint)
+        emit("export", result, as_json, settings, run)
 
     guard(go)
 

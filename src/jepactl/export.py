@@ -26,7 +26,7 @@ from jepactl.nn.vit import EncoderConfig, TransformerEncoder
 from jepactl.output_paths import StagedFiles, check_writable_folder
 from jepactl.recipe import build_dataclass, to_dict
 from jepactl.registry import method_spec
-from jepactl.runs import load_trained_method
+from jepactl.runs import TrainedMethod, open_trained_method
 from jepactl.version import __version__
 
 FORMAT = "jepactl-export"
@@ -74,12 +74,22 @@ def module_config(module: nn.Module, encoder: TransformerEncoder) -> dict[str, A
 
 
 def run_export(
-    run: Path, out: Path | None, which: str = "target", fmt: str = "safetensors"
+    run: Path,
+    out: Path | None,
+    which: str = "target",
+    fmt: str = "safetensors",
+    checkpoint: str = "last",
 ) -> dict[str, Any]:
-    """Export module ``which`` of ``run``; return the written paths."""
+    """Export module ``which`` of ``run`` from ``checkpoint`` ("last", "best" or a step number
+    as text); return the written paths."""
     if fmt not in ("safetensors", "onnx", "timm"):
         raise UserError(f"--format must be 'safetensors', 'onnx' or 'timm', got '{fmt}'")
-    recipe, method, step = load_trained_method(run)
+    trained = open_trained_method(run, checkpoint=checkpoint)
+    recipe, method, step = trained.recipe, trained.method, trained.step
+    chosen = chosen_checkpoint(trained, checkpoint)
+    source = {"checkpoint": trained.path.name}
+    if trained.selected_by is not None:
+        source["selected_by"] = trained.selected_by
     modules = method.export_modules()
     if which not in modules:
         raise UserError(f"--which must be one of {', '.join(modules)}, got '{which}'")
@@ -91,13 +101,21 @@ def run_export(
     total = recipe.train.max_steps
     if fmt == "timm":
         files = export_timm(module, out, step)
-        return {"run": str(run), "which": which, "step": step, "max_steps": total, **files}
+        return {
+            "run": str(run),
+            "which": which,
+            "step": step,
+            "max_steps": total,
+            **source,
+            **files,
+        }
     config = {
         "format": FORMAT,
         "jepactl_version": __version__,
         "which": which,
         "step": step,
         "max_steps": recipe.train.max_steps,
+        **source,
         **module_config(module, method.encoder("context")),
         "recipe": to_dict(recipe),
     }
@@ -126,25 +144,47 @@ def run_export(
             metadata={"format": FORMAT, "which": which},
         )
         stage.path(out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        stage.path(out / "README.md").write_text(model_card(run, recipe, which, step, fmt))
+        stage.path(out / "README.md").write_text(model_card(run, recipe, which, step, fmt, chosen))
     return {
         "run": str(run),
         "which": which,
         "step": step,
         "max_steps": recipe.train.max_steps,
+        **source,
         **written,
     }
 
 
-def model_card(run: Path, recipe, which: str, step: int, fmt: str) -> str:
-    """Return the export's README.md: what the model is, how it was made, what it scored."""
+def chosen_checkpoint(trained: TrainedMethod, checkpoint: str) -> str | None:
+    """Return how the model card names a checkpoint other than the last: None for "last"."""
+    if str(checkpoint).strip() == "last":
+        return None
+    if trained.is_best:
+        picked = trained.selected_by or {}
+        metric, value = picked.get("metric"), picked.get("value")
+        by = f" ({metric} {value:.4g})" if metric and isinstance(value, float) else ""
+        return f"the best checkpoint by the online probe{by}"
+    return f"the checkpoint chosen with `--checkpoint {str(checkpoint).strip()}`"
+
+
+def model_card(
+    run: Path, recipe, which: str, step: int, fmt: str, chosen: str | None = None
+) -> str:
+    """Return the export's README.md: what the model is, how it was made, what it scored.
+
+    ``chosen``: how the checkpoint was picked when it is not the run's last (``--checkpoint``).
+    """
     total = recipe.train.max_steps
+    if chosen is not None:
+        note = f": {chosen}"
+    else:
+        note = "" if step >= total else " (**the run had not finished**)"
     data = getattr(getattr(recipe, "data", None), "path", None) or "the recipe's built-in data"
     lines = [
         f"# {recipe.name or recipe.method} encoder ({which})",
         "",
         f"Exported by jepactl {__version__} from the run `{run.name}` at step {step} of {total}"
-        + ("" if step >= total else " (**the run had not finished**)")
+        + note
         + ".",
         "",
         "| | |",

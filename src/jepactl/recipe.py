@@ -81,6 +81,23 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Online probes during pretraining (evaluate/online.py) and the best checkpoint."""
+
+    # Optimizer steps between online probes: auto is a tenth of the run (rounded up to a
+    # multiple of train.log_every; off for runs under 100 steps); 0 turns them off.
+    every: int | Literal["auto"] = "auto"
+    fit_samples: int = 2000  # labelled samples the linear and kNN probes are fitted on
+    score_samples: int = 1000  # held-out labelled samples they are scored on
+    batch_size: int = 256
+    seed: int = 0  # picks the samples; fixed for the run
+    # checkpoints/best.safetensors keeps the step with the best value of this metrics.jsonl
+    # key: auto is online_linear_accuracy (higher is better) with an online probe, else loss
+    # (lower is better) at each checkpoint.
+    select: str = "auto"
+
+
+@dataclass
 class CheckpointConfig:
     keep: int = 2  # newest checkpoints kept; an unreadable newest one falls back to the previous
 
@@ -130,6 +147,7 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 

@@ -2,6 +2,7 @@
 
 Layout: ``recipe.yaml`` (fully resolved), ``metrics.jsonl``,
 ``checkpoints/step-00000123.safetensors`` (the newest ``checkpoint.keep``; see checkpoint.py),
+``checkpoints/best.safetensors`` (where the run has an online probe: its best step),
 ``env.json``, and after ``jepactl export``: ``export/model.safetensors`` + ``config.json``.
 """
 
@@ -13,15 +14,18 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from jepactl.checkpoint import (
+    BEST_NAME,
     atomic_write_text,
+    checkpoint_choice,
     find_checkpoints,
-    load_latest_checkpoint,
+    load_checkpoint_choice,
     load_model_state,
 )
 from jepactl.errors import UserError
@@ -110,18 +114,50 @@ def read_run_recipe(run_dir: Path) -> Recipe:
     return recipe_from_dict(read_yaml(run_dir / "recipe.yaml"))
 
 
-def load_trained_method(run_dir: Path, recipe: Recipe | None = None):
-    """Return (recipe, method with the newest readable checkpoint's weights, step)."""
+@dataclass
+class TrainedMethod:
+    """A run's method with one checkpoint's weights, and which checkpoint that was."""
+
+    recipe: Recipe
+    method: Any  # the method's nn.Module, in eval mode
+    step: int
+    path: Path  # the checkpoint file loaded
+    selected_by: dict[str, Any] | None  # best.safetensors: {"metric", "value"}; else None
+
+    @property
+    def is_best(self) -> bool:
+        return self.path.name == BEST_NAME
+
+
+def open_trained_method(
+    run_dir: Path, recipe: Recipe | None = None, checkpoint: str = "last"
+) -> TrainedMethod:
+    """Return the run's method with the weights of ``checkpoint``: "last" (the newest readable
+    step checkpoint), "best" (best.safetensors, by the online probe) or a step number as text."""
     from jepactl.registry import method_spec
 
+    choice = checkpoint_choice(checkpoint)  # a malformed choice fails before the model is built
     recipe = recipe or read_run_recipe(run_dir)
-    method = method_spec(recipe.method).require("build")(recipe)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    if not find_checkpoints(checkpoint_dir):
+    if not find_checkpoints(checkpoint_dir) and not (
+        choice == "best" and (checkpoint_dir / BEST_NAME).is_file()
+    ):
         raise UserError(
             f"run folder '{run_dir}' has no checkpoint (in {CHECKPOINT_DIR}/); "
             "pretrain it first or resume it with --resume"
         )
-    state, path = load_latest_checkpoint(checkpoint_dir)
+    method = method_spec(recipe.method).require("build")(recipe)
+    state, path = load_checkpoint_choice(checkpoint_dir, checkpoint)
     load_model_state(method, state["model"], path)
-    return recipe, method.eval(), int(state["step"])
+    selected_by = state.get("selected_by") if isinstance(state, dict) else None
+    return TrainedMethod(recipe, method.eval(), int(state["step"]), path, selected_by)
+
+
+def load_trained_method(run_dir: Path, recipe: Recipe | None = None, checkpoint: str = "last"):
+    """Return (recipe, method with the weights of ``checkpoint``, the loaded checkpoint's step).
+
+    ``checkpoint``: "last" (the newest readable checkpoint), "best" or a step number as text;
+    see ``open_trained_method``.
+    """
+    trained = open_trained_method(run_dir, recipe, checkpoint)
+    return trained.recipe, trained.method, trained.step

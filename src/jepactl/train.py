@@ -32,12 +32,14 @@ from jepactl.checkpoint import (
     load_model_state,
     remove_interrupted_saves,
     rng_state,
+    save_best_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
 from jepactl.compile import compile_blocks
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
+from jepactl.evaluate.online import OnlineProbe, resolve_every
 from jepactl.micro_batch import (
     WORKER_BYTES,
     MicroPlan,
@@ -108,6 +110,59 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def start_online_probe(recipe, run_dir: Path, total: int, accelerator, progress):
+    """Return (the run's online probe or None, its period in steps); say once why there is none."""
+    every = resolve_every(recipe.eval.every, recipe.train.log_every, total)
+    if not every or not accelerator.is_main_process:
+        return None, every
+    data = getattr(getattr(recipe, "data", None), "path", None)
+    online, why = OnlineProbe.for_run(recipe, data, recipe.eval)
+    if online is None:
+        progress.message(f"no online probe: {why}")
+        return None, every
+    online.write(run_dir, every)
+    return online, every
+
+
+class BestCheckpoint:
+    """Keeps ``checkpoints/best.safetensors`` at the best value of ``eval.select``.
+
+    Candidates: every record carrying an online probe's score, or without one the logged loss
+    at each checkpoint step. A resumed run starts from the best of its earlier records.
+    """
+
+    def __init__(self, recipe, online: bool, earlier: list[dict]) -> None:
+        select = recipe.eval.select
+        self.metric = (
+            select if select != "auto" else ("online_linear_accuracy" if online else "loss")
+        )
+        self.higher = not self.metric.endswith("loss")
+        self.online = online
+        self.checkpoint_every, self.total = recipe.train.checkpoint_every, recipe.train.max_steps
+        self.value: float | None = None
+        for record in earlier:
+            step = record.get("step", 0)
+            candidate = step % self.checkpoint_every == 0 or step == self.total
+            self._better(record, candidate, keep=True)
+
+    def _better(self, record: dict, checkpointed: bool, keep: bool) -> bool:
+        value = record.get(self.metric)
+        if value is None or (not self.online and not checkpointed):
+            return False
+        if self.value is not None and (value <= self.value if self.higher else value >= self.value):
+            return False
+        if keep:
+            self.value = float(value)
+        return True
+
+    def improves(self, record: dict, checkpointed: bool) -> bool:
+        return self._better(record, checkpointed, keep=True)
+
+    def save(self, checkpoint_dir: Path, step: int, model: nn.Module) -> None:
+        state = {"model": model.state_dict(), "step": step}
+        save_best_checkpoint(checkpoint_dir, step, state, self.metric, float(self.value))
 
 
 def ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
@@ -330,8 +385,11 @@ def _pretrain(
     model.train()
     collapse_watch = CollapseWatch()
     start_trackers(accelerator, trackers, run_dir, recipe)
-    for record in read_metrics(metrics_file):  # a resumed run remembers its peak (and warning)
+    earlier = read_metrics(metrics_file)
+    for record in earlier:  # a resumed run remembers its peak (and warning)
         collapse_watch.update(record.get("step", 0), record.get("embed_std"))
+    online, every = start_online_probe(recipe, run_dir, total, accelerator, progress)
+    best = BestCheckpoint(recipe, online is not None, earlier)
     with StopFlag() as stop:
         while step < total:
             if step == start_step:  # the first step's real peak checks the trial's prediction
@@ -377,6 +435,15 @@ def _pretrain(
                         and value.numel() == 1
                     ):
                         record[key] = value.item()
+                if online is not None and (step % every == 0 or step == total):
+                    if accelerator.is_main_process:
+                        which = getattr(recipe.probe, "which", "target")
+                        encoder = accelerator.unwrap_model(model).encoder(which)
+                        record.update(online.score(encoder, cfg.precision))
+                    accelerator.wait_for_everyone()
+                checkpointed = step % cfg.checkpoint_every == 0 or step == total
+                if accelerator.is_main_process and best.improves(record, checkpointed):
+                    best.save(checkpoint_dir, step, accelerator.unwrap_model(model))
                 if accelerator.is_main_process:
                     with write_errors_name(metrics_file), metrics_file.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")

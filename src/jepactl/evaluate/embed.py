@@ -24,13 +24,21 @@ from jepactl.registry import method_spec
 
 
 def run_embed(
-    run: Path, data: str, out: Path, split: str | None = None, which: str | None = None
+    run: Path,
+    data: str,
+    out: Path,
+    split: str | None = None,
+    which: str | None = None,
+    checkpoint: str = "last",
 ) -> dict:
-    """Embed ``data`` with the run's (or export's) encoder; return what was written."""
+    """Embed ``data`` with the run's (or export's) encoder; return what was written.
+
+    ``checkpoint``: the run's "last", "best" (by the online probe) or a step number as text.
+    """
     if out.suffix not in (".npy", ".parquet"):
         raise UserError(f"--out must end in .npy or .parquet, got '{out}'")
     check_writable_file(out, "--out")
-    source = open_encoder(run, which)
+    source = open_encoder(run, which, checkpoint=checkpoint)
     eval_data = method_spec(source.recipe.method).require("eval_data")
     dataset = eval_data(source.recipe, data, split)
     feats, labels = extract_features(source.encoder, dataset, source.recipe.probe.batch_size)
@@ -46,7 +54,12 @@ def run_embed(
             written["index"] = str(index)
         else:
             write_parquet(stage.path(out), array, labels.numpy(), ids, classes)
-    return {**written, "samples": int(array.shape[0]), "dim": int(array.shape[1])}
+    return {
+        **written,
+        "encoder": source.tag,
+        "samples": int(array.shape[0]),
+        "dim": int(array.shape[1]),
+    }
 
 
 def sample_ids(dataset) -> list[str]:

@@ -187,7 +187,13 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     head = request.head or cfg.head
     if head not in HEADS:
         raise UserError(f"--head must be one of {', '.join(HEADS)} for this method, got '{head}'")
-    source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
+    source = open_encoder(
+        request.run,
+        request.which,
+        request.random_init,
+        recipe=recipe,
+        checkpoint=request.checkpoint,
+    )
     train_set, test_set, described = labelled_splits(
         source.recipe,
         request.data,

@@ -132,11 +132,12 @@ def run_finetune(
     random_init: bool = False,
     quiet: bool = False,
     target: str | None = None,
+    checkpoint: str = "last",
 ) -> dict:
     """Fine-tune the run's encoder with a linear head; return held-out metrics.
 
     ``target`` names the label column of tabular data when the run was pretrained without
-    ``data.target``.
+    ``data.target``. ``checkpoint``: the run's "last", "best" or a step number as text.
     """
     raw = to_dict(open_recipe(run))
     for text in overrides:
@@ -158,7 +159,9 @@ def run_finetune(
     out = out or run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_folder(out, "--out")  # before training, not after it
     torch.manual_seed(cfg.seed)
-    source = open_encoder(run, cfg.which, random_init, seed=cfg.seed, recipe=recipe)
+    source = open_encoder(
+        run, cfg.which, random_init, seed=cfg.seed, recipe=recipe, checkpoint=checkpoint
+    )
     train_set, test_set, described = labelled_splits(
         recipe, data, test, recipe.probe.test_fraction, cfg.seed, augment_train=True
     )

@@ -148,7 +148,9 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     """
     run, data, test = request.run, request.data, request.test
     labels_fraction, random_init = request.labels_fraction, request.random_init
-    source = open_encoder(run, request.which, random_init, recipe=recipe)
+    source = open_encoder(
+        run, request.which, random_init, recipe=recipe, checkpoint=request.checkpoint
+    )
     cfg = recipe.probe
     train_set, test_set, described = labelled_splits(
         source.recipe,

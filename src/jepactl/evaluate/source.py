@@ -13,7 +13,7 @@ from torch import nn
 from jepactl.errors import UserError
 from jepactl.recipe import Recipe, recipe_from_dict
 from jepactl.registry import method_spec
-from jepactl.runs import is_run_dir, load_trained_method, read_run_recipe
+from jepactl.runs import TrainedMethod, is_run_dir, open_trained_method, read_run_recipe
 
 
 @dataclass
@@ -41,10 +41,16 @@ def open_encoder(
     random_init: bool = False,
     seed: int = 0,
     recipe: Recipe | None = None,
+    checkpoint: str = "last",
 ) -> EncoderSource:
-    """Return the encoder to evaluate from a run folder or an export folder."""
+    """Return the encoder to evaluate from a run folder or an export folder.
+
+    ``checkpoint`` (``--checkpoint``): which of a run's checkpoints, "last", "best" or a step
+    number as text; an export holds one set of weights, so it takes "last" alone.
+    """
     recipe = recipe or open_recipe(path)
     if is_export_dir(path):
+        _refuse_checkpoint_for_export(checkpoint)
         from jepactl.export import load_encoder
 
         encoder = load_encoder(path)
@@ -56,24 +62,29 @@ def open_encoder(
     if which not in ("target", "context"):
         raise UserError(f"--which must be 'target' or 'context', got '{which}'")
     if random_init:
+        _refuse_checkpoint_for_random_init(checkpoint)
         torch.manual_seed(seed)
         method = method_spec(recipe.method).require("build")(recipe)
         return EncoderSource(
             recipe, method.encoder(which).eval(), f"random{seed}-{which}", path / "cache"
         )
-    recipe, method, step = load_trained_method(path, recipe)
+    trained = open_trained_method(path, recipe, checkpoint)
     return EncoderSource(
-        recipe, method.encoder(which).eval(), f"step{step}-{which}", path / "cache"
+        trained.recipe,
+        trained.method.encoder(which).eval(),
+        f"{weights_tag(trained)}-{which}",
+        path / "cache",
     )
 
 
 def open_method(
-    path: Path, recipe: Recipe, random_init: bool, needed_by: str
+    path: Path, recipe: Recipe, random_init: bool, needed_by: str, checkpoint: str = "last"
 ) -> tuple[nn.Module, str]:
-    """Return (the run's whole method with its trained weights, or a seeded untrained one of the
-    same shape; a tag for feature caches). ``needed_by`` names the caller in the error for an
-    exported encoder, which holds the encoder alone."""
+    """Return (the run's whole method with the weights of ``checkpoint``, or a seeded untrained
+    one of the same shape; a tag for feature caches). ``needed_by`` names the caller in the
+    error for an exported encoder, which holds the encoder alone."""
     if random_init:
+        _refuse_checkpoint_for_random_init(checkpoint)
         torch.manual_seed(recipe.probe.seed)
         return method_spec(recipe.method).require("build")(recipe).eval(), "random-init"
     if not is_run_dir(Path(path)):
@@ -81,8 +92,27 @@ def open_method(
             f"'{path}' is not a run folder: {needed_by} needs the whole trained method, and an "
             "export holds the encoder alone"
         )
-    _, method, step = load_trained_method(Path(path), recipe)
-    return method, f"step{step}"
+    trained = open_trained_method(Path(path), recipe, checkpoint)
+    return trained.method, weights_tag(trained)
+
+
+def weights_tag(trained: TrainedMethod) -> str:
+    """Return ``step{N}`` for a step checkpoint, ``best{N}`` for best.safetensors: feature caches
+    are keyed by it, and the same step means the same weights only within the same file."""
+    return f"{'best' if trained.is_best else 'step'}{trained.step}"
+
+
+def _refuse_checkpoint_for_export(checkpoint: str) -> None:
+    if str(checkpoint).strip() != "last":
+        raise UserError("--checkpoint applies to run folders, not exports")
+
+
+def _refuse_checkpoint_for_random_init(checkpoint: str) -> None:
+    if str(checkpoint).strip() != "last":
+        raise UserError(
+            "--checkpoint does not apply with --random-init, which evaluates an untrained "
+            "encoder of the same shape"
+        )
 
 
 def labelled_splits(

@@ -86,6 +86,9 @@ class MethodSpec:
     # method's labels never come from a file, and then ``labels_from`` says what to use instead.
     label_file: str = ""
     labels_from: str = ""
+    # Why the trainer's online probe (evaluate/online.py: linear and kNN on pooled features of
+    # eval_data) does not apply to this method; "" when it does.
+    no_online_probe: str = ""
 
     def __post_init__(self) -> None:
         for hook in HOOK_NAMES:

@@ -25,6 +25,7 @@ class ProbeRequest:
     labels: str | None = None  # a label CSV for data and test: record,label (ECG), file,label
     views: str | None = None  # views aggregated per image, "1,3,5" (seq-JEPA)
     rollouts: int | None = None  # closed-loop episodes in the simulator (policies)
+    checkpoint: str = "last"  # a run's checkpoint: last, best (online probe) or a step number
 
     def given_options(self, *options: str) -> list[str]:
         """Return which of ``options`` (``--test``, ``--shots``, ...) the user gave, in order."""
@@ -40,6 +41,7 @@ class ProbeRequest:
             "--labels": self.labels,
             "--views": self.views,
             "--rollouts": self.rollouts,
+            "--checkpoint": None if str(self.checkpoint).strip() == "last" else self.checkpoint,
         }
         return [option for option in options if values[option] is not None]
 

@@ -302,4 +302,5 @@ SPEC = MethodSpec(
     has_split=facts.has_split,
     run_probe=run_probe,
     labels_from=facts.LABELS_FROM,
+    no_online_probe="concept facts are scored by their MRR (jepactl probe RUN)",
 )

@@ -71,7 +71,7 @@ def _open_method(request, recipe: Recipe):
     if request.random_init:
         torch.manual_seed(recipe.probe.seed)
         return method_spec(recipe.method).require("build")(recipe).eval(), "random-init"
-    _, method, step = load_trained_method(Path(request.run), recipe)
+    _, method, step = load_trained_method(Path(request.run), recipe, request.checkpoint)
     return method, f"step {step}"
 
 

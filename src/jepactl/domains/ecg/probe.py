@@ -79,7 +79,13 @@ class ProbeSetup:
             raise UserError(
                 f"--head must be a comma list of {', '.join(HEADS)} or 'all', got '{request.head}'"
             )
-        source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
+        source = open_encoder(
+            request.run,
+            request.which,
+            request.random_init,
+            recipe=recipe,
+            checkpoint=request.checkpoint,
+        )
         n = data_cfg.samples(cfg.crop_seconds)
         if n % recipe.model.patch_size:
             raise UserError(

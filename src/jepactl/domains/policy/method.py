@@ -235,4 +235,5 @@ SPEC = MethodSpec(
     synthetic_data=synthetic_data,
     run_probe=run_probe,
     labels_from="policies are scored by rollouts and the future-state probe, not labels",
+    no_online_probe="a policy is scored by rollouts (jepactl probe RUN --rollouts N)",
 )

@@ -159,7 +159,9 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
     data = request.data or recipe.data.path
     if data is None:
         raise UserError("no demonstrations: pass --data PATH (the run's data by default)")
-    method, tag = open_method(request.run, recipe, request.random_init, "the policy probe")
+    method, tag = open_method(
+        request.run, recipe, request.random_init, "the policy probe", request.checkpoint
+    )
     device = default_device()
     method.to(device).eval()
     report: dict = {"data": data, "encoder": f"{tag}-{which}"}

@@ -262,7 +262,13 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
         )
     if request.task not in (None, "classification", "regression"):
         raise UserError(f"--task must be classification or regression, got '{request.task}'")
-    source = open_encoder(request.run, request.which, request.random_init, recipe=recipe)
+    source = open_encoder(
+        request.run,
+        request.which,
+        request.random_init,
+        recipe=recipe,
+        checkpoint=request.checkpoint,
+    )
     pre = TablePreprocessor(source.recipe.data.fitted)
     train_table, test_table, described = load_splits(request, recipe)
     coding = TargetCoding.fit(train_table, target, request.task)

@@ -218,7 +218,9 @@ def run_probe(request: ProbeRequest, recipe) -> dict:
     which = request.which or cfg.which
     if which not in ("target", "context"):
         raise UserError(f"--which must be 'target' or 'context', got '{which}'")
-    method, tag = open_method(request.run, recipe, request.random_init, "the seq-JEPA probe")
+    method, tag = open_method(
+        request.run, recipe, request.random_init, "the seq-JEPA probe", request.checkpoint
+    )
     encoder = method.encoder(which)
     train_set, test_set, described = labelled_splits(
         recipe,
