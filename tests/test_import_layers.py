@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "micro_batch",
             "monitor",
             "run_lock",
+            "command_log",
         ),
     ),
     ("building blocks", ("nn", "masks", "data")),

@@ -19,6 +19,7 @@ import typer
 from jepactl.cli_errors import STATE, guard, positive
 from jepactl.cli_output import emit, flag
 from jepactl.cli_recipes import recipes_app
+from jepactl.command_log import command_log
 from jepactl.errors import UserError
 from jepactl.version import __version__
 
@@ -30,6 +31,13 @@ app = typer.Typer(
     help="Pretrain, probe, fine-tune, embed and export JEPA models.",
 )
 app.add_typer(recipes_app, name="recipes")
+
+
+def run_folder(path: Path) -> Path | None:
+    """``path`` when it is a run folder (its logs/ keeps the command's stderr), else None."""
+    from jepactl.runs import is_run_dir
+
+    return path if is_run_dir(path) else None
 
 
 def _show_flags_bare() -> None:
@@ -162,7 +170,8 @@ def pretrain(
         if spec.run_pretrain is not None:  # analyses that are not SGD over a data loader
             from jepactl.run_lock import RunLock
 
-            with RunLock(run_dir):  # single-process: train() takes the lock on the main rank
+            with RunLock(run_dir), command_log(run_dir, "pretrain"):
+                # single-process: train() takes the lock on the main rank
                 result = spec.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
             emit(
                 "pretrain",
@@ -173,7 +182,8 @@ def pretrain(
                 config.name,
             )
             return
-        result = train(config, run_dir, resume=resume, quiet=quiet)
+        with command_log(run_dir, "pretrain"):
+            result = train(config, run_dir, resume=resume, quiet=quiet)
         emit(
             "pretrain",
             {
@@ -273,9 +283,11 @@ def probe(
             rollouts,
             checkpoint,
         )
+        with command_log(run_folder(run), "probe"):
+            results = run_probe(request)
         emit(
             "probe",
-            run_probe(request),
+            results,
             as_json,
             {k: v for k, v in vars(request).items() if k != "run"},
             run,
@@ -321,9 +333,10 @@ def finetune(
     def go() -> None:
         from jepactl.evaluate.finetune import run_finetune
 
-        result = run_finetune(
-            run, list(overrides or []), data, test, out, random_init, quiet, target, checkpoint
-        )
+        with command_log(run_folder(run), "finetune"):
+            result = run_finetune(
+                run, list(overrides or []), data, test, out, random_init, quiet, target, checkpoint
+            )
         emit(
             "finetune",
             result,
@@ -367,7 +380,8 @@ def embed(
     def go() -> None:
         from jepactl.evaluate.embed import run_embed
 
-        result = run_embed(run, data, out, split, which, checkpoint)
+        with command_log(run_folder(run), "embed"):
+            result = run_embed(run, data, out, split, which, checkpoint)
         settings = dict(data=data, out=out, split=split, which=which, checkpoint=checkpoint)
         emit("embed", result, as_json, settings, run)
 
@@ -399,7 +413,8 @@ def export(
     def go() -> None:
         from jepactl.export import run_export
 
-        result = run_export(run, out, which, fmt, checkpoint)
+        with command_log(run_folder(run), "export"):
+            result = run_export(run, out, which, fmt, checkpoint)
         # An earlier checkpoint chosen with --checkpoint is no sign of an unfinished run.
         if checkpoint.strip() == "last" and result["step"] < result["max_steps"]:
             from jepactl.cli_output import stderr

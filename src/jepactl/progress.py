@@ -7,6 +7,9 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from jepactl.command_log import plain
 
 
 def _fmt(metrics: dict, detail: str = "") -> str:
@@ -53,26 +56,28 @@ class TrainProgress:
     def log(self, step: int, metrics: dict) -> None:
         if self.quiet:
             return
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, stats=_fmt(metrics, self.detail))
-            return
         done = step - self.start
         elapsed = time.perf_counter() - self.started
         eta = elapsed / max(done, 1) * (self.total - step)
-        line = _fmt(metrics, self.detail)
-        print(
-            f"[{self.title}] step {step}/{self.total}  {line}  eta {eta:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        line = f"[{self.title}] step {step}/{self.total}  {_fmt(metrics, self.detail)}"
+        line += f"  eta {eta:.0f}s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=_fmt(metrics, self.detail))
+            plain(line)  # the run's log file reads like a cluster log, not bar repaints
+            return
+        print(line, file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text)
+            if self.bar is not None:
+                plain(Text.from_markup(text).plain)
 
     def warn(self, text: str) -> None:
         """Print a warning even when quiet: a problem with the run is not progress."""
         self.console.print(f"[yellow]warning: {text}", soft_wrap=True)
+        if self.bar is not None:
+            plain(f"warning: {text}")
 
     def close(self) -> None:
         if self.bar is not None:
