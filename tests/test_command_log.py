@@ -50,3 +50,17 @@ def test_no_log_without_a_run_folder_or_off_rank_0(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with command_log(tmp_path, "embed") as path:
         assert path is None and not (tmp_path / "logs").exists()
+
+
+def test_long_loops_report_progress_in_plain_lines_off_a_terminal(capsys):
+    from jepactl.progress import TaskProgress
+
+    with TaskProgress("features train", 20) as progress:
+        for _ in range(20):
+            progress.advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[0].startswith("[features train] 2/20")
+    assert lines[-1].startswith("[features train] 20/20")
+    with TaskProgress("probe seeds", 1, min_total=2) as progress:
+        progress.advance()  # one seed: nothing to report
+    assert capsys.readouterr().err == ""

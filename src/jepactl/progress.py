@@ -83,3 +83,51 @@ class TrainProgress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class TaskProgress:
+    """Progress of a command's long loop (feature extraction, probe seeds, head epochs) on
+    stderr: a bar on a terminal, otherwise a plain line at every tenth, so ``--json`` keeps
+    stdout clean and a cluster log shows the command is alive. Silent for tiny loops."""
+
+    def __init__(self, description: str, total: int, min_total: int = 5) -> None:
+        self.description, self.total, self.done = description, total, 0
+        self.shown = total >= min_total
+        self.bar: Progress | None = None
+        self.started = time.perf_counter()
+        self.next_line = max(1, total // 10)
+        if self.shown and sys.stderr.isatty():
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.task = self.bar.add_task(description, total=total)
+            self.bar.start()
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+        elif self.shown and (self.done >= self.next_line or self.done == self.total):
+            elapsed = time.perf_counter() - self.started
+            print(
+                f"[{self.description}] {self.done}/{self.total}  {elapsed:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.next_line = self.done + max(1, self.total // 10)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> "TaskProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

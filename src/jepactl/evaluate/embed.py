@@ -41,7 +41,9 @@ def run_embed(
     source = open_encoder(run, which, checkpoint=checkpoint)
     eval_data = method_spec(source.recipe.method).require("eval_data")
     dataset = eval_data(source.recipe, data, split)
-    feats, labels = extract_features(source.encoder, dataset, source.recipe.probe.batch_size)
+    feats, labels = extract_features(
+        source.encoder, dataset, source.recipe.probe.batch_size, description="embed"
+    )
     array = feats.numpy().astype(np.float32)
     ids = sample_ids(dataset)
     classes = class_names(labels.numpy(), getattr(dataset, "classes", []))

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from jepactl.micro_batch import loader_workers
 from jepactl.precision import autocast as autocast_for
+from jepactl.progress import TaskProgress
 
 
 def default_device() -> torch.device:
@@ -24,8 +25,10 @@ def extract_features(
     batch_size: int = 256,
     num_workers: int = 2,
     precision: str = "bf16",
+    description: str | None = "features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (pooled features (N, D) float32, labels (N,)) in dataset order."""
+    """Return (pooled features (N, D) float32, labels (N,)) in dataset order; progress in
+    batches on stderr (``description``; None: silent) for long extractions."""
     device = default_device()
     encoder = encoder.to(device).eval()
     loader = DataLoader(
@@ -37,10 +40,12 @@ def extract_features(
     )
     autocast = autocast_for(device, precision)
     feats, labels = [], []
-    for images, target in loader:
-        with autocast:
-            feats.append(encoder.pooled(images.to(device)).float().cpu())
-        labels.append(torch.as_tensor(target))
+    with TaskProgress(description or "", len(loader) if description else 0) as progress:
+        for images, target in loader:
+            with autocast:
+                feats.append(encoder.pooled(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(target))
+            progress.advance()
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -60,7 +65,13 @@ def cached_features(
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return saved["features"], saved["labels"]
-    feats, labels = extract_features(encoder, dataset, batch_size, precision=precision)
+    feats, labels = extract_features(
+        encoder,
+        dataset,
+        batch_size,
+        precision=precision,
+        description="features " + key.rsplit("|", 1)[-1],
+    )
     from jepactl.checkpoint import atomic_save
 
     atomic_save({"features": feats, "labels": labels, "key": key}, path)

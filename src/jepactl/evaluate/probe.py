@@ -14,6 +14,7 @@ from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
 from jepactl.methods.probe_request import ProbeRequest
+from jepactl.progress import TaskProgress
 from jepactl.recipe import Recipe
 from jepactl.registry import method_spec
 from jepactl.typed_config import to_dict
@@ -195,6 +196,7 @@ def score_classifiers(
     repeat for seeds ``cfg.seed`` .. ``cfg.seed + seeds - 1`` on the same features.
     """
     rows, train_samples = [], len(train_y)
+    progress = TaskProgress("probe seeds", seeds, min_total=2)
     for seed in range(cfg.seed, cfg.seed + seeds):
         fit_x, fit_y = train_x, train_y
         if labels_fraction < 1.0:
@@ -211,6 +213,8 @@ def score_classifiers(
                 "knn_balanced_accuracy": balanced_accuracy(knn_pred, test_y),
             }
         )
+        progress.advance()
+    progress.close()
     return rows, train_samples
 
 

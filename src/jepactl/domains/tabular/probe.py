@@ -28,6 +28,7 @@ from jepactl.evaluate.probe import fit_logistic
 from jepactl.evaluate.seeds import aggregate
 from jepactl.evaluate.source import open_encoder
 from jepactl.methods.probe_request import ProbeRequest
+from jepactl.progress import TaskProgress
 
 HEADS = ("linear", "mlp")
 
@@ -287,20 +288,23 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
         ),
     }
     rows: list[dict[str, float]] = []
-    for offset in range(request.seeds):
-        seed = cfg.seed + offset
-        row: dict[str, float] = {}
-        for head in heads:
-            for name, (train_x, test_x) in inputs.items():
-                data = HeadData(train_x, train_y, test_x, test_y)
-                pred = (
-                    fit_linear(data, coding, cfg.val_fraction, seed)
-                    if head == "linear"
-                    else fit_mlp(data, coding, cfg, seed)
-                )
-                for metric, value in score(pred, test_y, coding).items():
-                    row[f"{head}_{metric}_{name}"] = value
-        rows.append(row)
+    fits = request.seeds * len(heads) * len(inputs)
+    with TaskProgress("probe heads", fits, min_total=2) as progress:
+        for offset in range(request.seeds):
+            seed = cfg.seed + offset
+            row: dict[str, float] = {}
+            for head in heads:
+                for name, (train_x, test_x) in inputs.items():
+                    data = HeadData(train_x, train_y, test_x, test_y)
+                    pred = (
+                        fit_linear(data, coding, cfg.val_fraction, seed)
+                        if head == "linear"
+                        else fit_mlp(data, coding, cfg, seed)
+                    )
+                    for metric, value in score(pred, test_y, coding).items():
+                        row[f"{head}_{metric}_{name}"] = value
+                    progress.advance()
+            rows.append(row)
 
     out: dict = {
         "data": described,
