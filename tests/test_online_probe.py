@@ -94,3 +94,20 @@ def test_rankme_counts_the_directions_the_features_use():
     assert rankme(torch.randn(500, 8)) == pytest.approx(8, rel=0.05)
     flat = torch.randn(500, 1) @ torch.randn(1, 8)
     assert rankme(flat) == pytest.approx(1, abs=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", ["sar", "ecg", "tabular", "views", "lidar"])
+def test_every_labelled_domain_has_an_online_probe(tmp_path, domain):
+    import test_json_schema
+    from typer.testing import CliRunner
+
+    from jepactl.cli import app
+
+    recipe, args, _ = getattr(test_json_schema, domain)(tmp_path)
+    online = ["train.log_every=1", "eval.every=1", "eval.fit_samples=40", "eval.score_samples=20"]
+    run = tmp_path / "run"
+    command = ["pretrain", recipe, *map(str, args), "--out", str(run), "--max-steps", "2", *online]
+    done = CliRunner().invoke(app, [*command, "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert all(0 <= r["online_linear_accuracy"] <= 1 for r in records(run))

@@ -90,7 +90,7 @@ class OnlineProbe:
     def for_run(cls, recipe, data: str | None, config) -> tuple["OnlineProbe | None", str]:
         """Return (the probe, "") or (None, why there is none)."""
         spec = method_spec(recipe.method)
-        if spec.eval_data is None or spec.has_split is None or data is None:
+        if spec.eval_data is None or spec.has_split is None:
             return None, "the method has no labelled data set"
         if spec.no_online_probe:
             return None, spec.no_online_probe
