@@ -213,6 +213,11 @@ def test_kitti_side_folders_are_not_taken_for_clouds(tmp_path):
     np.zeros((5, 4), np.float32).tofile(tmp_path / "training" / "velodyne" / "000000.bin")
     (tmp_path / "training" / "label_2" / "000000.txt").write_text("Car 0 0 0 0 0 0 0\n")
     assert [p.name for p in find_clouds(tmp_path)] == ["000000.bin"]
+    from jepactl.domains.lidar.clouds import cloud_labels
+    from jepactl.errors import UserError
+
+    with pytest.raises(UserError, match="cannot tell the classes"):  # training/ is a split
+        cloud_labels(find_clouds(tmp_path), tmp_path, "auto")
 
 
 class Returns(torch.nn.Module):

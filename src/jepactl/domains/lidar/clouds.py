@@ -207,8 +207,9 @@ def cloud_labels(
     * ``"dales"``: DALES object files ``NNN.xyz``, class = NNN // 100 in building, car, fence,
       pole, tree;
     * ``"auto"``: ``csv`` when a CSV is given, else ``folder`` when every file is in a
-      sub-folder, else ``dales`` when every file is named like DALES' ``NNN.xyz``, else
-      a UserError.
+      sub-folder (not when those are only split folders such as KITTI's training/ and
+      testing/), else ``dales`` when every file is named like DALES' ``NNN.xyz``, else a
+      UserError.
     """
     root = Path(root)
     base = root if root.is_dir() else root.parent
@@ -242,10 +243,16 @@ def _relative(path: Path, base: Path) -> Path:
         return Path(path.name)
 
 
+SPLIT_FOLDERS = frozenset({"train", "training", "test", "testing", "val", "validation"})
+
+
 def _guess_source(paths: list[Path], base: Path, csv: Path | None) -> str:
     if csv is not None:
         return "csv"
-    if paths and all(len(_relative(p, base).parts) >= 2 for p in paths):
+    folders = {_relative(p, base).parts[0] for p in paths if len(_relative(p, base).parts) >= 2}
+    in_folders = paths and all(len(_relative(p, base).parts) >= 2 for p in paths)
+    # KITTI's training/ and testing/ are splits, not classes: scans stay unlabelled.
+    if in_folders and not folders <= SPLIT_FOLDERS:
         return "folder"
     # DALES' own pattern only: KITTI's 000000.bin scans are numbered too, and are not objects.
     if paths and all(p.suffix == ".xyz" and len(p.stem) == 3 and p.stem.isdigit() for p in paths):
