@@ -48,6 +48,7 @@ objects)
       probe "$arm-objects-s$seed" "$arm-objects-s$seed" probe.seed="$seed"
     done
     run_dir="ad-l-jepa-objects-s$seed"
+    probe "$run_dir" "ad-l-jepa-objects-context-s$seed" --which context probe.seed="$seed"
     probe "$run_dir" "random-init-objects-s$seed" --random-init probe.seed="$seed"
     probe "$run_dir" "handcrafted-s$seed" probe.features=handcrafted probe.seed="$seed"
     probe "$run_dir" "pillars-s$seed" probe.features=pillars probe.seed="$seed"

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 ARMS = [
-    ("AD-L-JEPA", "ad-l-jepa-objects-s{}"),
+    ("AD-L-JEPA (target encoder)", "ad-l-jepa-objects-s{}"),
+    ("AD-L-JEPA (context encoder)", "ad-l-jepa-objects-context-s{}"),
     ("occupancy reconstruction", "occupancy-mae-objects-s{}"),
     ("random init, same encoder", "random-init-objects-s{}"),
     ("raw pillar grid (8 x 8 pooled)", "pillars-s{}"),
