@@ -82,7 +82,7 @@ def test_without_labels_the_best_checkpoint_follows_the_loss(tmp_path, capsys):
 
 
 def test_eval_every_must_be_a_multiple_of_the_log_period():
-    assert resolve_every("auto", 10, 1000) == 100 and resolve_every("auto", 30, 300) == 30
+    assert resolve_every("auto", 10, 1000) == 200 and resolve_every("auto", 40, 300) == 80
     assert resolve_every("auto", 10, 99) == 0  # a smoke run
     assert resolve_every(0, 10, 100) == 0 and resolve_every(20, 10, 100) == 20
     with pytest.raises(UserError, match="eval.every"):

@@ -84,11 +84,12 @@ class TrainConfig:
 class EvalConfig:
     """Online probes during pretraining (evaluate/online.py) and the best checkpoint."""
 
-    # Optimizer steps between online probes: auto is a tenth of the run (rounded up to a
-    # multiple of train.log_every; off for runs under 100 steps); 0 turns them off.
+    # Optimizer steps between online probes: auto is a fifth of the run (rounded up to a
+    # multiple of train.log_every; off for runs under 100 steps); 0 turns them off. Sized so
+    # the probes cost about a tenth of the run (benchmarks/RESULTS.md, online probes).
     every: int | Literal["auto"] = "auto"
-    fit_samples: int = 2000  # labelled samples the linear and kNN probes are fitted on
-    score_samples: int = 1000  # held-out labelled samples they are scored on
+    fit_samples: int = 1000  # labelled samples the linear and kNN probes are fitted on
+    score_samples: int = 500  # held-out labelled samples they are scored on
     batch_size: int = 256
     seed: int = 0  # picks the samples; fixed for the run
     # checkpoints/best.safetensors keeps the step with the best value of this metrics.jsonl

@@ -123,6 +123,7 @@ def start_online_probe(recipe, run_dir: Path, total: int, accelerator, progress)
         progress.message(f"no online probe: {why}")
         return None, every
     online.write(run_dir, every)
+    online.materialise()
     return online, every
 
 

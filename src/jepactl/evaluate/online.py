@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 from jepactl.errors import UserError
 from jepactl.evaluate.features import extract_features
@@ -51,13 +51,13 @@ AUTO_MIN_STEPS = 100  # shorter runs (smoke tests) get no online probe unless th
 
 
 def resolve_every(every, log_every: int, max_steps: int) -> int:
-    """``eval.every`` as steps: ``auto`` is a tenth of the run rounded up to a logged step (off
-    below :data:`AUTO_MIN_STEPS` steps, where ten probes would cost more than they tell)."""
+    """``eval.every`` as steps: ``auto`` is a fifth of the run rounded up to a logged step (off
+    below :data:`AUTO_MIN_STEPS` steps, where the probes would cost more than they tell)."""
     if every == "auto":
         if max_steps < AUTO_MIN_STEPS:
             return 0
-        tenth = max(1, max_steps // 10)
-        return -(-tenth // log_every) * log_every
+        fifth = max(1, max_steps // 5)
+        return -(-fifth // log_every) * log_every
     every = int(every)
     if every < 0 or (every and every % log_every):
         raise UserError(
@@ -73,6 +73,12 @@ def _labelled(dataset) -> bool:
         return False
     labels = torch.as_tensor(labels)
     return labels.ndim == 1 and bool((labels >= 0).all()) and len(labels) > 1
+
+
+def _in_memory(dataset) -> TensorDataset:
+    items = [dataset[i] for i in range(len(dataset))]
+    inputs = torch.stack([x for x, _ in items])
+    return TensorDataset(inputs, torch.as_tensor([int(y) for _, y in items]))
 
 
 def _pick(count: int, wanted: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,6 +135,17 @@ class OnlineProbe:
         return cls(
             Subset(fit_all, fit_idx), Subset(score_all, score_idx), classes, described, config
         ), ""
+
+    def materialise(self, budget_bytes: int = 512 * 2**20) -> None:
+        """Read both sets into memory once when they fit ``budget_bytes``: every probe then
+        costs the forward passes only (decoding 3,000 MNIST files took 5 of a probe's 9 s)."""
+        first = self.fit_set[0][0]
+        if not torch.is_tensor(first):
+            return
+        size = first.numel() * first.element_size() * (len(self.fit_set) + len(self.score_set))
+        if size > budget_bytes:
+            return
+        self.fit_set, self.score_set = _in_memory(self.fit_set), _in_memory(self.score_set)
 
     def write(self, run_dir: Path, every: int) -> None:
         self.described["every"] = every
