@@ -29,7 +29,7 @@ from jepactl.evaluate.features import cached_features, default_device
 from jepactl.evaluate.metrics import accuracy
 from jepactl.evaluate.probe import class_counts, knn_predict
 from jepactl.evaluate.seeds import aggregate
-from jepactl.evaluate.source import Subset, labelled_splits, open_encoder
+from jepactl.evaluate.source import Subset, labelled_splits, request_encoder
 from jepactl.methods.probe_request import ProbeRequest
 from jepactl.micro_batch import loader_workers
 from jepactl.precision import autocast as autocast_for
@@ -187,13 +187,7 @@ def run_fewshot_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     head = request.head or cfg.head
     if head not in HEADS:
         raise UserError(f"--head must be one of {', '.join(HEADS)} for this method, got '{head}'")
-    source = open_encoder(
-        request.run,
-        request.which,
-        request.random_init,
-        recipe=recipe,
-        checkpoint=request.checkpoint,
-    )
+    source = request_encoder(request, recipe)
     train_set, test_set, described = labelled_splits(
         source.recipe,
         request.data,

@@ -12,7 +12,7 @@ from jepactl.errors import UserError
 from jepactl.evaluate.features import cached_features
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.seeds import aggregate
-from jepactl.evaluate.source import labelled_splits, open_encoder, open_recipe
+from jepactl.evaluate.source import labelled_splits, open_recipe, request_encoder
 from jepactl.methods.probe_request import ProbeRequest
 from jepactl.progress import TaskProgress
 from jepactl.recipe import Recipe
@@ -147,11 +147,9 @@ def classification_probe(request: ProbeRequest, recipe: Recipe) -> dict:
     With ``--seeds N`` the seeded parts (the ``--labels-fraction`` draw, the split that picks
     the L2 strength) repeat N times on the same cached features.
     """
-    run, data, test = request.run, request.data, request.test
+    data, test = request.data, request.test
     labels_fraction, random_init = request.labels_fraction, request.random_init
-    source = open_encoder(
-        run, request.which, random_init, recipe=recipe, checkpoint=request.checkpoint
-    )
+    source = request_encoder(request, recipe)
     cfg = recipe.probe
     train_set, test_set, described = labelled_splits(
         source.recipe,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from jepactl.errors import UserError
+from jepactl.methods.probe_request import ProbeRequest
 from jepactl.recipe import Recipe, recipe_from_dict
 from jepactl.registry import method_spec
 from jepactl.runs import TrainedMethod, is_run_dir, open_trained_method, read_run_recipe
@@ -33,6 +34,18 @@ def open_recipe(path: Path) -> Recipe:
     if is_export_dir(path):
         return recipe_from_dict(json.loads((path / "config.json").read_text())["recipe"])
     return read_run_recipe(path)
+
+
+def request_encoder(request: ProbeRequest, recipe: Recipe) -> EncoderSource:
+    """The encoder a probe request names: its run, ``--which``, ``--random-init`` and
+    ``--checkpoint``, with the probe's recipe (``probe.*`` overrides applied)."""
+    return open_encoder(
+        request.run,
+        request.which,
+        request.random_init,
+        recipe=recipe,
+        checkpoint=request.checkpoint,
+    )
 
 
 def open_encoder(

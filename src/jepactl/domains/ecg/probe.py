@@ -45,7 +45,7 @@ from jepactl.evaluate.attentive_probe import (
 )
 from jepactl.evaluate.features import default_device
 from jepactl.evaluate.seeds import aggregate
-from jepactl.evaluate.source import open_encoder
+from jepactl.evaluate.source import request_encoder
 from jepactl.methods.probe_request import ProbeRequest
 
 
@@ -79,13 +79,7 @@ class ProbeSetup:
             raise UserError(
                 f"--head must be a comma list of {', '.join(HEADS)} or 'all', got '{request.head}'"
             )
-        source = open_encoder(
-            request.run,
-            request.which,
-            request.random_init,
-            recipe=recipe,
-            checkpoint=request.checkpoint,
-        )
+        source = request_encoder(request, recipe)
         n = data_cfg.samples(cfg.crop_seconds)
         if n % recipe.model.patch_size:
             raise UserError(

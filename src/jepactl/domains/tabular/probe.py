@@ -26,7 +26,7 @@ from jepactl.domains.tabular.preprocess import TablePreprocessor, TargetCoding
 from jepactl.errors import UserError
 from jepactl.evaluate.probe import fit_logistic
 from jepactl.evaluate.seeds import aggregate
-from jepactl.evaluate.source import open_encoder
+from jepactl.evaluate.source import request_encoder
 from jepactl.methods.probe_request import ProbeRequest
 from jepactl.progress import TaskProgress
 
@@ -263,13 +263,7 @@ def tabular_probe(request: ProbeRequest, recipe) -> dict:
         )
     if request.task not in (None, "classification", "regression"):
         raise UserError(f"--task must be classification or regression, got '{request.task}'")
-    source = open_encoder(
-        request.run,
-        request.which,
-        request.random_init,
-        recipe=recipe,
-        checkpoint=request.checkpoint,
-    )
+    source = request_encoder(request, recipe)
     pre = TablePreprocessor(source.recipe.data.fitted)
     train_table, test_table, described = load_splits(request, recipe)
     coding = TargetCoding.fit(train_table, target, request.task)
