@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -48,8 +49,11 @@ def jepactl(*args, preexec_fn=None, timeout=120) -> subprocess.CompletedProcess:
     )
 
 
+PROGRESS_LINE = re.compile(r"^\[[\w ]+\] \d+/\d+")  # "[embed] 12/125  0s": progress, not an error
+
+
 def assert_one_line_error(stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error:"), stderr
     for fragment in fragments:

@@ -176,6 +176,22 @@ def test_a_forked_loader_worker_ignores_the_inherited_stop_handler(capsys):
         flag._handle(signal.SIGINT, None)
 
 
+def test_a_second_ctrl_c_during_the_first_ones_message_still_quits(monkeypatch):
+    """Python runs a handler again, nested, for a signal that lands while the first one runs."""
+    flag = StopFlag()
+    nested = []
+
+    class Stderr:
+        def write(self, text):
+            if not nested:
+                nested.append(True)
+                flag._handle(signal.SIGINT, None)  # the second Ctrl-C, mid-write
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    with pytest.raises(KeyboardInterrupt):
+        flag._handle(signal.SIGINT, None)
+
+
 @pytest.mark.slow
 def test_a_second_ctrl_c_quits_at_once_and_releases_the_run(tmp_path):
     run = tmp_path / "int2"

@@ -99,13 +99,15 @@ class StopFlag:
         # worker_init_fn ignores the signals; it must neither print nor decide anything.
         if os.getpid() != self.owner_pid:
             return
+        if signum == signal.SIGINT and self.raised:
+            raise KeyboardInterrupt
+        # Set before printing: a second Ctrl-C that lands during the write runs this handler
+        # again, nested, and must find the first one already recorded.
+        self.raised = True
         if signum == signal.SIGINT:
-            if self.raised:
-                raise KeyboardInterrupt
             sys.stderr.write(
                 "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)\n"
             )
-        self.raised = True
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
