@@ -33,6 +33,33 @@ app = typer.Typer(
 app.add_typer(recipes_app, name="recipes")
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    from jepactl.checkpoint import find_checkpoints
+    from jepactl.runs import CHECKPOINT_DIR
+
+    return (run_dir / "recipe.yaml").is_file() and bool(find_checkpoints(run_dir / CHECKPOINT_DIR))
+
+
+def check_same_model(run_dir: Path, given, data: str | None, max_steps: int | None) -> None:
+    """Refuse to resume ``run_dir`` with a recipe that changes its model or its training."""
+    from jepactl.recipe import resume_differences
+    from jepactl.runs import read_run_recipe
+
+    if data is not None:
+        given.data.path = data
+    if max_steps is not None:
+        given.train.max_steps = max_steps
+    changed = resume_differences(read_run_recipe(run_dir), given)
+    if changed:
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise UserError(
+            f"cannot resume '{run_dir}' with this recipe: it changes "
+            + "; ".join(changed[:3])
+            + more
+            + ". Use another --out, or the run's own recipe"
+        )
+
+
 def run_folder(path: Path) -> Path | None:
     """``path`` when it is a run folder (its logs/ keeps the command's stderr), else None."""
     from jepactl.runs import is_run_dir
@@ -114,6 +141,11 @@ def pretrain(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/NAME-TIME)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
     resume: bool = flag("--resume", help="Continue the run in --out exactly."),
+    resume_if_exists: bool = flag(
+        "--resume-if-exists",
+        help="Resume --out when it has a checkpoint, else start it: one command for a job's "
+        "first start and its requeues (refused if the recipe changed the model).",
+    ),
     quiet: bool = flag("--quiet", help="No progress output."),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
@@ -136,7 +168,16 @@ def pretrain(
         run_dir = out
         if is_run_dir(Path(recipe)):  # `jepactl pretrain RUN --resume`
             run_dir = run_dir or Path(recipe)
-        if resume:
+        resuming = resume
+        if resume_if_exists:
+            if resume:
+                raise UserError("give --resume or --resume-if-exists, not both")
+            if run_dir is None:
+                raise UserError("--resume-if-exists needs the run folder: pass --out RUN")
+            resuming = has_checkpoint(run_dir)
+            if resuming and not is_run_dir(Path(recipe)):
+                check_same_model(run_dir, load_recipe(recipe, extra), data, max_steps)
+        if resuming:
             if run_dir is None:
                 raise UserError("--resume needs the run folder: pass --out RUN (or RUN itself)")
             if not (run_dir / "recipe.yaml").is_file():
@@ -165,14 +206,20 @@ def pretrain(
         check_writable_folder(run_dir, "--out")  # now, not after the first hour of training
         spec = method_spec(config.method)
         settings = dict(
-            recipe=recipe, overrides=extra, data=data, out=out, max_steps=max_steps, resume=resume
+            recipe=recipe,
+            overrides=extra,
+            data=data,
+            out=out,
+            max_steps=max_steps,
+            resume=resuming,
+            resume_if_exists=resume_if_exists,
         )
         if spec.run_pretrain is not None:  # analyses that are not SGD over a data loader
             from jepactl.run_lock import RunLock
 
             with RunLock(run_dir), command_log(run_dir, "pretrain"):
                 # single-process: train() takes the lock on the main rank
-                result = spec.run_pretrain(config, run_dir, resume=resume, quiet=quiet)
+                result = spec.run_pretrain(config, run_dir, resume=resuming, quiet=quiet)
             emit(
                 "pretrain",
                 result,
@@ -183,7 +230,7 @@ def pretrain(
             )
             return
         with command_log(run_dir, "pretrain"):
-            result = train(config, run_dir, resume=resume, quiet=quiet)
+            result = train(config, run_dir, resume=resuming, quiet=quiet)
         emit(
             "pretrain",
             {

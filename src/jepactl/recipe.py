@@ -153,6 +153,54 @@ class Recipe:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
+# Keys a resumed run may change: how long, how often it logs and saves, how the batch is cut,
+# where the data lives, what is watched. Anything else changes the model or its training.
+RESUME_MAY_CHANGE = (
+    "name",
+    "description",
+    "source",
+    "data.path",
+    "train.max_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.num_workers",
+    "train.micro_batch_size",
+    "train.compile",
+    "train.activation_checkpointing",
+    "train.trackers",
+    "checkpoint.",
+    "eval.",
+    "probe.",
+    "finetune.",
+)
+
+
+def resume_differences(stored: "Recipe", given: "Recipe") -> list[str]:
+    """Return ``key: run's value -> given value`` for every key that differs between a run's
+    recipe and the one a command gives, where a resumed run may not differ. Values filled by
+    pretraining (``*.fitted``) are the run's own and never compared."""
+    flat_stored, flat_given = _flatten(to_dict(stored)), _flatten(to_dict(given))
+    changed = []
+    for key in sorted(set(flat_stored) | set(flat_given)):
+        if key.split(".")[-1] == "fitted" or ".fitted." in key:
+            continue
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE):
+            continue
+        before, after = flat_stored.get(key), flat_given.get(key)
+        if before != after:
+            changed.append(f"{key}: {before!r} -> {after!r}")
+    return changed
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 # --------------------------------------------------------------------------------------------
 # Overrides and lookup
 # --------------------------------------------------------------------------------------------
