@@ -53,3 +53,14 @@ def test_resume_and_resume_if_exists_together_are_refused(tmp_path):
         ["pretrain", "image/ijepa-cpu", "--out", str(tmp_path), "--resume", "--resume-if-exists"],
     )
     assert done.exit_code == 2 and "not both" in done.stderr
+
+
+def test_env_json_names_the_slurm_job_that_wrote_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    run = tmp_path / "run"
+    assert pretrain(run, 1).exit_code == 0
+    slurm = json.loads((run / "env.json").read_text())["slurm"]
+    assert slurm["SLURM_JOB_ID"] == "4242" and slurm["SLURM_RESTART_COUNT"] == "1"
+    assert "SLURM_ARRAY_TASK_ID" not in slurm

@@ -9,6 +9,7 @@ Layout: ``recipe.yaml`` (fully resolved), ``metrics.jsonl``,
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -62,6 +63,17 @@ def write_run_files(
     )
 
 
+SLURM_KEYS = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_RESTART_COUNT",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NNODES",
+    "SLURM_NODEID",
+)
+
+
 def environment(world_size: int, device: str) -> dict[str, Any]:
     """Return versions, device and git state, enough to tell two runs' setups apart."""
     import timm
@@ -79,6 +91,8 @@ def environment(world_size: int, device: str) -> dict[str, Any]:
         "world_size": world_size,
         "argv": sys.argv,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # The scheduler's job, so a requeued run's env.json says which job wrote it.
+        "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ} or None,
     }
     source = Path(__file__).resolve().parent
     try:
