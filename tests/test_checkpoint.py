@@ -25,14 +25,13 @@ from jepactl.checkpoint import (
     find_checkpoints,
     load_latest_checkpoint,
     load_model_state,
-    pack,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    unpack,
 )
 from jepactl.cli import app
 from jepactl.errors import UserError
+from jepactl.state_file import pack, unpack
 
 
 def assert_identical(a, b, where="state"):

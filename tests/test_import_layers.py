@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "compile",
             "progress",
             "output_paths",
+            "state_file",
             "checkpoint",
             "micro_batch",
             "monitor",

@@ -4,8 +4,8 @@ Loading a pickle can run any code the file holds, and run folders travel between
 people; so a checkpoint is one ``checkpoints/step-00000123.safetensors``: every tensor (and
 numpy array, as bytes) in the payload under its path in the state, and the rest of the state
 (dict and list structure, tuples, int keys, numbers, strings) as a JSON skeleton in the
-file's metadata. ``pack``/``unpack`` convert any such state, so the trainer (model, target,
-optimizer, RNG of every process) and the deep-linear analysis share one format.
+file's metadata. ``pack``/``unpack`` (state_file.py) convert any such state, so the trainer
+(model, target, optimizer, RNG of every process) and the deep-linear analysis share one format.
 
 A save writes a temporary file in the same folder, fsyncs it and renames it over the final
 name (``os.replace`` is atomic on POSIX), then deletes all but the newest ``keep``: a run killed
@@ -28,8 +28,6 @@ import os
 import pickle
 import random
 import re
-import struct
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from jepactl.errors import UserError
+from jepactl.state_file import pack, unpack, write_safetensors
 
 log = logging.getLogger("jepactl")
 
@@ -65,128 +64,6 @@ def allow_unsafe_pickle(allowed: bool = True) -> None:
     _UNSAFE_PICKLE = allowed
 
 
-# --------------------------------------------------------------------------------------------
-# pack / unpack: any nested state <-> (tensors, JSON skeleton)
-# --------------------------------------------------------------------------------------------
-#
-# Skeleton nodes: JSON scalars and lists stand for themselves; every JSON object is a tagged
-# node, so no user value can be mistaken for one: {"tensor": name}, {"ndarray": name, "dtype",
-# "shape"[, "scalar"]}, {"tuple": [...]}, {"dict": {str: node}} and {"items": [[key, value]]}
-# for dicts with other keys (the optimizer's int parameter ids).
-
-
-def pack(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Return (tensors for the safetensors payload, JSON-able skeleton) of a nested state."""
-    tensors: dict[str, torch.Tensor] = {}
-    storages: set[tuple[str, int]] = set()
-
-    def name_for(path: str) -> str:
-        name, n = path or "_", 1
-        while name in tensors:  # "a/b" as one key and as two levels would collide
-            name, n = f"{path}#{n}", n + 1
-        return name
-
-    def add_tensor(path: str, tensor: torch.Tensor) -> str:
-        tensor = tensor.detach()
-        if tensor.layout != torch.strided:
-            raise TypeError(f"cannot checkpoint the sparse tensor at '{path}'")
-        storage = (str(tensor.device), tensor.untyped_storage().data_ptr())
-        if not tensor.is_contiguous():
-            tensor = tensor.contiguous()
-        elif tensor.numel() and storage in storages:
-            # safetensors refuses tensors that share memory (tied weights, views); each gets
-            # its own copy, which loads back as an independent tensor of the same values.
-            tensor = tensor.clone()
-        storages.add(storage)
-        name = name_for(path)
-        tensors[name] = tensor
-        return name
-
-    def encode(value: Any, path: str) -> Any:
-        if isinstance(value, torch.Tensor):
-            return {"tensor": add_tensor(path, value)}
-        if isinstance(value, (np.ndarray, np.generic)):
-            array = np.asarray(value)
-            if array.dtype.hasobject:
-                raise TypeError(f"cannot checkpoint the object array at '{path}'")
-            raw = torch.from_numpy(
-                np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8).copy()
-            )
-            node = {
-                "ndarray": add_tensor(path, raw),
-                "dtype": array.dtype.str,
-                "shape": list(array.shape),
-            }
-            if isinstance(value, np.generic):
-                node["scalar"] = True
-            return node
-        if value is None or isinstance(value, (bool, int, float, str)):  # after np.float64
-            return value
-        if isinstance(value, tuple):
-            return {"tuple": [encode(v, _join(path, i)) for i, v in enumerate(value)]}
-        if isinstance(value, list):
-            return [encode(v, _join(path, i)) for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            if all(isinstance(k, str) for k in value):
-                return {"dict": {k: encode(v, _join(path, k)) for k, v in value.items()}}
-            return {
-                "items": [
-                    [encode(k, _join(path, "key")), encode(v, _join(path, k))]
-                    for k, v in value.items()
-                ]
-            }
-        raise TypeError(f"cannot checkpoint {type(value).__name__} at '{path or '/'}'")
-
-    return tensors, encode(obj, "")
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}/{key}" if path else str(key)
-
-
-def unpack(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
-    """Return the state ``pack`` flattened, with tuples, int keys and numpy arrays restored."""
-
-    def decode(node: Any) -> Any:
-        if isinstance(node, list):
-            return [decode(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        if "tensor" in node:
-            return tensors[node["tensor"]]
-        if "ndarray" in node:
-            raw = tensors[node["ndarray"]].numpy()
-            array = np.frombuffer(raw.tobytes(), dtype=np.dtype(node["dtype"]))
-            array = array.reshape(node["shape"]).copy()  # writable, owns its memory
-            return array[()] if node.get("scalar") else array
-        if "tuple" in node:
-            return tuple(decode(v) for v in node["tuple"])
-        if "dict" in node:
-            return {k: decode(v) for k, v in node["dict"].items()}
-        if "items" in node:
-            return {decode(k): decode(v) for k, v in node["items"]}
-        raise ValueError(f"unknown checkpoint skeleton node {sorted(node)}")
-
-    return decode(skeleton)
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-
 _WRITE_FAILURES = {  # errno -> what the user reads before "while writing '<path>'"
     errno.ENOSPC: "disk full",
     errno.EDQUOT: "disk quota exceeded",
@@ -195,38 +72,6 @@ _WRITE_FAILURES = {  # errno -> what the user reads before "while writing '<path
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
 }
-
-
-def _write_safetensors(handle, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write the safetensors format (read back by the safetensors library) to ``handle``.
-
-    Written here rather than by ``safetensors.torch.save_file`` so that a failed write is an
-    OSError with its errno (the disk-full message depends on it) and device tensors are copied
-    to host memory one at a time. Larger elements first keep every tensor aligned.
-    """
-    if sys.byteorder != "little":
-        raise RuntimeError("checkpoints are written on little-endian machines only")
-    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
-    header: dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name in order:
-        tensor = tensors[name]
-        if tensor.dtype not in _SAFETENSORS_DTYPES:
-            raise TypeError(f"cannot checkpoint the {tensor.dtype} tensor '{name}'")
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes with spaces
-    handle.write(struct.pack("<Q", len(blob)))
-    handle.write(blob)
-    for name in order:
-        host = tensors[name].to("cpu").contiguous().reshape(-1)
-        handle.write(memoryview(host.view(torch.uint8).numpy()))
 
 
 def checkpoint_name(step: int) -> str:
@@ -326,7 +171,7 @@ def _write_state(path: Path, state: Any, extra_metadata: dict[str, str], intact)
         remove_interrupted_saves(checkpoint_dir)
         fd, tmp = tempfile.mkstemp(dir=checkpoint_dir, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            _write_safetensors(handle, tensors, metadata)
+            write_safetensors(handle, tensors, metadata)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; run folders are shared on clusters
