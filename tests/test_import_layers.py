@@ -41,7 +41,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("domains", ("domains",)),
     (
         "command line",
-        ("cli", "cli_errors", "cli_output", "cli_recipes", "bench", "report", "__main__"),
+        (
+            "cli",
+            "cli_errors",
+            "cli_output",
+            "cli_recipes",
+            "cli_pretrain",
+            "bench",
+            "report",
+            "__main__",
+        ),
     ),
 ]
 

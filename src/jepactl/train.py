@@ -147,21 +147,18 @@ class BestCheckpoint:
         self.value: float | None = None
         for record in earlier:
             step = record.get("step", 0)
-            candidate = step % self.checkpoint_every == 0 or step == self.total
-            self._better(record, candidate, keep=True)
+            self.improves(record, step % self.checkpoint_every == 0 or step == self.total)
 
-    def _better(self, record: dict, checkpointed: bool, keep: bool) -> bool:
+    def improves(self, record: dict, checkpointed: bool) -> bool:
+        """Whether ``record`` beats the best so far (and becomes it): a scored online probe, or
+        without one the loss at a checkpoint step."""
         value = record.get(self.metric)
         if value is None or (not self.online and not checkpointed):
             return False
         if self.value is not None and (value <= self.value if self.higher else value >= self.value):
             return False
-        if keep:
-            self.value = float(value)
+        self.value = float(value)
         return True
-
-    def improves(self, record: dict, checkpointed: bool) -> bool:
-        return self._better(record, checkpointed, keep=True)
 
     def save(self, checkpoint_dir: Path, step: int, model: nn.Module) -> None:
         state = {"model": model.state_dict(), "step": step}

@@ -157,21 +157,16 @@ class OnlineProbe:
         start = time.perf_counter()
         was_training = encoder.training
         with torch.random.fork_rng(devices=[]):
-            fit_x, fit_y = extract_features(
-                encoder,
-                self.fit_set,
-                self.config.batch_size,
-                num_workers=0,
-                precision=precision,
-                description=None,
-            )
-            score_x, score_y = extract_features(
-                encoder,
-                self.score_set,
-                self.config.batch_size,
-                num_workers=0,
-                precision=precision,
-                description=None,
+            (fit_x, fit_y), (score_x, score_y) = (
+                extract_features(
+                    encoder,
+                    subset,
+                    self.config.batch_size,
+                    num_workers=0,
+                    precision=precision,
+                    description=None,
+                )
+                for subset in (self.fit_set, self.score_set)
             )
             with torch.enable_grad():  # the logistic regression trains
                 linear, _ = linear_probe(fit_x, fit_y, score_x, score_y, self.classes, seed=0)
