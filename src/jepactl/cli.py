@@ -150,13 +150,26 @@ def probe(
         None, "--rollouts", help="Closed-loop episodes in the simulator (policies; 0: none)."
     ),
     checkpoint: str = _checkpoint_option(),
+    features: Optional[str] = typer.Option(
+        None,
+        "--features",
+        help="Embeddings `jepactl embed` wrote (.parquet, a parquet folder, or .npy): probe "
+        "them instead of running the encoder; labels from their class column or --labels.",
+    ),
+    test_features: Optional[str] = typer.Option(
+        None,
+        "--test-features",
+        help="Embeddings of the test data (default: a seeded split of --features).",
+    ),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
     """Probe a frozen encoder: linear (logistic regression) and kNN on pooled features.
 
     Example: `jepactl probe runs/tiny --data ../shared/data/images/mnist/train --test
     ../shared/data/images/mnist/test --labels-fraction 0.1`; unlabelled data with a label
-    file: `jepactl probe runs/tiny --data ./images --labels labels.csv`
+    file: `jepactl probe runs/tiny --data ./images --labels labels.csv`; on embeddings a
+    cluster computed: `jepactl probe runs/tiny --features emb/train --test-features
+    emb/test` (the same scores as the probe that computes them)
     """
 
     def go() -> None:
@@ -185,13 +198,21 @@ def probe(
             rollouts,
             checkpoint,
         )
+        if test_features is not None and features is None:
+            raise UserError("--test-features needs --features (the training embeddings)")
         with command_log(run_folder(run), "probe"):
-            results = run_probe(request)
+            if features is not None:
+                from jepactl.evaluate.probe import run_feature_probe
+
+                results = run_feature_probe(request, features, test_features)
+            else:
+                results = run_probe(request)
+        settings = {k: v for k, v in vars(request).items() if k != "run"}
         emit(
             "probe",
             results,
             as_json,
-            {k: v for k, v in vars(request).items() if k != "run"},
+            {**settings, "features": features, "test_features": test_features},
             run,
             title=f"probe {run}",
             keep=True,
@@ -267,16 +288,30 @@ def finetune(
 def embed(
     run: Path = typer.Argument(..., help="Run folder or exported model folder."),
     data: str = typer.Option(..., "--data", help="Data to embed."),
-    out: Path = typer.Option(..., "--out", help="Output file: .npy or .parquet."),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="A .npy or .parquet file, or a folder (no suffix, or ending in /) that becomes a "
+        "parquet data set with one part per process.",
+    ),
     split: Optional[str] = typer.Option(None, "--split", help="Split to embed (train/test)."),
     which: Optional[str] = typer.Option(None, "--which", help="target (EMA) or context encoder."),
     checkpoint: str = _checkpoint_option(),
     as_json: bool = flag("--json", help="Print the result as JSON."),
 ) -> None:
-    """Write one pooled embedding per sample, for pipelines.
+    """Write one pooled embedding per sample, in input order, for pipelines and probes.
 
-    Example: `jepactl embed runs/tiny --data ./images --out emb.parquet`
-    (.parquet has columns index, label, embedding; .npy holds an N x D float32 array)
+    Example: `jepactl embed runs/tiny --data ./images --out emb.parquet`: columns index
+    (input order), id (the file), label, class, embedding; a .npy holds the N x D float32
+    array and FILE.index.csv the other columns.
+
+    On several processes (GPUs, nodes; --out on a file system they all see) each embeds a
+    contiguous slice of the input:
+    `accelerate launch --multi_gpu --num_processes 8 -m jepactl embed runs/big --data
+    /data/images --out emb/` writes emb/part-00000-of-00008.parquet ... and
+    emb/_manifest.json (read it with `pandas.read_parquet("emb")`, in input order); with
+    `--out emb.parquet` or `.npy` rank 0 merges the parts into that one file. Then
+    `jepactl probe runs/big --features emb/` probes them without recomputing.
     """
 
     def go() -> None:

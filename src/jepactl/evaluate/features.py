@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -29,7 +30,30 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (pooled features (N, D) float32, labels (N,)) in dataset order; progress in
     batches on stderr (``description``; None: silent) for long extractions."""
-    device = default_device()
+    feats, labels = [], []
+    for batch_feats, batch_labels in iter_features(
+        encoder, dataset, batch_size, num_workers, precision, description
+    ):
+        feats.append(batch_feats)
+        labels.append(batch_labels)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def iter_features(
+    encoder: nn.Module,
+    dataset,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    precision: str = "bf16",
+    description: str | None = "features",
+    device: torch.device | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (pooled features (B, D) float32 on the CPU, labels (B,)) batch by batch in dataset
+    order, so a caller that writes them as they come holds one batch at a time (``embed``).
+    ``device``: where the encoder runs (default: the GPU if there is one; under several
+    processes each rank passes its own)."""
+    device = device or default_device()
     encoder = encoder.to(device).eval()
     loader = DataLoader(
         dataset,
@@ -39,14 +63,12 @@ def extract_features(
         pin_memory=device.type == "cuda",
     )
     autocast = autocast_for(device, precision)
-    feats, labels = [], []
     with TaskProgress(description or "", len(loader) if description else 0) as progress:
         for images, target in loader:
             with autocast:
-                feats.append(encoder.pooled(images.to(device)).float().cpu())
-            labels.append(torch.as_tensor(target))
+                feats = encoder.pooled(images.to(device)).float().cpu()
+            yield feats, torch.as_tensor(target)
             progress.advance()
-    return torch.cat(feats), torch.cat(labels)
 
 
 def cached_features(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from jepactl.data.label_files import label_file_digest
-from jepactl.errors import UserError
+from jepactl.errors import DataError, UserError
 from jepactl.evaluate.features import cached_features
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.seeds import aggregate
@@ -220,3 +223,163 @@ def class_counts(labels: torch.Tensor, classes: list[str]) -> str:
     """Return ``"name=count ..."`` for every class (0 for a class with no sample)."""
     counts = torch.bincount(labels.long().flatten(), minlength=len(classes)).tolist()
     return " ".join(f"{name}={count}" for name, count in zip(classes, counts))
+
+
+def run_feature_probe(request: ProbeRequest, features: str, test_features: str | None) -> dict:
+    """Return linear and kNN scores, as ``classification_probe`` reports them, on embeddings
+    ``jepactl embed`` wrote (a .parquet file, a parquet data set folder, or a .npy with its
+    .index.csv), so a cluster embeds once and probes without recomputing anything.
+
+    Labels come from the rows' ``class`` column, numbered by the data set's classes that embed
+    recorded, or from ``--labels FILE.csv`` matched on the ``id`` column. Without
+    ``test_features`` the seeded ``probe.test_fraction`` split of the rows is the one
+    ``jepactl probe --data`` draws, so both probes score the same samples.
+    """
+    request.refuse_options(
+        "--data",
+        "--test",
+        "--shots",
+        "--target",
+        "--task",
+        "--head",
+        "--which",
+        "--views",
+        "--rollouts",
+        "--checkpoint",
+        probe="probe --features",
+        why="the features were computed by `jepactl embed`, which took those choices",
+    )
+    if request.random_init:
+        raise UserError("--random-init does not apply to --features: embed a random-init export")
+    recipe = probe_recipe(request)
+    cfg = recipe.probe
+    label_kind = None
+    if request.labels is not None:
+        label_kind = method_spec(recipe.method).require_label_file()
+    train = labelled_embeddings(features, request.labels, label_kind)
+    described = f"features={features}"
+    if test_features is not None:
+        test = labelled_embeddings(test_features, request.labels, label_kind, train.classes)
+        described += f" test_features={test_features}"
+        made_by = [_made_by(rows.metadata) for rows in (train, test)]
+        if any(a is not None and b is not None and a != b for a, b in zip(*made_by)):
+            raise UserError(
+                f"--features and --test-features come from different encoders ({made_by[0][1]} "
+                f"of {made_by[0][0]} and {made_by[1][1]} of {made_by[1][0]}): embed both with "
+                "the same one"
+            )
+        train_x, train_y, test_x, test_y = train.x, train.y, test.x, test.y
+    else:  # the split labelled_splits draws for data without a test split
+        order = torch.randperm(len(train.y), generator=torch.Generator().manual_seed(cfg.seed))
+        cut = int(round(len(train.y) * (1 - cfg.test_fraction)))
+        train_x, train_y = train.x[order[:cut]], train.y[order[:cut]]
+        test_x, test_y = train.x[order[cut:]], train.y[order[cut:]]
+        described += (
+            f" seeded {1 - cfg.test_fraction:.0%}/{cfg.test_fraction:.0%} split (seed {cfg.seed})"
+        )
+    if request.labels is not None:
+        described += f" labels={request.labels}"
+    _warn_if_other_run(train.metadata, request.run)
+    rows, train_samples = score_classifiers(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        len(train.classes),
+        cfg,
+        request.seeds,
+        request.labels_fraction,
+    )
+    report = {
+        "data": described,
+        "encoder": train.metadata.get("encoder", "unknown"),
+        "train_samples": train_samples,
+        "test_samples": len(test_y),
+    }
+    if request.labels is not None:
+        report["train_classes"] = class_counts(train_y, train.classes)
+        report["test_classes"] = class_counts(test_y, train.classes)
+    return {**report, **aggregate(rows)}
+
+
+@dataclass
+class LabelledEmbeddings:
+    x: torch.Tensor  # (N, D) float32, input order
+    y: torch.Tensor  # (N,) class numbers into ``classes``
+    classes: list[str]
+    metadata: dict
+
+
+def labelled_embeddings(
+    path: str,
+    labels: str | None = None,
+    label_kind: str | None = None,
+    classes: list[str] | None = None,
+) -> LabelledEmbeddings:
+    """Read ``embed``'s rows at ``path`` with one class per row: from ``labels`` (a label CSV
+    of ``label_kind`` rows, e.g. ``file,label``, keyed by the ``id`` column; unlisted rows are
+    left out) or from the ``class`` column, numbered by ``classes`` (the training features'),
+    else by the data set's classes embed recorded, else by the sorted names."""
+    from jepactl.evaluate.embedding_files import read_embeddings
+
+    rows = read_embeddings(path)
+    meta = rows.metadata
+    if labels is not None:
+        keep, numbers, names = _label_file_rows(rows, labels, label_kind, path)
+        x = torch.from_numpy(rows.features[keep])
+        return LabelledEmbeddings(x, torch.from_numpy(numbers), names, meta)
+    if rows.labels.ndim != 1:
+        raise DataError(
+            f"features '{path}' have multi-label rows: the linear and kNN probe on features "
+            "takes one class per row"
+        )
+    if any(name == "" for name in rows.class_names):
+        raise DataError(
+            f"features '{path}' have rows without a class (the embedded data had no labels): "
+            "pass --labels FILE.csv keyed by the id column"
+        )
+    classes = classes or list(meta.get("classes") or []) or sorted(set(rows.class_names))
+    number = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(rows.class_names) - set(number))
+    if unknown:
+        raise DataError(
+            f"features '{path}' have class '{unknown[0]}', which the training features lack"
+        )
+    y = torch.tensor([number[name] for name in rows.class_names], dtype=torch.int64)
+    return LabelledEmbeddings(torch.from_numpy(rows.features), y, classes, meta)
+
+
+def _label_file_rows(rows, labels: str, kind: str, where: str):
+    """Return (kept row positions, class numbers, classes) for rows whose ``id`` the label
+    file lists: as a path relative to the embedded data folder, absolute, or a bare name."""
+    from jepactl.data.label_files import match_files, read_label_file
+
+    data = rows.metadata.get("data")
+    base = Path(data) if data else None
+    table = read_label_file(labels, kind.split(",")[0], base)
+    roots = [] if base is None else [base]
+    if base is not None and rows.metadata.get("split"):
+        roots.append(base / rows.metadata["split"])
+    keep, numbers, classes = match_files(table, [Path(i) for i in rows.ids], roots, where)
+    return np.asarray(keep, dtype=np.int64), numbers, classes
+
+
+def _made_by(metadata: dict) -> tuple[str | None, str | None]:
+    """(the run folder, resolved; the encoder tag) that embed recorded, None where unknown."""
+    run = metadata.get("run")
+    return (str(Path(run).resolve()) if run else None, metadata.get("encoder"))
+
+
+def _warn_if_other_run(metadata: dict, run) -> None:
+    """A warning line when the features say another run folder made them (the probe settings
+    then come from ``run``, the weights from the other)."""
+    import logging
+
+    made_by = _made_by(metadata)[0]
+    if made_by and made_by != str(Path(run).resolve()):
+        logging.getLogger("jepactl").warning(
+            "the features were embedded from '%s', not '%s': the probe settings are %s's",
+            metadata["run"],
+            run,
+            run,
+        )
