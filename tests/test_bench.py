@@ -61,4 +61,4 @@ def test_bench_flops_scale_with_the_encoder_depth():
 
 def test_bench_rejects_a_bad_precision():
     with pytest.raises(UserError, match="--precision"):
-        run_bench(load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES), steps=1, precision="fp16")
+        run_bench(load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES), steps=1, precision="fp8")

@@ -51,8 +51,10 @@ def test_unknown_key_names_the_closest_valid_key():
 def test_wrong_type_names_key_and_expected_type():
     with pytest.raises(RecipeError, match=r"'train\.batch_size': expected an integer, got 'abc'"):
         load_recipe("image/ijepa-cpu", ["train.batch_size=abc"])
-    with pytest.raises(RecipeError, match=r"'train\.precision': expected one of 'fp32', 'bf16'"):
-        load_recipe("image/ijepa-cpu", ["train.precision=fp16"])
+    with pytest.raises(
+        RecipeError, match=r"'train\.precision': expected one of 'fp32', 'bf16', 'fp16'"
+    ):
+        load_recipe("image/ijepa-cpu", ["train.precision=fp8"])
     with pytest.raises(RecipeError, match=r"'optim\.betas': expected a list of 2 values"):
         load_recipe("image/ijepa-cpu", ["optim.betas=0.9"])
 

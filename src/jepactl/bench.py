@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from jepactl.data.sampling import BatchPlan
 from jepactl.errors import UserError
 from jepactl.micro_batch import PeakMeter, loader_workers
+from jepactl.precision import DTYPES, PRECISIONS, resolve_precision
 from jepactl.recipe import Recipe
 from jepactl.registry import method_spec
 from jepactl.step import StepRunner, build_optimizer
@@ -38,10 +39,12 @@ PHASES = ("data", "forward", "backward", "optimizer", "ema")
 # (TF32 off). MFU against these is the figure papers quote; ``mfu`` is against the matmul rate
 # measured in the same run, which is what the code can reach on that machine.
 SPEC_PEAK_TFLOPS = (
-    ("H100 PCIe", {"bf16": 756.0, "fp32": 51.2}),
-    ("H100", {"bf16": 989.4, "fp32": 66.9}),
-    ("H200", {"bf16": 989.4, "fp32": 66.9}),
-    ("A100", {"bf16": 312.0, "fp32": 19.5}),
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 51.2}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9}),
+    ("H200", {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}),
+    ("V100", {"fp16": 125.0, "fp32": 15.7}),
+    ("T4", {"fp16": 65.0, "fp32": 8.1}),
 )
 
 
@@ -55,7 +58,7 @@ def spec_peak_tflops(name: str, precision: str) -> float | None:
     """Return the data-sheet dense peak for device ``name`` in ``precision``, if known."""
     for key, peaks in SPEC_PEAK_TFLOPS:
         if key in name:
-            return peaks[precision]
+            return peaks.get(precision)
     return None
 
 
@@ -77,7 +80,7 @@ def matmul_peak_flops(
     device: torch.device, precision: str, size: int = 2048, seconds: float = 1.5
 ) -> float:
     """Return this device's measured dense matmul FLOP/s in ``precision`` (best of runs)."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = DTYPES.get(precision, torch.float32)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -137,11 +140,14 @@ def run_bench(
         batch_size=batch_size or recipe.train.batch_size,
         precision=precision or recipe.train.precision,
     )
-    if train.precision not in ("fp32", "bf16"):
-        raise UserError(f"--precision must be fp32 or bf16, got '{train.precision}'")
-    recipe = replace(recipe, train=train)
+    if train.precision not in PRECISIONS:
+        raise UserError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got '{train.precision}'"
+        )
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
+    train = replace(train, precision=resolve_precision(train.precision, device)[0])
+    recipe = replace(recipe, train=train)
     # Data first: a table's preprocessing is fitted by reading it, and the model's tokenizer is
     # built from that fit.
     dataset, collate = bench_data(recipe, data)

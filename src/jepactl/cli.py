@@ -380,7 +380,7 @@ def bench(
     warmup: int = typer.Option(5, "--warmup", help="Untimed warm-up steps."),
     repeats: int = typer.Option(3, "--repeats", help="Timed repeats; the median is reported."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-process batch."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16."),
     data: Optional[str] = typer.Option(None, "--data", help="Real data instead of synthetic."),
     peak_tflops: Optional[float] = typer.Option(
         None,

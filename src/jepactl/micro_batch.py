@@ -83,6 +83,23 @@ class MicroPlan:
         return asdict(self)
 
 
+def batch_summary(batch_size: int, world: int, plan: MicroPlan, precision: str) -> str:
+    """The start-of-run line: per-process and global batch, the cut, the precision.
+
+    ``train.batch_size`` is per process, so the optimizer's global batch grows with the
+    number of processes; saying both at start avoids a silent change of the recipe's lr scale.
+    """
+    cut = (
+        "one micro-batch"
+        if plan.accumulation == 1
+        else f"{plan.accumulation} micro-batches of {plan.micro_batch_size}"
+    )
+    return (
+        f"batch {batch_size} per process x {world} process(es) = global batch "
+        f"{batch_size * world} per optimizer step ({cut}); precision {precision}"
+    )
+
+
 def split_sizes(batch_size: int, micro_batch_size: int) -> list[int]:
     """Return sizes of equal pieces (differing by at most one) of at most ``micro_batch_size``."""
     pieces = math.ceil(batch_size / max(1, micro_batch_size))

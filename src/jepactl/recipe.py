@@ -67,7 +67,8 @@ class TrainConfig:
     batch_size: int = 64  # effective batch per optimizer step, per process
     micro_batch_size: int | Literal["auto"] = "auto"
     max_steps: int = 1000  # optimizer steps
-    precision: Literal["fp32", "bf16"] = "bf16"
+    # bf16 falls back to fp16 with a gradient scaler on devices without bf16 (precision.py).
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

@@ -25,7 +25,7 @@ from jepactl.micro_batch import (
     split_sizes,
 )
 from jepactl.nn.ema import ema_update
-from jepactl.precision import autocast
+from jepactl.precision import autocast, grad_scaler
 from jepactl.recipe import Recipe
 from jepactl.schedules import ema_momentum, learning_rate, weight_decay
 
@@ -81,11 +81,15 @@ class StepRunner:
         accelerator: Accelerator,
         recipe: Recipe,
         plan: MicroPlan | None = None,
+        precision: str | None = None,
     ) -> None:
         self.model, self.forward, self.optimizer = model, forward, optimizer
         self.accelerator, self.recipe, self.plan = accelerator, recipe, plan
         self.device = accelerator.device
-        self.autocast = autocast(self.device, recipe.train.precision)
+        # The precision the trainer resolved for this device (precision.resolve_precision).
+        self.precision = precision or recipe.train.precision
+        self.autocast = autocast(self.device, self.precision)
+        self.scaler = grad_scaler(self.device, self.precision)  # fp16 only
         self.ema_pairs = accelerator.unwrap_model(model).ema_pairs()
         self.data_wait = 0.0
         self.retry_on_oom = True  # halve an auto micro-batch once after an out-of-memory error
@@ -122,7 +126,11 @@ class StepRunner:
                 with self.autocast:
                     out = self.forward(micro)
                 timer and timer("forward")
-                self.accelerator.backward(out["loss"] * (size / total))
+                # fp32 before scaling: an fp16 loss times fp16's first scale (2**16) is inf.
+                weighted = out["loss"].float() * (size / total)
+                self.accelerator.backward(
+                    self.scaler.scale(weighted) if self.scaler is not None else weighted
+                )
                 timer and timer("backward")
             step_loss += out["loss"].detach() * (size / total)
         return step_loss, out
@@ -144,9 +152,15 @@ class StepRunner:
             if not (is_out_of_memory(err) and self._halve_after_oom()):
                 raise
             step_loss, out = self.forward_backward(batch, self.plan.sizes(), timer)
+        if self.scaler is not None:  # clip the true gradients, not the scaled ones
+            self.scaler.unscale_(self.optimizer)
         if self.recipe.optim.grad_clip > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.recipe.optim.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when the gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         timer and timer("optimizer")
         for online, target in self.ema_pairs:
@@ -191,7 +205,13 @@ def device_batch(batch: dict, device: torch.device) -> dict:
     }
 
 
-def trial_step(model: nn.Module, accelerator: Accelerator, recipe: Recipe, batch: dict) -> None:
+def trial_step(
+    model: nn.Module,
+    accelerator: Accelerator,
+    recipe: Recipe,
+    batch: dict,
+    precision: str | None = None,
+) -> None:
     """One forward/backward on ``batch`` that leaves no trace: gradients cleared, RNG and
     buffers (e.g. BatchNorm statistics) restored, no DDP all-reduce. Sizes the micro-batch."""
     unwrapped = accelerator.unwrap_model(model)
@@ -200,7 +220,7 @@ def trial_step(model: nn.Module, accelerator: Accelerator, recipe: Recipe, batch
     buffers = {name: b.detach().clone() for name, b in unwrapped.named_buffers()}
     device = accelerator.device
     try:
-        with accelerator.no_sync(model), autocast(device, recipe.train.precision):
+        with accelerator.no_sync(model), autocast(device, precision or recipe.train.precision):
             loss = model(device_batch(batch, device))["loss"]
         with accelerator.no_sync(model):
             loss.backward()

@@ -45,6 +45,7 @@ from jepactl.micro_batch import (
     MicroPlan,
     PeakMeter,
     batch_bytes,
+    batch_summary,
     loader_workers,
     optimizer_state_bytes,
     plan_micro_batches,
@@ -55,6 +56,7 @@ from jepactl.micro_batch import (
 )
 from jepactl.monitor import CollapseWatch, collapse_stats
 from jepactl.output_paths import write_errors_name
+from jepactl.precision import resolve_precision
 from jepactl.progress import TrainProgress
 from jepactl.recipe import Recipe, cpu_recipe
 from jepactl.registry import method_spec
@@ -250,6 +252,7 @@ def _pretrain(
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
+    precision, precision_notice = resolve_precision(cfg.precision, device)
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     state = None
@@ -300,7 +303,7 @@ def _pretrain(
     micro_plan = plan_micro_batches(
         cfg.micro_batch_size,
         cfg.batch_size,
-        lambda size: trial_step(model, accelerator, recipe, slice_batch(first, 0, size)),
+        lambda size: trial_step(model, accelerator, recipe, slice_batch(first, 0, size), precision),
         device,
         optimizer_state_bytes(model, optimizer),
         reserve_bytes=workers * (2 * batch_bytes(first) + WORKER_BYTES),
@@ -323,7 +326,12 @@ def _pretrain(
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
     else:
         torch.manual_seed(cfg.seed + 1000 * rank)
-    setup = {"micro_batch": micro_plan.as_dict(), "num_workers": workers}
+    setup = {
+        "micro_batch": micro_plan.as_dict(),
+        "num_workers": workers,
+        "precision": precision,
+        "global_batch_size": cfg.batch_size * world,
+    }
 
     if accelerator.is_main_process:
         write_run_files(run_dir, recipe, world, str(device), setup)
@@ -334,6 +342,10 @@ def _pretrain(
     progress = TrainProgress(
         total, start_step, quiet or not accelerator.is_main_process, detail=micro_plan.describe()
     )
+    if accelerator.is_main_process:
+        progress.message(batch_summary(cfg.batch_size, world, micro_plan, precision))
+        if precision_notice:
+            progress.message(f"[yellow]{precision_notice}")
     if source.skipped and accelerator.is_main_process:
         progress.message(
             f"[yellow]skipped {len(source.skipped)} unreadable files (first: {source.skipped[0]})"
@@ -345,7 +357,9 @@ def _pretrain(
             f"{workers} data-loader worker(s): train.num_workers={cfg.num_workers} "
             f"capped at this process's CPUs minus one"
         )
-    runner = StepRunner(model, model, optimizer, accelerator, recipe, micro_plan)
+    runner = StepRunner(model, model, optimizer, accelerator, recipe, micro_plan, precision)
+    if state is not None and runner.scaler is not None and "grad_scaler" in state:
+        runner.scaler.load_state_dict(state["grad_scaler"])
 
     def record_replan(new_plan: MicroPlan) -> None:
         setup["micro_batch"] = new_plan.as_dict()
@@ -373,6 +387,11 @@ def _pretrain(
                     "step": step,
                     "rng": rngs,
                     "world_size": world,
+                    **(
+                        {"grad_scaler": runner.scaler.state_dict()}
+                        if runner.scaler is not None
+                        else {}
+                    ),
                 },
                 keep=recipe.checkpoint.keep,
             )
@@ -439,7 +458,7 @@ def _pretrain(
                     if accelerator.is_main_process:
                         which = getattr(recipe.probe, "which", "target")
                         encoder = accelerator.unwrap_model(model).encoder(which)
-                        record.update(online.score(encoder, cfg.precision))
+                        record.update(online.score(encoder, precision))
                     accelerator.wait_for_everyone()
                 checkpointed = step % cfg.checkpoint_every == 0 or step == total
                 if accelerator.is_main_process and best.improves(record, checkpointed):
