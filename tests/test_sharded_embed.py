@@ -416,3 +416,30 @@ def test_two_processes_embed_every_input_once_in_order_and_probe_the_same(images
                      tmp_path / "test.parquet", "--json")["results"]  # fmt: skip
         for metric in ("linear_accuracy", "knn_accuracy", "linear_balanced_accuracy"):
             assert cached[metric] == pytest.approx(direct[metric], abs=1e-6), (features, metric)
+
+
+@pytest.mark.slow
+def test_a_process_that_fails_stops_the_job_and_leaves_the_previous_output(
+    images_and_run, tmp_path
+):
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if launcher is None:
+        pytest.skip("accelerate launcher not installed")
+    root, run = images_and_run
+    out = tmp_path / "emb.parquet"
+    run_embed(run, str(root / "train"), out)
+    before = out.read_bytes()
+    # rank 1 cannot write its part: a folder sits where the part goes
+    (staging_folder(out, 2) / part_name(1, 2)).mkdir(parents=True)
+    done = subprocess.run(
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "jepactl", "embed", str(run),
+         "--data", str(root / "train"), "--which", "context", "--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2  # one line from each process, no traceback of ours
+    assert any(e.startswith("error: cannot write '") and "Is a directory" in e for e in errors)
+    assert any("rank 0: another process stopped before writing its part" in e for e in errors)
+    assert out.read_bytes() == before  # nothing published

@@ -145,7 +145,7 @@ def run_embed(
                     rows.write(shard, sink, f"embed rank 0 of {world}" if rank == 0 else None)
             dim = sink.dim
         if state is not None:
-            state.wait_for_everyone()
+            wait_for_every_part(state)
         if rank != 0:
             return {**result, "dim": dim, "processes": world, "rank": rank}
         parts = staged_parts(staging, samples, world, batch_size)
@@ -158,6 +158,18 @@ def run_embed(
     finally:
         if state is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def wait_for_every_part(state) -> None:
+    """The barrier after the parts; a process that failed (its own error is on stderr) breaks it
+    for the others, which then stop with one line, not the process group's traceback."""
+    try:
+        state.wait_for_everyone()
+    except RuntimeError as err:  # torch.distributed's DistBackendError is one
+        raise UserError(
+            f"rank {state.process_index}: another process stopped before writing its part (its "
+            "error is above); nothing was published, the previous output is untouched"
+        ) from err
 
 
 class Rows:
