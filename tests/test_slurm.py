@@ -40,6 +40,8 @@ def test_the_scripts_are_there_and_parse():
         text = script.read_text()
         for line in ("#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "scontrol requeue"):
             assert line in text, f"{script.name} lacks {line!r}"
+    readme = (EXAMPLES.parents[1] / "README.md").read_text()
+    assert "(docs/clusters.md)" in readme and (EXAMPLES.parents[1] / "docs/clusters.md").is_file()
 
 
 def shellcheck() -> str | None:
@@ -248,10 +250,21 @@ def test_the_array_script_probes_one_run_per_task(cluster, tmp_path):
         env=job_env(**settings),
         cwd=tmp_path,
     )
+    # Task 1 gets USR1 as if its time ran out: it stops its probe and requeues itself.
+    log1 = tmp_path / "probe-1.out"
+    cluster.wait_for(
+        lambda: log1.is_file() and "jepactl probe" in log1.read_text(), 120, "task 1 to start"
+    )
+    cluster.run(["scancel", "--signal=USR1", "--batch", f"{job}_1"])
     tasks = wait_done(cluster, job, 240)
     logs = {i: (tmp_path / f"probe-{i}.out").read_text() for i in (0, 1)}
-    assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1"], tasks
+    by_task = {t["ArrayTaskId"]: t for t in tasks}
+    assert sorted(by_task) == ["0", "1"], tasks
     assert all(t["JobState"] == "COMPLETED" for t in tasks), logs
+    assert by_task["0"]["Restarts"] == "0" and by_task["1"]["Restarts"] == "1", tasks
+    assert "USR1: stopping the probe" in logs[1] and "(array task 1, restart 1)" in logs[1]
+    # Task 1's own job id is the array's: requeueing that id would requeue task 0 as well.
+    assert f"requeueing job {job}_1" in logs[1] and "USR1" not in logs[0]
     for task, run in enumerate(runs):
         doc = json.loads((probes / f"{run.name}-{task}.json").read_text())
         assert doc["command"] == "probe" and Path(doc["run"]) == run
