@@ -152,7 +152,7 @@ def test_embed_writes_parquet_with_single_and_multi_label_columns(
 
     multi = torch.tensor([[1, 0, 1]] * 500)
     monkeypatch.setattr(
-        embed_module, "extract_features", lambda *a, **k: (torch.zeros(500, 32), multi)
+        embed_module, "iter_features", lambda *a, **k: iter([(torch.zeros(500, 32), multi)])
     )
     embed_module.run_embed(trained_run, "builtin:shapes", tmp_path / "m.parquet", split="test")
     labels = pq.read_table(tmp_path / "m.parquet").column("label").to_pylist()

@@ -380,7 +380,7 @@ def test_embed_checks_out_before_computing_anything(trained_run, a_file, tmp_pat
     def must_not_run(*args, **kwargs):
         raise AssertionError("embeddings computed before --out was checked")
 
-    monkeypatch.setattr("jepactl.evaluate.embed.extract_features", must_not_run)
+    monkeypatch.setattr("jepactl.evaluate.embed.iter_features", must_not_run)
     args = ["embed", trained_run, "--data", "builtin:shapes", "--out"]
     assert_user_error(
         run(*args, a_file / "emb.npy"),
