@@ -106,7 +106,9 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_matches_a_straight_run(c
     straight = tmp_path / "straight"
     reference = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "jepactl"),
+            sys.executable,
+            "-m",
+            "jepactl",
             "pretrain",
             "image/ijepa-cpu",
             *OVERRIDES,
@@ -121,6 +123,17 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_matches_a_straight_run(c
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        check_requeue(cluster, tmp_path, straight, reference)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+
+
+def check_requeue(cluster, tmp_path, straight, reference):
+    """Submit pretrain.sbatch, USR1 it after step 2, follow the requeue, compare the losses
+    with ``straight`` (the same command without SLURM, run by ``reference``)."""
     run = tmp_path / "requeued"
     log = tmp_path / "job.out"
     settings = dict(
@@ -160,6 +173,7 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_matches_a_straight_run(c
     assert f"stopped by signal at step {stopped_at}; checkpoint saved" in text
     assert f"checkpoint saved; requeueing job {job}" in text
     # The requeued job ran the same script (same job id, restart count 1) and finished.
+    assert info["Command"] == str(EXAMPLES / "pretrain.sbatch"), info
     assert f"job {job} (restart 0)" in text and f"job {job} (restart 1)" in text
     results = [json.loads(doc) for doc in split_json_documents(text)]
     assert [r["results"]["finished"] for r in results] == [False, True]
