@@ -454,8 +454,10 @@ def _pretrain(
                         and value.numel() == 1
                     ):
                         record[key] = value.item()
-                if online is not None and (step % every == 0 or step == total):
-                    if accelerator.is_main_process:
+                # Only rank 0 holds the probe (``online`` is None elsewhere), but every rank
+                # knows ``every``: all of them wait at the same steps while rank 0 scores.
+                if every and (step % every == 0 or step == total):
+                    if online is not None:
                         which = getattr(recipe.probe, "which", "target")
                         encoder = accelerator.unwrap_model(model).encoder(which)
                         record.update(online.score(encoder, precision))
