@@ -10,6 +10,7 @@ from jepactl.errors import UserError
 from jepactl.recipe import load_recipe
 
 
+@pytest.mark.slow
 def test_bench_report_is_consistent():
     recipe = load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES)
     report = run_bench(recipe, steps=2, warmup=1, batch_size=4, precision="fp32", repeats=1)
@@ -24,6 +25,7 @@ def test_bench_report_is_consistent():
     assert report["spec_peak_tflops"] is None and report["mfu_vs_spec"] is None  # a CPU
 
 
+@pytest.mark.slow
 def test_bench_mfu_against_a_given_peak_and_the_known_gpus():
     recipe = load_recipe("image/ijepa-cpu", TINY_IMAGE_OVERRIDES)
     report = run_bench(

@@ -195,6 +195,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [previous]
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_mid_write_keeps_the_previous_checkpoint(tmp_path):
     """The kernel refuses the write itself (EFBIG), as on a disk that fills up mid-save."""
     script = textwrap.dedent("""

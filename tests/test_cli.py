@@ -87,6 +87,7 @@ def test_flags_show_as_flags_in_help():
     assert "--quiet" in run("pretrain", "--help").stdout
 
 
+@pytest.mark.slow
 def test_pretrain_then_probe_json_on_stdout(tmp_path):
     out = tmp_path / "r"
     result = run(

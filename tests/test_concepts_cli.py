@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from jepactl.cli import app
@@ -35,6 +36,7 @@ def probe_json(run, *extra):
     return json.loads(result.stdout)["results"]
 
 
+@pytest.mark.slow
 def test_concept_jepa_memorises_its_facts_and_probe_prints_every_split(tmp_path):
     run = tmp_path / "jepa"
     result = invoke(
@@ -67,6 +69,7 @@ def test_concept_jepa_memorises_its_facts_and_probe_prints_every_split(tmp_path)
     assert untrained["train_mrr"] < table["train_mrr"] / 3
 
 
+@pytest.mark.slow
 def test_language_model_trains_on_a_users_jsonl_and_reports_token_mrr(tmp_path):
     facts = tmp_path / "facts.jsonl"
     rows = []

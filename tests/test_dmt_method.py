@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import TINY_IMAGE_OVERRIDES
@@ -80,6 +81,7 @@ def test_targets_come_from_the_target_head_and_gradients_reach_the_context_head(
     assert abs(after - before) > 1e-3
 
 
+@pytest.mark.slow
 def test_dmt_pretrains_with_the_shared_trainer_and_moves_the_target_head(tmp_path) -> None:
     run = tmp_path / "dmt"
     recipe = tiny_dmt(3, ["ema.start=0.5", "ema.end=0.5"])

@@ -113,6 +113,7 @@ def _cli(*args: str, cwd: Path):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_cli_pretrains_on_the_embedded_sample_then_probes_beats(tmp_path):
     run = tmp_path / "run"
     done = _cli(

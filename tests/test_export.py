@@ -43,6 +43,7 @@ def test_exported_features_equal_the_runs_features(trained_run, tmp_path):
     assert config["kind"] == "encoder" and config["tokenizer"]["kind"] == "patch2d"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registers", [0, 2])
 def test_a_timm_export_loads_strictly_into_timm_and_pools_the_same(tmp_path, registers):
     import timm
@@ -185,6 +186,7 @@ def test_the_export_has_a_model_card_timm_rebuild_info_and_strict_loading(traine
         jepactl.load_encoder(tmp_path / "exp")
 
 
+@pytest.mark.slow
 def test_exporting_an_unfinished_run_warns_with_its_step(tmp_path):
     from typer.testing import CliRunner
 

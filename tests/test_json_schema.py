@@ -92,6 +92,7 @@ def lidar(tmp_path):
 @pytest.mark.parametrize(
     "domain", [image, sar, ecg, tabular, concepts, linear, views, lidar], ids=lambda f: f.__name__
 )
+@pytest.mark.slow
 def test_pretrain_and_probe_json_have_one_top_level_on_every_domain(tmp_path, domain):
     recipe, pretrain_args, probe_args = domain(tmp_path)
     run = tmp_path / "run"

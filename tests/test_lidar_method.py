@@ -235,6 +235,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_cli_pretrains_probes_three_ways_and_embeds_one_vector_per_cloud(tmp_path):
     data = object_folder(tmp_path / "objects")
     run = tmp_path / "run"

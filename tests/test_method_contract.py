@@ -223,6 +223,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_bench_runs_dmt_jepa_without_data():
     result = invoke(
         "bench",

@@ -117,6 +117,7 @@ def test_auto_cuts_the_batch_when_memory_is_short_and_keeps_the_effective_batch(
     assert all(r["samples_per_s"] > 0 for r in metrics(run))
 
 
+@pytest.mark.slow
 def test_no_room_for_one_sample_stops_before_the_first_step(tmp_path, monkeypatch):
     monkeypatch.setattr(
         micro_batch,
@@ -178,6 +179,7 @@ def test_plan_fits_a_measured_per_sample_cost(monkeypatch):
     assert kept.micro_batch_size == 4 and kept.chosen_by == "recipe" and kept.accumulation == 16
 
 
+@pytest.mark.slow
 def test_explicit_micro_batch_is_checked_and_capped():
     plan = plan_micro_batches(100, 64, lambda m: None, torch.device("cpu"), 0, 0)
     assert plan.micro_batch_size == 64 and plan.accumulation == 1

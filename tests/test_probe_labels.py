@@ -182,6 +182,7 @@ def test_headers_are_detected_and_keys_normalised(tmp_path):
         read_label_file(tmp_path / "c.csv", "record")
 
 
+@pytest.mark.slow
 def test_ecg_records_take_labels_from_a_record_label_csv(tmp_path, caplog):
     run = tmp_path / "run"
     json_of(

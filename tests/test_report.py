@@ -215,6 +215,7 @@ def test_kept_result_needs_a_run_folder_and_a_failed_write_only_warns(tmp_path, 
     assert len(warning) == 1 and "warning" in warning[0] and "probes" in warning[0]
 
 
+@pytest.mark.slow
 def test_probe_keeps_its_json_document_in_the_run(tmp_path):
     run = tmp_path / "run"
     invoke = CliRunner().invoke

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_IMAGE_OVERRIDES
@@ -21,6 +22,7 @@ def losses(run):
     return [json.loads(line)["loss"] for line in lines]
 
 
+@pytest.mark.slow
 def test_the_same_line_starts_then_resumes_exactly(tmp_path):
     from jepactl.recipe import load_recipe
     from jepactl.train import pretrain as train
@@ -36,6 +38,7 @@ def test_the_same_line_starts_then_resumes_exactly(tmp_path):
     assert losses(requeued) == losses(straight)
 
 
+@pytest.mark.slow
 def test_a_recipe_that_changes_the_model_is_refused_in_one_line(tmp_path):
     run = tmp_path / "run"
     assert pretrain(run, 2).exit_code == 0

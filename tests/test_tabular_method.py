@@ -286,6 +286,7 @@ def regression_table(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_finetune_regression_trains_the_encoder_and_reports_rmse(tmp_path):
     from safetensors.torch import load_file
 

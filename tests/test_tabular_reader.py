@@ -224,6 +224,7 @@ def test_target_position_out_of_range_is_one_data_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_corrupt_parquet_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "data").mkdir()
     broken = tmp_path / "data" / "train-00000.parquet"

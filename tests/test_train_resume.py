@@ -31,6 +31,7 @@ def tiny(max_steps, extra=()):
     )
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_loss_curve(tmp_path):
     straight = tmp_path / "straight"
     pretrain(tiny(8), straight, quiet=True)
@@ -44,6 +45,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
     assert len(losses(split)) == 8
 
 
+@pytest.mark.slow
 def test_grad_accumulation_steps_schedules_per_optimizer_step(tmp_path):
     run = tmp_path / "accum"
     recipe = tiny(4, ["train.grad_accum=2", "train.batch_size=4"])
@@ -56,6 +58,7 @@ def test_grad_accumulation_steps_schedules_per_optimizer_step(tmp_path):
     assert records[0]["momentum"] == pytest.approx(0.996)
 
 
+@pytest.mark.slow
 def test_metrics_hold_schedules_throughput_and_collapse_monitors(tmp_path):
     run = tmp_path / "m"
     pretrain(tiny(3), run, quiet=True)
@@ -78,6 +81,7 @@ def test_metrics_hold_schedules_throughput_and_collapse_monitors(tmp_path):
     assert reproduced.train.max_steps == 3 and reproduced.model.embed_dim == 32
 
 
+@pytest.mark.slow
 def test_existing_run_without_resume_is_refused(tmp_path):
     from jepactl.errors import UserError
 
