@@ -173,7 +173,9 @@ def _hf_source(
         label_column = label_column or ("label" if "label" in features else None)
     classes: list[str] = []
     if label_column is not None and label_column in features:
-        labels = np.asarray(dataset[label_column], dtype=np.int64)
+        # One vectorised read of the column: a plain ``dataset[label_column]`` formats it row
+        # by row in Python (14 s per process for 300,000 rows).
+        labels = np.asarray(dataset.with_format("numpy")[label_column][:], dtype=np.int64)
         feature = features[label_column]
         classes = (
             list(feature.names)
