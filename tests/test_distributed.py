@@ -46,7 +46,9 @@ def test_two_process_cpu_run_trains_checkpoints_and_resumes(tmp_path):
         "pretrain",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [*TINY_IMAGE_OVERRIDES, "train.checkpoint_every=2", "--quiet"]
+    # Online probes at steps 2 and 4: only rank 0 scores, both ranks wait (this hung once).
+    online = ["eval.every=2", "eval.fit_samples=64", "eval.score_samples=32"]
+    args = [*TINY_IMAGE_OVERRIDES, "train.checkpoint_every=2", *online, "--quiet"]
     subprocess.run(
         [*base, "image/ijepa-cpu", "--out", str(run), "--max-steps", "2", *args],
         check=True,
@@ -63,7 +65,12 @@ def test_two_process_cpu_run_trains_checkpoints_and_resumes(tmp_path):
     )
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # one writer, no duplicated lines
-    assert json.loads((run / "env.json").read_text())["world_size"] == 2
+    probed = [r["step"] for r in records if "online_linear_accuracy" in r]
+    assert probed == [2, 4]
+    env = json.loads((run / "env.json").read_text())
+    assert (
+        env["world_size"] == 2 and env["global_batch_size"] == 2 * env["micro_batch"]["batch_size"]
+    )
     from jepactl.checkpoint import load_latest_checkpoint
 
     state, _ = load_latest_checkpoint(run / "checkpoints")
