@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jepactl.evaluate.metrics import accuracy, balanced_accuracy
 from jepactl.evaluate.probe import knn_predict, linear_probe, stratified_fraction
@@ -45,3 +46,29 @@ def test_labels_fraction_keeps_each_class_in_proportion():
     kept = labels[keep]
     assert [(kept == c).sum().item() for c in range(3)] == [10, 2, 1]
     assert torch.equal(keep, stratified_fraction(labels, 0.1, seed=0))
+
+
+def test_knn_vote_is_weighted_by_exp_similarity_over_temperature():
+    # One test point; neighbours: two of class 0 at cosine 0.6, one of class 1 at cosine 1.0.
+    # A plain vote says 0; DINO's weights exp(s / 0.07) give class 1 e^(1/0.07) against
+    # 2 e^(0.6/0.07), so 1 wins; at T = 10 the weights are nearly equal and 0 wins again.
+    train = torch.tensor([[0.6, 0.8], [0.6, -0.8], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    test = torch.tensor([[1.0, 0.0]])
+    vote = dict(k=3, centre=False)
+    assert knn_predict(train, labels, test, 2, temperature=0.07, **vote).item() == 1
+    assert knn_predict(train, labels, test, 2, temperature=10.0, **vote).item() == 0
+
+
+def test_knn_is_unchanged_by_a_vector_every_sample_shares():
+    # Pooled ViT features were 99.8 % one shared mean vector (benchmarks/images/DIAGNOSIS.md):
+    # the kNN centres on the training mean, so adding any constant vector changes nothing,
+    # while cosine on the raw features then sees every pair at similarity ~1.
+    x, y = blobs(60, 4, 8, 1.5, seed=0)
+    tx, ty = blobs(30, 4, 8, 1.5, seed=1)
+    offset = 40 * torch.ones(8)
+    plain = knn_predict(x, y, tx, 4, k=10)
+    shifted = knn_predict(x + offset, y, tx + offset, 4, k=10)
+    assert torch.equal(plain, shifted)
+    raw_cos = F.normalize(x + offset, dim=1) @ F.normalize(tx + offset, dim=1).T
+    assert raw_cos.min() > 0.95

@@ -1,4 +1,21 @@
-"""Linear (logistic-regression) and kNN probes on frozen, pooled encoder features."""
+"""Linear (logistic-regression) and kNN probes on frozen, pooled encoder features.
+
+Probe protocol (the one place it is written down; ``jepactl probe``, the online probe and the
+few-shot probe all use these functions):
+
+* **Features:** the frozen encoder's ``pooled`` output (for the ViT: the mean of the final,
+  LayerNorm-ed patch tokens, as in I-JEPA's linear evaluation), extracted once and cached.
+* **Linear:** multinomial logistic regression, full-batch L-BFGS, on features standardised
+  with the training statistics; the L2 strength (1e-5 .. 1e-2) is chosen on a seeded 10 % of
+  the training rows, then the head is refitted on all of them.
+* **kNN** (DINO's weighted kNN, Caron et al. 2021, with the features centred first):
+  features are centred on the training mean, then L2-normalised; each test sample's k = 20
+  nearest training samples by cosine similarity vote for their class with weight
+  exp(similarity / 0.07). Centring matters when every sample shares one large mean vector
+  (benchmarks/images/DIAGNOSIS.md: the mean vector was 99.8 % of the per-sample norm): without
+  it every cosine is near 1, the exp-weighted vote degenerates into a plain vote and the
+  neighbours are ranked by the shared component instead of what tells samples apart.
+"""
 
 from __future__ import annotations
 
@@ -106,12 +123,15 @@ def knn_predict(
     k: int = 20,
     temperature: float = 0.07,
     chunk: int = 1024,
+    centre: bool = True,
 ) -> torch.Tensor:
-    """Return kNN predictions: cosine neighbours vote with weight exp(sim / T) (DINO's protocol)."""
-    train_n = F.normalize(train_x, dim=1)
+    """Return kNN predictions: neighbours by cosine similarity of the features centred on the
+    training mean, each voting with weight exp(sim / T) (DINO's vote; protocol above)."""
+    mean = train_x.mean(0) if centre else torch.zeros_like(train_x[0])
+    train_n = F.normalize(train_x - mean, dim=1)
     preds = []
     for start in range(0, len(test_x), chunk):
-        sims = F.normalize(test_x[start : start + chunk], dim=1) @ train_n.T
+        sims = F.normalize(test_x[start : start + chunk] - mean, dim=1) @ train_n.T
         top, idx = sims.topk(min(k, len(train_x)), dim=1)
         votes = torch.zeros(len(top), classes)
         votes.scatter_add_(1, train_y[idx], (top / temperature).exp())
