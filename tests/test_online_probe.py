@@ -43,6 +43,25 @@ def test_online_scores_land_in_the_logged_records_and_the_split_is_recorded(tmp_
     )
 
 
+def test_baselines_score_the_initial_encoder_and_the_raw_input_once_per_run(tmp_path):
+    # lr 0 leaves the encoder (and its EMA copy) as initialised, so the step-0 baseline must
+    # equal the probe at every later step: it scores the same encoder the online probe does
+    run = tmp_path / "run"
+    frozen = ["optim.lr=0", "optim.start_lr=0", "optim.final_lr=0", "train.checkpoint_every=2"]
+    pretrain(tiny(4, frozen), run, quiet=True, stop_after=2)
+    first = json.loads((run / "online_probe.json").read_text())["baselines"]
+    step0 = {f"online_{k}": v for k, v in first["step_0"].items()}
+    for record in records(run):
+        assert {k: record[k] for k in step0} == pytest.approx(step0, abs=1e-6)
+    assert first["raw_input"]["dims"] == 3 * 16 * 16  # the images as the encoder receives them
+    raw = first["raw_input"]
+    assert 0.0 <= raw["linear_accuracy"] <= 1.0 and 0.0 <= raw["knn_accuracy"] <= 1.0
+    assert raw["rankme"] > first["step_0"]["rankme"]  # 768 pixel dims against 32 features
+
+    pretrain(tiny(4, frozen), run, resume=True, quiet=True)  # resumed: the first ones kept
+    assert json.loads((run / "online_probe.json").read_text())["baselines"] == first
+
+
 @pytest.mark.slow
 def test_resume_with_online_probes_repeats_the_straight_run_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -55,7 +74,8 @@ def test_resume_with_online_probes_repeats_the_straight_run_exactly(tmp_path):
 
 
 def test_the_best_checkpoint_is_the_step_where_the_probe_peaked(tmp_path, monkeypatch):
-    scores = iter([0.5, 0.9, 0.4])  # peaks at step 4 of 6
+    # the step-0 baseline (0.95) is no candidate: there is no checkpoint of the initial weights
+    scores = iter([0.95, 0.5, 0.9, 0.4])  # then peaks at step 4 of 6
 
     def score(self, encoder, precision):
         return {"online_linear_accuracy": next(scores)}

@@ -136,6 +136,29 @@ def test_online_probe_keys_get_their_figure(tmp_path):
     assert len(panel(figures["online_probe.png"], "probe_knn").get_lines()) == 1
 
 
+def baselined_run(folder, step0: float, raw: float, scores=(0.6, 0.7)):
+    lines = [{"step": s, "loss": 1.0, "online_linear_accuracy": v} for s, v in zip((5, 10), scores)]
+    run = fake_run(folder, lines)
+    baselines = {"step_0": {"linear_accuracy": step0}, "raw_input": {"linear_accuracy": raw}}
+    (run / "online_probe.json").write_text(json.dumps({"every": 5, "baselines": baselines}))
+    return run
+
+
+def test_online_probe_baselines_start_the_curve_and_draw_the_raw_input_line(tmp_path):
+    seeds = [baselined_run(tmp_path / f"s{i}", 0.3 + i / 100, 0.55) for i in range(2)]
+    other = baselined_run(tmp_path / "other", 0.2, 0.45)
+    ax = panel(build_figures(seeds)["online_probe.png"], "online_linear_accuracy")
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert [list(line.get_xdata()) for line in solid] == [[0, 5, 10], [0, 5, 10]]
+    assert [line.get_ydata()[0] for line in solid] == pytest.approx([0.30, 0.31])
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    # seeds of one data set share the raw input: one grey line, not one per run
+    assert [(line.get_label(), line.get_ydata()[0]) for line in dashed] == [("raw input", 0.55)]
+    ax = panel(build_figures([*seeds, other])["online_probe.png"], "online_linear_accuracy")
+    dashed = [line.get_label() for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert dashed == ["raw input (s0)", "raw input (s1)", "raw input (other)"]
+
+
 def test_write_report_writes_pngs_a_probe_table_and_one_self_contained_page(two_runs, tmp_path):
     out = tmp_path / "report"
     result = write_report(list(two_runs), out)

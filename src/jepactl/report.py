@@ -4,11 +4,13 @@ Each run's ``metrics.jsonl`` (a torn last line dropped, as the trainer does) bec
 per group: ``loss.png`` (loss and every other ``*_loss``), ``schedules.png`` (lr, weight decay,
 EMA momentum), ``throughput.png`` (samples/s, data wait), ``collapse.png`` (per-dimension std
 with the collapse monitor's threshold, effective rank) and ``online_probe.png`` (``online_*`` /
-``probe_*`` keys). A figure none of the runs has a key of is not made; a key a run lacks is
-absent from its curves. Several runs are overlaid, one colour per run, and the legend sits below
-the panels so it never covers a curve. The probe results that ``probe`` and ``finetune`` keep in
-``RUN/probes/*.json`` become one table (``probe_results.csv``), and ``index.html`` holds
-everything (the PNGs embedded) so it can be mailed or opened anywhere.
+``probe_*`` keys; a run's online-probe baselines, from ``RUN/online_probe.json``, start each
+curve at step 0 with the encoder as initialised and add a dashed line for the raw input, so "did
+pretraining pay?" reads off one figure). A figure none of the runs has a key of is not made; a
+key a run lacks is absent from its curves. Several runs are overlaid, one colour per run, and
+the legend sits below the panels so it never covers a curve. The probe results that ``probe``
+and ``finetune`` keep in ``RUN/probes/*.json`` become one table (``probe_results.csv``), and
+``index.html`` holds everything (the PNGs embedded) so it can be mailed or opened anywhere.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot).
 """
@@ -73,14 +75,29 @@ class RunCurves:
     label: str
     recipe: Optional[str]
     records: list[dict[str, Any]] = field(default_factory=list)
+    # the online probe's {"step_0": {...}, "raw_input": {...}} (evaluate/online.py), or {}
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def keys(self) -> set[str]:
         return {k for r in self.records for k in r}
 
+    def baseline(self, which: str, key: str) -> Optional[float]:
+        """The ``which`` baseline ("step_0" or "raw_input") of metrics key ``key``, or None."""
+        if not key.startswith("online_"):
+            return None
+        value = self.baselines.get(which, {}).get(key.removeprefix("online_"))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) else None
+
     def series(self, key: str) -> tuple[list[float], list[float]]:
-        """Return (steps, values) of ``key``; records without it, or with a value that is
-        not a finite number, are left out."""
+        """Return (steps, values) of ``key``, from step 0 where the run has its baseline;
+        records without it, or with a value that is not a finite number, are left out."""
         steps, values = [], []
+        first = self.baseline("step_0", key)
+        if first is not None:
+            steps.append(0)
+            values.append(first)
         for number, record in enumerate(self.records, 1):
             value = record.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -110,9 +127,26 @@ def load_runs(runs: list[Path]) -> list[RunCurves]:
             )
     labels = run_labels(paths)
     return [
-        RunCurves(path, label, _recipe_name(path), read_metrics(path / "metrics.jsonl"))
+        RunCurves(
+            path,
+            label,
+            _recipe_name(path),
+            read_metrics(path / "metrics.jsonl"),
+            _baselines(path),
+        )
         for path, label in zip(paths, labels)
     ]
+
+
+def _baselines(run: Path) -> dict[str, dict[str, Any]]:
+    """The online probe's baselines kept in ``RUN/online_probe.json``; {} without them."""
+    try:
+        baselines = json.loads((run / "online_probe.json").read_text()).get("baselines")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(baselines, dict):
+        return {}
+    return {k: v for k, v in baselines.items() if isinstance(v, dict)}
 
 
 def run_labels(paths: list[Path]) -> list[str]:
@@ -196,6 +230,7 @@ def _figure(title: str, keys: list[str], runs: list[RunCurves]) -> Figure:
                 )
         if key == "embed_std":
             _collapse_thresholds(ax, runs)
+        _raw_input_lines(ax, key, runs)
         ax.set_title(TITLES.get(key, key), fontsize=10)
         ax.set_xlabel(X_LABEL)
         ax.set_ylabel(Y_LABELS.get(key, key))
@@ -218,6 +253,26 @@ def _figure(title: str, keys: list[str], runs: list[RunCurves]) -> Figure:
             fontsize=9,
         )
     return fig
+
+
+def _raw_input_lines(ax, key: str, runs: list[RunCurves]) -> None:
+    """A dashed line at the raw input's score of ``key``: one grey line where every run
+    measured the same value (seeds of one recipe on one data set), else one per run."""
+    values = [(index, run, run.baseline("raw_input", key)) for index, run in enumerate(runs)]
+    values = [(index, run, value) for index, run, value in values if value is not None]
+    if not values:
+        return
+    if len({round(value, 9) for _, _, value in values}) == 1:
+        ax.axhline(values[0][2], color="0.35", ls="--", lw=1.2, label="raw input")
+        return
+    for index, run, value in values:
+        ax.axhline(
+            value,
+            color=COLORS[index % len(COLORS)],
+            ls="--",
+            lw=1.0,
+            label=f"raw input ({run.label})",
+        )
 
 
 def _collapse_thresholds(ax, runs: list[RunCurves]) -> None:

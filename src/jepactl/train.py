@@ -116,8 +116,13 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def start_online_probe(recipe, run_dir: Path, total: int, accelerator, progress):
-    """Return (the run's online probe or None, its period in steps); say once why there is none."""
+def start_online_probe(recipe, run_dir: Path, total: int, accelerator, progress, step0):
+    """Return (the run's online probe or None, its period in steps); say once why there is none.
+
+    ``step0`` is None on a resumed run, else (the encoder the probes score, the precision):
+    the raw-input and step-0 baselines are measured on it here, before the first step, once
+    per run; a resumed run keeps the first ones.
+    """
     every = resolve_every(recipe.eval.every, recipe.train.log_every, total)
     if not every or not accelerator.is_main_process:
         return None, every
@@ -126,8 +131,11 @@ def start_online_probe(recipe, run_dir: Path, total: int, accelerator, progress)
     if online is None:
         progress.message(f"no online probe: {why}")
         return None, every
-    online.write(run_dir, every)
     online.materialise()
+    online.write(run_dir, every)
+    if step0 is not None:
+        online.measure_baselines(*step0)
+        online.write(run_dir, every)
     return online, every
 
 
@@ -407,7 +415,9 @@ def _pretrain(
     earlier = read_metrics(metrics_file)
     for record in earlier:  # a resumed run remembers its peak (and warning)
         collapse_watch.update(record.get("step", 0), record.get("embed_std"))
-    online, every = start_online_probe(recipe, run_dir, total, accelerator, progress)
+    which = getattr(recipe.probe, "which", "target")
+    fresh = (accelerator.unwrap_model(model).encoder(which), precision) if step == 0 else None
+    online, every = start_online_probe(recipe, run_dir, total, accelerator, progress, fresh)
     best = BestCheckpoint(recipe, online is not None, earlier)
     with StopFlag() as stop:
         while step < total:
@@ -458,7 +468,6 @@ def _pretrain(
                 # knows ``every``: all of them wait at the same steps while rank 0 scores.
                 if every and (step % every == 0 or step == total):
                     if online is not None:
-                        which = getattr(recipe.probe, "which", "target")
                         encoder = accelerator.unwrap_model(model).encoder(which)
                         record.update(online.score(encoder, precision))
                     accelerator.wait_for_everyone()

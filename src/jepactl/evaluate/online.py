@@ -14,6 +14,11 @@ on a small labelled set that stays fixed for the whole run (and across ``--resum
   regression (L2 picked on a tenth of the fitting samples) and cosine kNN as ``jepactl probe``
   (evaluate/probe.py), plus RankMe (Garrido et al. 2023: exp of the entropy of the normalised
   singular values of the features), without labels.
+* **Baselines, once per run:** before the first step the same probes score the raw inputs
+  (each sample flattened, as the encoder receives it) and the encoder as initialised (this
+  seed's random init, step 0). They go into ``RUN/online_probe.json`` under ``baselines`` and
+  ``jepactl report`` draws them as the curve's step 0 and a dashed "raw input" line, so every
+  run carries its own answer to "did pretraining pay?". A resumed run keeps the first ones.
 * **Reproducibility:** the probe runs under a forked RNG with no loader workers, so a resumed
   run draws exactly what the uninterrupted one draws; results go into that step's record in
   ``metrics.jsonl`` as ``online_linear_accuracy``, ``online_knn_accuracy``, ``online_rankme``
@@ -148,8 +153,58 @@ class OnlineProbe:
         self.fit_set, self.score_set = _in_memory(self.fit_set), _in_memory(self.score_set)
 
     def write(self, run_dir: Path, every: int) -> None:
+        """Write ``RUN/online_probe.json``; baselines an earlier start measured are kept."""
         self.described["every"] = every
-        (run_dir / "online_probe.json").write_text(json.dumps(self.described, indent=2) + "\n")
+        path = run_dir / "online_probe.json"
+        if "baselines" not in self.described and path.is_file():
+            try:
+                earlier = json.loads(path.read_text()).get("baselines")
+            except (OSError, ValueError, AttributeError):
+                earlier = None
+            if isinstance(earlier, dict):
+                self.described["baselines"] = earlier
+        path.write_text(json.dumps(self.described, indent=2) + "\n")
+
+    @property
+    def has_baselines(self) -> bool:
+        return isinstance(self.described.get("baselines"), dict)
+
+    def measure_baselines(self, encoder: torch.nn.Module, precision: str) -> dict:
+        """Score the raw inputs and ``encoder`` as it is now (before any step: this seed's
+        random init); keep both in :attr:`described` (written by :meth:`write`)."""
+        baselines = {"step_0": _named(self.score(encoder, precision))}
+        raw = self._raw_inputs()
+        if raw is not None:
+            with torch.random.fork_rng(devices=[]):
+                baselines["raw_input"] = _named(self._probe(*raw), dims=int(raw[0].shape[1]))
+        self.described["baselines"] = baselines
+        return baselines
+
+    def _raw_inputs(self):
+        """(fit_x, fit_y, score_x, score_y) of the flattened inputs, or None where the inputs
+        are not one fixed-shape float tensor per sample (token ids, dicts, ragged clouds)."""
+        sets = []
+        for subset in (self.fit_set, self.score_set):
+            items = [subset[i] for i in range(len(subset))]
+            xs = [x for x, _ in items]
+            if not all(torch.is_tensor(x) and x.is_floating_point() for x in xs):
+                return None
+            if len({tuple(x.shape) for x in xs}) != 1:
+                return None
+            inputs = torch.stack(xs).flatten(1).float()
+            sets.append((inputs, torch.as_tensor([int(y) for _, y in items])))
+        (fit_x, fit_y), (score_x, score_y) = sets
+        return fit_x, fit_y, score_x, score_y
+
+    def _probe(self, fit_x, fit_y, score_x, score_y) -> dict[str, float]:
+        with torch.enable_grad():  # the logistic regression trains
+            linear, _ = linear_probe(fit_x, fit_y, score_x, score_y, self.classes, seed=0)
+        knn = knn_predict(fit_x, fit_y, score_x, self.classes, k=min(20, len(fit_y)))
+        return {
+            "online_linear_accuracy": accuracy(linear, score_y),
+            "online_knn_accuracy": accuracy(knn, score_y),
+            "online_rankme": rankme(torch.cat([fit_x, score_x])),
+        }
 
     @torch.no_grad()
     def score(self, encoder: torch.nn.Module, precision: str) -> dict[str, float]:
@@ -168,13 +223,16 @@ class OnlineProbe:
                 )
                 for subset in (self.fit_set, self.score_set)
             )
-            with torch.enable_grad():  # the logistic regression trains
-                linear, _ = linear_probe(fit_x, fit_y, score_x, score_y, self.classes, seed=0)
-            knn = knn_predict(fit_x, fit_y, score_x, self.classes, k=min(20, len(fit_y)))
+            scores = self._probe(fit_x, fit_y, score_x, score_y)
         encoder.train(was_training)
-        return {
-            "online_linear_accuracy": accuracy(linear, score_y),
-            "online_knn_accuracy": accuracy(knn, score_y),
-            "online_rankme": rankme(torch.cat([fit_x, score_x])),
-            "online_probe_s": time.perf_counter() - start,
-        }
+        return {**scores, "online_probe_s": time.perf_counter() - start}
+
+
+def _named(scores: dict[str, float], **extra) -> dict:
+    """Online-probe scores under the plain names a baseline keeps (``linear_accuracy``, ...)."""
+    named = {
+        key.removeprefix("online_"): value
+        for key, value in scores.items()
+        if key != "online_probe_s"
+    }
+    return {**named, **extra}
