@@ -137,9 +137,15 @@ def test_online_probe_keys_get_their_figure(tmp_path):
 
 
 def baselined_run(folder, step0: float, raw: float, scores=(0.6, 0.7)):
-    lines = [{"step": s, "loss": 1.0, "online_linear_accuracy": v} for s, v in zip((5, 10), scores)]
+    lines = [
+        {"step": s, "loss": 1.0, "online_linear_accuracy": v, "online_rankme": 3.0}
+        for s, v in zip((5, 10), scores)
+    ]
     run = fake_run(folder, lines)
-    baselines = {"step_0": {"linear_accuracy": step0}, "raw_input": {"linear_accuracy": raw}}
+    baselines = {
+        "step_0": {"linear_accuracy": step0, "rankme": 2.0},
+        "raw_input": {"linear_accuracy": raw, "rankme": 700.0},
+    }
     (run / "online_probe.json").write_text(json.dumps({"every": 5, "baselines": baselines}))
     return run
 
@@ -154,6 +160,9 @@ def test_online_probe_baselines_start_the_curve_and_draw_the_raw_input_line(tmp_
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     # seeds of one data set share the raw input: one grey line, not one per run
     assert [(line.get_label(), line.get_ydata()[0]) for line in dashed] == [("raw input", 0.55)]
+    # no raw-input line on RankMe: 700 pixel dimensions would flatten the features' 2-3
+    rank = panel(build_figures(seeds)["online_probe.png"], "online_rankme")
+    assert [line.get_linestyle() for line in rank.get_lines()] == ["-", "-"]
     ax = panel(build_figures([*seeds, other])["online_probe.png"], "online_linear_accuracy")
     dashed = [line.get_label() for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert dashed == ["raw input (s0)", "raw input (s1)", "raw input (other)"]

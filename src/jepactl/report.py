@@ -257,7 +257,10 @@ def _figure(title: str, keys: list[str], runs: list[RunCurves]) -> Figure:
 
 def _raw_input_lines(ax, key: str, runs: list[RunCurves]) -> None:
     """A dashed line at the raw input's score of ``key``: one grey line where every run
-    measured the same value (seeds of one recipe on one data set), else one per run."""
+    measured the same value (seeds of one recipe on one data set), else one per run. Scores
+    only: the raw input's RankMe (hundreds of pixel dimensions) would flatten the features'."""
+    if not key.endswith("_accuracy"):
+        return
     values = [(index, run, run.baseline("raw_input", key)) for index, run in enumerate(runs)]
     values = [(index, run, value) for index, run, value in values if value is not None]
     if not values:
