@@ -439,7 +439,10 @@ def test_a_process_that_fails_stops_the_job_and_leaves_the_previous_output(
     )  # fmt: skip
     assert done.returncode != 0 and done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2  # one line from each process, no traceback of ours
-    assert any(e.startswith("error: cannot write '") and "Is a directory" in e for e in errors)
-    assert any("rank 0: another process stopped before writing its part" in e for e in errors)
+    # the failing rank's one line; rank 0 adds its own unless the launcher, which stops the
+    # job when one process fails, terminates it first (a race that a loaded machine loses)
+    cannot = [e for e in errors if e.startswith("error: cannot write '") and "Is a directory" in e]
+    rank0 = [e for e in errors if "rank 0: another process stopped before writing its part" in e]
+    assert len(cannot) == 1 and len(rank0) <= 1 and len(errors) == len(cannot) + len(rank0)
+    assert "src/jepactl" not in done.stderr  # no traceback of ours
     assert out.read_bytes() == before  # nothing published

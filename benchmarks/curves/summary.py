@@ -35,7 +35,8 @@ def curves(out: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str, list
     """Return ({step: {key: values over seeds}}, {key: raw-input values}, number of seeds)."""
     steps: dict[int, dict[str, list[float]]] = {}
     raw: dict[str, list[float]] = {}
-    runs = sorted(p for p in out.glob("s*") if (p / "metrics.jsonl").is_file())
+    # runs with an online probe (the 1-step initial-weight runs of ecg_seeds.sh have none)
+    runs = sorted(p for p in out.glob("s*") if (p / "online_probe.json").is_file())
     for run in runs:
         described = json.loads((run / "online_probe.json").read_text())
         baselines = described.get("baselines", {})
