@@ -131,3 +131,38 @@ def test_every_labelled_domain_has_an_online_probe(tmp_path, domain):
     done = CliRunner().invoke(app, [*command, "--quiet"])
     assert done.exit_code == 0, done.output
     assert all(0 <= r["online_linear_accuracy"] <= 1 for r in records(run))
+
+
+class MeanOfInputs(torch.nn.Module):
+    """A stand-in encoder: its pooled feature is the per-channel mean of the input."""
+
+    def pooled(self, x):
+        return x.flatten(2).mean(-1) if x.ndim > 2 else x
+
+    def forward(self, x):
+        return self.pooled(x)
+
+
+def baselines_of(shape, count=40):
+    from types import SimpleNamespace
+
+    from torch.utils.data import TensorDataset
+
+    labels = torch.arange(count) % 2
+    inputs = torch.randn(count, *shape) + labels.view(-1, *[1] * len(shape)).float()
+    data = TensorDataset(inputs, labels)
+    config = SimpleNamespace(batch_size=16, seed=0)
+    probe = OnlineProbe(data, data, 2, {}, config)
+    return probe.measure_baselines(MeanOfInputs(), "fp32")
+
+
+def test_the_raw_input_baseline_is_skipped_with_the_reason_above_its_size_limit():
+    from jepactl.evaluate.online import RAW_INPUT_MAX_DIMS
+
+    small = baselines_of((3, 4, 4))
+    assert small["raw_input"]["dims"] == 48 and small["raw_input"]["linear_accuracy"] > 0.9
+    big = baselines_of((RAW_INPUT_MAX_DIMS + 1,), count=8)
+    assert big["raw_input"] == {
+        "skipped": f"{RAW_INPUT_MAX_DIMS + 1} values per sample (more than {RAW_INPUT_MAX_DIMS})"
+    }
+    assert set(big["step_0"]) == {"linear_accuracy", "knn_accuracy", "rankme"}

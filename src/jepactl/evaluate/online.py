@@ -52,6 +52,9 @@ def rankme(features: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+# Larger inputs (a 224 px image: 150,528 values) get no raw-input baseline: a logistic
+# regression on them would cost more than the run's online probes together.
+RAW_INPUT_MAX_DIMS = 16_384
 AUTO_MIN_STEPS = 100  # shorter runs (smoke tests) get no online probe unless they ask
 
 
@@ -165,36 +168,38 @@ class OnlineProbe:
                 self.described["baselines"] = earlier
         path.write_text(json.dumps(self.described, indent=2) + "\n")
 
-    @property
-    def has_baselines(self) -> bool:
-        return isinstance(self.described.get("baselines"), dict)
-
     def measure_baselines(self, encoder: torch.nn.Module, precision: str) -> dict:
         """Score the raw inputs and ``encoder`` as it is now (before any step: this seed's
         random init); keep both in :attr:`described` (written by :meth:`write`)."""
         baselines = {"step_0": _named(self.score(encoder, precision))}
-        raw = self._raw_inputs()
-        if raw is not None:
+        raw, why = self._raw_inputs()
+        if raw is None:
+            baselines["raw_input"] = {"skipped": why}
+        else:
             with torch.random.fork_rng(devices=[]):
                 baselines["raw_input"] = _named(self._probe(*raw), dims=int(raw[0].shape[1]))
         self.described["baselines"] = baselines
         return baselines
 
     def _raw_inputs(self):
-        """(fit_x, fit_y, score_x, score_y) of the flattened inputs, or None where the inputs
-        are not one fixed-shape float tensor per sample (token ids, dicts, ragged clouds)."""
+        """((fit_x, fit_y, score_x, score_y) of the flattened inputs, "") or (None, why): the
+        inputs must be one fixed-shape float tensor per sample (not token ids, dicts or ragged
+        clouds) of at most :data:`RAW_INPUT_MAX_DIMS` values."""
+        first = self.fit_set[0][0]
+        if not (torch.is_tensor(first) and first.is_floating_point()):
+            return None, "the inputs are not float tensors"
+        if first.numel() > RAW_INPUT_MAX_DIMS:
+            return None, f"{first.numel()} values per sample (more than {RAW_INPUT_MAX_DIMS})"
         sets = []
         for subset in (self.fit_set, self.score_set):
             items = [subset[i] for i in range(len(subset))]
             xs = [x for x, _ in items]
-            if not all(torch.is_tensor(x) and x.is_floating_point() for x in xs):
-                return None
-            if len({tuple(x.shape) for x in xs}) != 1:
-                return None
+            if not all(torch.is_tensor(x) and x.shape == first.shape for x in xs):
+                return None, "the inputs differ in shape"
             inputs = torch.stack(xs).flatten(1).float()
             sets.append((inputs, torch.as_tensor([int(y) for _, y in items])))
         (fit_x, fit_y), (score_x, score_y) = sets
-        return fit_x, fit_y, score_x, score_y
+        return (fit_x, fit_y, score_x, score_y), ""
 
     def _probe(self, fit_x, fit_y, score_x, score_y) -> dict[str, float]:
         with torch.enable_grad():  # the logistic regression trains
