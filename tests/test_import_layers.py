@@ -37,7 +37,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("building blocks", ("nn", "masks", "data")),
     ("method contract", ("methods", "recipe", "registry", "runs", "schedules")),
-    ("trainer and evaluation toolkit", ("step", "train", "trackers", "export", "evaluate")),
+    (
+        "trainer and evaluation toolkit",
+        ("step", "train", "run_evaluation", "trackers", "export", "evaluate"),
+    ),
     ("domains", ("domains",)),
     (
         "command line",

@@ -7,8 +7,8 @@ Usage: .venv/bin/python benchmarks/curves/ecg_summary.py OUT_DIR
 """
 
 import json
-import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -18,10 +18,8 @@ NAME = re.compile(r"s(\d+)(-init)?\.probe\.json")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = math.fsum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    """Mean and sample std (ddof 1; 0.0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def fmt(values: list[float]) -> str:

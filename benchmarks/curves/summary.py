@@ -7,7 +7,7 @@ Usage: .venv/bin/python benchmarks/curves/summary.py OUT_DIR
 """
 
 import json
-import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -16,10 +16,7 @@ KEYS = ("linear_accuracy", "knn_accuracy", "rankme")
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof 1; 0.0 for one value)."""
-    mean = math.fsum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def cell(values: list[float], key: str) -> str:
